@@ -1,0 +1,478 @@
+"""The pure-Python engine twin: the reference, the fallback and the benchmark baseline.
+
+It runs the same algorithm over the same indexes as the Cython core (``ext/_engine.pyx``),
+written as plain Python.  Both must return identical placements for every input; the
+differential and stateful tests hold them to it.
+
+The algorithm (DESIGN.md, "Engine semantics")
+---------------------------------------------
+A job of g <= G GPUs (G = GPUs per node) goes on one node; a larger one on k = g / G
+whole, free nodes.  Candidates are visited in locality order, and for each one the
+highest cap on the job's grid (max, max - 25, ..., min) at which every row of A·P <= b
+still holds is computed in closed form.  The winner is the candidate with the highest
+cap; among equal caps, the first in locality order.  That is exactly what "try the
+highest cap on every candidate, then step down 25 W" gives, without the step loop.
+
+Locality order:
+- g <= G: best fit, i.e. nodes by (free GPUs ascending, node index).  Whether a node
+  fits depends only on its rack and on whether it is empty, so one node per rack and
+  free count is looked at.
+- k nodes fitting in one pod: pods by (racks needed, free nodes, pod index).  Inside a
+  pod, racks with the most empty nodes are taken whole while the rest of the job is
+  larger than the next one, and the remainder goes to the rack with the fewest empty
+  nodes that still holds it (best fit): the fewest racks, and the least fragmentation.
+- k nodes needing several pods: pods by (free nodes descending, index), whole, and the
+  remainder in the best-fitting pod, chosen inside as above.  One candidate only.
+
+Units: rack power in integer watts; row slack in COEF_SCALE-units (coefficient
+millionths times watts), so every sum is exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, insort
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from ._checks import check_job, check_pod, gpus_per_node_for, unknown_job
+from .errors import JobError, PlacementError
+from .job import Job, Placement
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+__all__ = ["EngineCore", "FOUND", "NO_CAPACITY", "NO_POWER"]
+
+# search() status codes
+FOUND = 0
+NO_CAPACITY = 1
+NO_POWER = 2
+
+
+class EngineCore:
+    """Live state of one cluster, with place and release (pure Python)."""
+
+    backend = "python"
+
+    def __init__(self, cluster: "Cluster") -> None:
+        self.cluster = cluster
+        power = cluster.power
+        self._G = power.gpus_per_node
+        self._gpu_idle_w = power.gpu_idle_w
+        self._busy_step_w = power.busy_step_w
+        self._cap_step_w = power.cap_step_w
+        self._node_rack: list[int] = cluster.node_rack.tolist()
+        self._rack_first: list[int] = cluster.rack_first_node.tolist()
+        self._rack_pod: list[int] = cluster.rack_pod.tolist()
+        self._pod_racks: list[list[int]] = [[] for _ in range(cluster.num_pods)]
+        for r, p in enumerate(self._rack_pod):
+            self._pod_racks[p].append(r)
+        c = cluster.constraints
+        indptr = c.rack_rows_indptr.tolist()
+        index = c.rack_rows_index.tolist()
+        coef = c.rack_rows_coef_units.tolist()
+        # rack r -> [(row, coefficient units)], rows ascending
+        self._rack_rows: list[list[tuple[int, int]]] = [
+            list(zip(index[indptr[r]:indptr[r + 1]], coef[indptr[r]:indptr[r + 1]]))
+            for r in range(cluster.num_racks)]
+        self._max_rack_nodes = int(cluster.rack_nodes.max())
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self) -> None:
+        cluster, G = self.cluster, self._G
+        rack_nodes = cluster.rack_nodes.tolist()
+        self._node_free: list[int] = [G] * cluster.num_nodes
+        # _free_nodes[f]: nodes with exactly f free GPUs, ascending (f = 1..G)
+        self._free_nodes: list[list[int]] = [[] for _ in range(G + 1)]
+        self._free_nodes[G] = list(range(cluster.num_nodes))
+        self._rack_free_nodes: list[int] = list(rack_nodes)
+        self._pod_free_nodes: list[int] = cluster.pod_nodes.tolist()
+        # _pod_rack_hist[p][f]: racks of pod p with exactly f empty nodes
+        self._pod_rack_hist = [[0] * (self._max_rack_nodes + 1) for _ in range(cluster.num_pods)]
+        for r, n in enumerate(rack_nodes):
+            self._pod_rack_hist[self._rack_pod[r]][n] += 1
+        self._rack_power_w: list[int] = cluster.idle_rack_power_w.tolist()
+        c = cluster.constraints
+        self._slack: list[int] = (c.b_units - c.load_units(cluster.idle_rack_power_w)).tolist()
+        self._free_gpus = cluster.num_gpus
+        self._jobs: dict[str, tuple[Job, Placement]] = {}
+
+    # ==================================================================================
+    # Public hot path
+    # ==================================================================================
+
+    def place(self, job: Job, pod: Any = None) -> Placement | None:
+        """Place ``job`` (inside ``pod`` if given) at the highest feasible cap, or None."""
+        with self._lock:
+            check_job(self.cluster, job, self._jobs)
+            pod_index = -1 if pod is None else check_pod(self.cluster, pod)
+            status, cap, nodes, _row = self._search(job.gpus, job.max_cap_w, job.min_cap_w,
+                                                   pod_index)
+            if status != FOUND:
+                return None
+            placement = Placement(job.id, tuple(nodes), gpus_per_node_for(job.gpus, self._G), cap)
+            self._commit(placement.nodes, placement.gpus_per_node, cap, +1)
+            self._jobs[job.id] = (job, placement)
+            return placement
+
+    def release(self, job_id: str) -> Placement:
+        """Free exactly what ``job_id`` holds; returns its placement."""
+        with self._lock:
+            try:
+                _job, placement = self._jobs.pop(job_id)
+            except (KeyError, TypeError):
+                raise unknown_job(job_id) from None
+            self._commit(placement.nodes, placement.gpus_per_node, placement.cap_w, -1)
+            return placement
+
+    def place_many(self, jobs: Iterable[Job], pod: Any = None) -> list[Placement | None]:
+        """``[place(j, pod) for j in jobs]``, under one lock acquisition.
+
+        Like the loop, it stops at the first bad job with its error; the jobs before it
+        stay placed.
+        """
+        with self._lock:
+            return [self.place(job, pod) for job in jobs]
+
+    def release_many(self, job_ids: Iterable[str]) -> list[Placement]:
+        """``[release(i) for i in job_ids]``, under one lock acquisition."""
+        with self._lock:
+            return [self.release(job_id) for job_id in job_ids]
+
+    # ==================================================================================
+    # Search
+    # ==================================================================================
+
+    def _search(self, gpus: int, max_cap: int, min_cap: int,
+                pod: int) -> tuple[int, int, list[int], int]:
+        """Find where a job of ``gpus`` GPUs goes and at which cap.
+
+        Returns ``(status, cap_w, nodes, row)``: ``nodes`` ascending; ``row`` the row that
+        limits the cap of the chosen candidate (or of the first candidate when none fits
+        at ``min_cap``), -1 when no row limits it.
+        """
+        if gpus <= self._G:
+            return self._search_node(gpus, max_cap, min_cap, pod)
+        k = gpus // self._G
+        if pod >= 0:
+            if self._pod_free_nodes[pod] < k:
+                return NO_CAPACITY, -1, [], -1
+            return self._search_pods(k, max_cap, min_cap, [pod])
+        eligible = [p for p, free in enumerate(self._pod_free_nodes) if free >= k]
+        if eligible:
+            return self._search_pods(k, max_cap, min_cap, eligible)
+        if sum(self._pod_free_nodes) < k:
+            return NO_CAPACITY, -1, [], -1
+        nodes = self._spread_over_pods(k)
+        cap, row = self._gang_cap(nodes, max_cap, min_cap)
+        return (FOUND if cap > 0 else NO_POWER), cap, sorted(nodes), row
+
+    def _search_node(self, g: int, max_cap: int, min_cap: int,
+                     pod: int) -> tuple[int, int, list[int], int]:
+        G = self._G
+        best_cap, best_node, best_row, first_row = -1, -1, -1, -2
+        for f in range(g, G + 1):
+            empty = f == G
+            for n in self._nodes_with_free(f, pod):
+                cap, row = self._rack_cap(self._node_rack[n], g, empty, max_cap, min_cap)
+                if first_row == -2:
+                    first_row = row
+                if cap > best_cap:
+                    best_cap, best_node, best_row = cap, n, row
+                    if cap == max_cap:
+                        return FOUND, cap, [n], row
+        if best_node < 0:
+            if first_row == -2:
+                return NO_CAPACITY, -1, [], -1
+            return NO_POWER, -1, [], first_row
+        return FOUND, best_cap, [best_node], best_row
+
+    def _nodes_with_free(self, f: int, pod: int) -> Iterable[int]:
+        """The first node with exactly ``f`` free GPUs in each rack, racks ascending."""
+        if pod >= 0:
+            node_free, rack_first = self._node_free, self._rack_first
+            for r in self._pod_racks[pod]:
+                for n in range(rack_first[r], rack_first[r + 1]):
+                    if node_free[n] == f:
+                        yield n
+                        break
+            return
+        nodes = self._free_nodes[f]
+        i = 0
+        while i < len(nodes):
+            n = nodes[i]
+            yield n
+            # skip the rest of this rack: its other nodes with f free GPUs fit the same way
+            i = bisect_left(nodes, self._rack_first[self._node_rack[n] + 1], i + 1)
+
+    def _search_pods(self, k: int, max_cap: int, min_cap: int,
+                     pods: list[int]) -> tuple[int, int, list[int], int]:
+        """Best single pod for k whole nodes among ``pods`` (each with >= k free nodes)."""
+        keyed = sorted((self._racks_needed(p, k), self._pod_free_nodes[p], p) for p in pods)
+        first_nodes = self._nodes_in_pod(keyed[0][2], k)
+        cap, row = self._gang_cap(first_nodes, max_cap, min_cap)
+        if cap == max_cap or len(keyed) == 1:
+            return (FOUND if cap > 0 else NO_POWER), cap, sorted(first_nodes), row
+        best_cap, best_nodes, best_row, first_row = cap, first_nodes, row, row
+        for _, _, p in keyed[1:]:
+            nodes = self._nodes_in_pod(p, k)
+            cap, row = self._gang_cap(nodes, max_cap, min_cap)
+            if cap > best_cap:
+                best_cap, best_nodes, best_row = cap, nodes, row
+                if cap == max_cap:
+                    break
+        if best_cap < 0:
+            return NO_POWER, -1, [], first_row
+        return FOUND, best_cap, sorted(best_nodes), best_row
+
+    def _racks_needed(self, pod: int, k: int) -> int:
+        """Fewest racks of ``pod`` whose empty nodes add up to k (largest racks first)."""
+        hist = self._pod_rack_hist[pod]
+        racks = 0
+        for f in range(len(hist) - 1, 0, -1):
+            count = hist[f]
+            if count * f >= k:
+                return racks + -(-k // f)
+            racks += count
+            k -= count * f
+        raise AssertionError("pod has fewer free nodes than asked")  # callers check first
+
+    def _nodes_in_pod(self, pod: int, k: int) -> list[int]:
+        """k empty nodes of ``pod`` on the fewest racks, the remainder best-fit."""
+        racks = sorted((r for r in self._pod_racks[pod] if self._rack_free_nodes[r]),
+                       key=lambda r: (-self._rack_free_nodes[r], r))
+        nodes: list[int] = []
+        i = 0
+        while k - len(nodes) > self._rack_free_nodes[racks[i]]:
+            nodes.extend(self._empty_nodes(racks[i], self._rack_free_nodes[racks[i]]))
+            i += 1
+        remainder = k - len(nodes)
+        # best fit for the remainder among the racks not taken whole
+        last = min((r for r in racks[i:] if self._rack_free_nodes[r] >= remainder),
+                   key=lambda r: (self._rack_free_nodes[r], r))
+        nodes.extend(self._empty_nodes(last, remainder))
+        return nodes
+
+    def _empty_nodes(self, rack: int, count: int) -> list[int]:
+        """The ``count`` lowest-index empty nodes of ``rack``."""
+        G, node_free = self._G, self._node_free
+        out = [n for n in range(self._rack_first[rack], self._rack_first[rack + 1])
+               if node_free[n] == G]
+        return out[:count]
+
+    def _spread_over_pods(self, k: int) -> list[int]:
+        """k empty nodes over the fewest pods: fullest pods whole, remainder best fit."""
+        pods = sorted((p for p, free in enumerate(self._pod_free_nodes) if free),
+                      key=lambda p: (-self._pod_free_nodes[p], p))
+        nodes: list[int] = []
+        i = 0
+        while k - len(nodes) > self._pod_free_nodes[pods[i]]:
+            p = pods[i]
+            for r in self._pod_racks[p]:
+                nodes.extend(self._empty_nodes(r, self._rack_free_nodes[r]))
+            i += 1
+        remainder = k - len(nodes)
+        last = min((p for p in pods[i:] if self._pod_free_nodes[p] >= remainder),
+                   key=lambda p: (self._pod_free_nodes[p], p))
+        nodes.extend(self._nodes_in_pod(last, remainder))
+        return nodes
+
+    # ==================================================================================
+    # The cap a candidate allows
+    # ==================================================================================
+
+    def _snap(self, bound_w: int, max_cap: int, min_cap: int) -> int:
+        """Highest cap on the grid (max, max - step, ..., min) at most ``bound_w``; -1 if none."""
+        if bound_w >= max_cap:
+            return max_cap
+        if bound_w < min_cap:
+            return -1
+        step = self._cap_step_w
+        cap = max_cap - step * ((max_cap - bound_w + step - 1) // step)
+        return cap if cap >= min_cap else min_cap
+
+    def _rack_cap(self, rack: int, g: int, empty: bool, max_cap: int,
+                  min_cap: int) -> tuple[int, int]:
+        """Cap for g GPUs on one node of ``rack`` (empty or not), and the limiting row.
+
+        Row i holds iff  coef*(busy_step if empty) + coef*g*(cap - idle) <= slack[i].
+        """
+        base_w = self._busy_step_w if empty else 0
+        bound, bound_row = max_cap, -1
+        for row, coef in self._rack_rows[rack]:
+            room = self._slack[row] - coef * base_w
+            if room < 0:
+                return -1, row
+            row_bound = self._gpu_idle_w + room // (coef * g)
+            if row_bound < bound:
+                bound, bound_row = row_bound, row
+        return self._snap(bound, max_cap, min_cap), bound_row
+
+    def _gang_cap(self, nodes: Sequence[int], max_cap: int, min_cap: int) -> tuple[int, int]:
+        """Cap for whole empty ``nodes``, and the limiting row (lowest index on ties)."""
+        G = self._G
+        nodes_in_rack: dict[int, int] = {}
+        for n in nodes:
+            r = self._node_rack[n]
+            nodes_in_rack[r] = nodes_in_rack.get(r, 0) + 1
+        base: dict[int, int] = {}   # row -> coef units * watts that do not depend on the cap
+        per_w: dict[int, int] = {}  # row -> coef units per watt of cap above idle
+        for r, count in nodes_in_rack.items():
+            for row, coef in self._rack_rows[r]:
+                base[row] = base.get(row, 0) + coef * count * self._busy_step_w
+                per_w[row] = per_w.get(row, 0) + coef * count * G
+        bound, bound_row = max_cap, -1
+        for row in sorted(base):
+            room = self._slack[row] - base[row]
+            if room < 0:
+                return -1, row
+            row_bound = self._gpu_idle_w + room // per_w[row]
+            if row_bound < bound:
+                bound, bound_row = row_bound, row
+        return self._snap(bound, max_cap, min_cap), bound_row
+
+    # ==================================================================================
+    # State changes
+    # ==================================================================================
+
+    def _commit(self, nodes: Sequence[int], gpus_per_node: int, cap_w: int, sign: int) -> None:
+        """Take (sign=+1) or give back (sign=-1) ``gpus_per_node`` GPUs at ``cap_w`` on nodes.
+
+        Invariants kept: each node is in exactly the free list of its free count (none
+        when full); rack and pod free-node counts and the pod histograms count empty
+        nodes; rack power is the sum of node powers; slack = b - A·P in units.
+        """
+        G = self._G
+        rack_delta: dict[int, int] = {}
+        for n in nodes:
+            before = self._node_free[n]
+            after = before - sign * gpus_per_node
+            self._node_free[n] = after
+            if before:
+                lst = self._free_nodes[before]
+                del lst[bisect_left(lst, n)]
+            if after:
+                insort(self._free_nodes[after], n)
+            r = self._node_rack[n]
+            delta = gpus_per_node * (cap_w - self._gpu_idle_w)
+            if before == G or after == G:  # the node turned busy, or idle again
+                delta += self._busy_step_w
+                p = self._rack_pod[r]
+                hist = self._pod_rack_hist[p]
+                hist[self._rack_free_nodes[r]] -= 1
+                self._rack_free_nodes[r] -= sign
+                hist[self._rack_free_nodes[r]] += 1
+                self._pod_free_nodes[p] -= sign
+            rack_delta[r] = rack_delta.get(r, 0) + delta
+        for r, delta in rack_delta.items():
+            self._rack_power_w[r] += sign * delta
+            for row, coef in self._rack_rows[r]:
+                self._slack[row] -= sign * coef * delta
+        self._free_gpus -= sign * gpus_per_node * len(nodes)
+
+    def _apply(self, job: Job, nodes: Sequence[int], gpus_per_node: int, cap_w: int) -> Placement:
+        """Place ``job`` exactly on ``nodes`` at ``cap_w`` (restore); atomic and checked."""
+        with self._lock:
+            check_job(self.cluster, job, self._jobs)
+            placement = self._checked_placement(job, nodes, gpus_per_node, cap_w)
+            self._commit(placement.nodes, placement.gpus_per_node, cap_w, +1)
+            self._jobs[job.id] = (job, placement)
+            return placement
+
+    def _checked_placement(self, job: Job, nodes: Sequence[int], gpus_per_node: int,
+                           cap_w: int) -> Placement:
+        G = self._G
+        try:
+            nodes = tuple(int(n) for n in nodes)
+            gpus_per_node, cap_w = int(gpus_per_node), int(cap_w)
+        except (TypeError, ValueError):
+            raise PlacementError(f"Job {job.id!r}: nodes, gpus_per_node and cap_w must be "
+                                 "whole numbers") from None
+        if gpus_per_node != gpus_per_node_for(job.gpus, G) or len(nodes) * gpus_per_node != job.gpus:
+            raise PlacementError(f"Job {job.id!r}: {len(nodes)} node(s) x {gpus_per_node} GPUs "
+                                 f"does not make its {job.gpus} GPUs")
+        if list(nodes) != sorted(set(nodes)):
+            raise PlacementError(f"Job {job.id!r}: nodes must be distinct and ascending")
+        if nodes[0] < 0 or nodes[-1] >= len(self._node_free):
+            raise PlacementError(f"Job {job.id!r}: node indices must be in 0..{len(self._node_free) - 1}")
+        if not job.min_cap_w <= cap_w <= job.max_cap_w:
+            raise PlacementError(f"Job {job.id!r}: cap_w={cap_w} is outside the job's "
+                                 f"[{job.min_cap_w}, {job.max_cap_w}] W")
+        busy = [n for n in nodes if self._node_free[n] < gpus_per_node
+                or (job.gpus > G and self._node_free[n] != G)]
+        if busy:
+            raise PlacementError(f"Job {job.id!r}: node {busy[0]} has only "
+                                 f"{self._node_free[busy[0]]} free GPUs")
+        rack_delta: dict[int, int] = {}
+        for n in nodes:
+            r = self._node_rack[n]
+            delta = gpus_per_node * (cap_w - self._gpu_idle_w)
+            if self._node_free[n] == G:
+                delta += self._busy_step_w
+            rack_delta[r] = rack_delta.get(r, 0) + delta
+        row_delta: dict[int, int] = {}
+        for r, delta in rack_delta.items():
+            for row, coef in self._rack_rows[r]:
+                row_delta[row] = row_delta.get(row, 0) + coef * delta
+        for row in sorted(row_delta):
+            if row_delta[row] > self._slack[row]:
+                raise PlacementError(f"Job {job.id!r}: at {cap_w} W it would break "
+                                     f"{self.cluster.constraints.names[row]!r}")
+        return Placement(job.id, nodes, gpus_per_node, cap_w)
+
+    # ==================================================================================
+    # Read-only views
+    # ==================================================================================
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def free_gpus(self) -> int:
+        """Free GPUs in the whole cluster."""
+        return self._free_gpus
+
+    def node_free_gpus(self) -> np.ndarray:
+        """Free GPUs per node (int32 copy)."""
+        return np.array(self._node_free, dtype=np.int32)
+
+    def rack_power_w(self) -> np.ndarray:
+        """Budgeted power of each rack, in watts (int64 copy)."""
+        return np.array(self._rack_power_w, dtype=np.int64)
+
+    def row_slack_units(self) -> np.ndarray:
+        """``b - A·P`` per row in COEF_SCALE units (int64 copy); never negative."""
+        return np.array(self._slack, dtype=np.int64)
+
+    def placements(self) -> list[Placement]:
+        """Live placements, in the order they were made."""
+        return [placement for _job, placement in self._jobs.values()]
+
+    def jobs(self) -> list[Job]:
+        """Live jobs, in the order they were placed."""
+        return [job for job, _placement in self._jobs.values()]
+
+    def placement(self, job_id: str) -> Placement:
+        try:
+            return self._jobs[job_id][1]
+        except (KeyError, TypeError):
+            raise unknown_job(job_id) from None
+
+    def _index_state(self) -> dict[str, Any]:
+        """Every derived index, for tests that check the twins agree to the last counter."""
+        return {
+            "node_free": list(self._node_free),
+            "free_nodes": [list(x) for x in self._free_nodes[1:]],
+            "rack_free_nodes": list(self._rack_free_nodes),
+            "pod_free_nodes": list(self._pod_free_nodes),
+            "pod_rack_hist": [list(h) for h in self._pod_rack_hist],
+            "rack_power_w": list(self._rack_power_w),
+            "slack": list(self._slack),
+            "free_gpus": self._free_gpus,
+        }
+

@@ -1,0 +1,277 @@
+"""The Engine: live placement state of one cluster, backed by the Cython core or its twin.
+
+``Engine(cluster)`` picks the compiled core (``gpusched._engine_c``, built from
+``ext/_engine.pyx``) unless ``GPUSCHED_NO_EXTENSIONS=1`` is set or the extension is
+missing, in which case it uses the pure-Python twin (``gpusched._engine_py``) and warns.
+``GPUSCHED_REQUIRE_EXTENSIONS=1`` turns that fallback into an ImportError, so a broken
+build never hides behind a slower, silent fallback.  ``backend="cython"`` or
+``"python"`` picks one explicitly.
+
+The hot methods (``place``, ``release``, ``place_many``, ``release_many``) live in the
+twins; what is written once here is everything that is not hot: explain, snapshots,
+views.  Both twins raise the same errors (``gpusched.errors``) with the same words.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _engine_py
+from ._checks import check_job, check_pod
+from .cluster import COEF_SCALE, Cluster
+from .errors import JobError, SnapshotError
+from .job import Job, Placement
+
+__all__ = ["Engine", "Explanation", "NO_EXTENSIONS", "DEFAULT_BACKEND", "available_backends"]
+
+NO_EXTENSIONS = bool(os.environ.get("GPUSCHED_NO_EXTENSIONS")) or (
+    sys.implementation.name != "cpython")
+REQUIRE_EXTENSIONS = bool(os.environ.get("GPUSCHED_REQUIRE_EXTENSIONS"))
+
+_cores: dict[str, type] = {"python": _engine_py.EngineCore}
+if TYPE_CHECKING or NO_EXTENSIONS:
+    if REQUIRE_EXTENSIONS and not TYPE_CHECKING:
+        raise ImportError("GPUSCHED_REQUIRE_EXTENSIONS=1 and GPUSCHED_NO_EXTENSIONS=1 "
+                          "contradict each other; unset one")
+else:
+    try:
+        from . import _engine_c
+    except ImportError as exc:
+        if REQUIRE_EXTENSIONS:
+            raise ImportError(f"gpusched's compiled core failed to import ({exc}) and "
+                              "GPUSCHED_REQUIRE_EXTENSIONS=1 is set; rebuild with "
+                              "`pip install -e .`") from exc
+        warnings.warn(f"gpusched's compiled core is not available ({exc}); using the "
+                      "pure-Python engine, which is about 100x slower. Reinstall with a C "
+                      "compiler, or set GPUSCHED_NO_EXTENSIONS=1 to silence this.",
+                      RuntimeWarning, stacklevel=2)
+    else:
+        _cores["cython"] = _engine_c.EngineCore
+
+#: The backend ``Engine(cluster)`` uses when none is named.
+DEFAULT_BACKEND = "cython" if "cython" in _cores else "python"
+
+SNAPSHOT_FORMAT = 1
+
+
+def available_backends() -> list[str]:
+    """Backends this installation can run, the default first."""
+    return sorted(_cores, key=lambda name: name != DEFAULT_BACKEND)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a job can or cannot be placed now (``Engine.explain``).
+
+    ``status`` is ``"placeable"``, ``"no-capacity"`` (not enough free GPUs or nodes in
+    the right shape) or ``"no-power"`` (GPUs are free but a row of A·P <= b would break
+    even at ``min_cap_w``).  ``binding`` names the row that limits the cap (or that
+    blocks the job); it is None when nothing limits it.
+    """
+
+    job_id: str
+    status: str
+    cap_w: int | None
+    nodes: tuple[int, ...]
+    binding: str | None
+    binding_kind: str | None
+    message: str
+
+    @property
+    def placeable(self) -> bool:
+        return self.status == "placeable"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Engine:
+    """Live placement state of one cluster: place and release gang-scheduled jobs.
+
+    Parameters
+    ----------
+    cluster : Cluster
+        The site; its constraint system A·P <= b is never broken.
+    backend : {"cython", "python"}, optional
+        Which twin runs the hot path; default :data:`DEFAULT_BACKEND`.
+
+    Notes
+    -----
+    Thread safety: every public method takes the engine's one lock (a re-entrant lock),
+    so one Engine may be shared by threads; calls are serialised.
+    """
+
+    backend: str
+
+    def __new__(cls, cluster: Cluster | None = None, backend: str | None = None) -> "Engine":
+        if cls is not Engine:
+            return super().__new__(cls)  # type: ignore[misc]
+        name = DEFAULT_BACKEND if backend is None else backend
+        if name not in _ENGINE_CLASSES:
+            raise ValueError(f"backend={backend!r} is not available; available backends are "
+                             f"{available_backends()}")
+        return _ENGINE_CLASSES[name].__new__(_ENGINE_CLASSES[name], cluster, backend)
+
+    def __init__(self, cluster: Cluster, backend: str | None = None) -> None:
+        if not isinstance(cluster, Cluster):
+            raise TypeError(f"Engine needs a gpusched.Cluster, got {type(cluster).__name__}")
+        super().__init__(cluster)  # type: ignore[call-arg]
+
+    # The twins provide these (declared here for readers and type checkers).
+    if TYPE_CHECKING:
+        cluster: Cluster
+
+        def place(self, job: Job, pod: int | str | None = None) -> Placement | None: ...
+        def release(self, job_id: str) -> Placement: ...
+        def place_many(self, jobs: Any, pod: int | str | None = None) -> list[Placement | None]: ...
+        def release_many(self, job_ids: Any) -> list[Placement]: ...
+        def free_gpus(self) -> int: ...
+        def node_free_gpus(self) -> np.ndarray: ...
+        def rack_power_w(self) -> np.ndarray: ...
+        def row_slack_units(self) -> np.ndarray: ...
+        def placements(self) -> list[Placement]: ...
+        def jobs(self) -> list[Job]: ...
+        def placement(self, job_id: str) -> Placement: ...
+        def __len__(self) -> int: ...
+        def __contains__(self, job_id: object) -> bool: ...
+        def _search(self, gpus: int, max_cap: int, min_cap: int, pod: int) -> tuple[int, int, list[int], int]: ...
+        def _apply(self, job: Job, nodes: Any, gpus_per_node: int, cap_w: int) -> Placement: ...
+        def _reset(self) -> None: ...
+        _lock: Any
+
+    # ---- explain --------------------------------------------------------------------
+
+    def explain(self, job: Job, pod: int | str | None = None) -> Explanation:
+        """Say whether ``job`` fits now, at which cap, and which constraint binds.
+
+        Raises the same errors as :meth:`place` for a job that can never run; changes
+        nothing.
+        """
+        with self._lock:
+            check_job(self.cluster, job, {j.id: None for j in self.jobs()})
+            pod_index = -1 if pod is None else check_pod(self.cluster, pod)
+            status, cap, nodes, row = self._search(job.gpus, job.max_cap_w, job.min_cap_w,
+                                                   pod_index)
+        c = self.cluster.constraints
+        binding = c.names[row] if row >= 0 else None
+        kind = c.kinds[row] if row >= 0 else None
+        where = "" if pod is None else f" in pod {self.cluster.pod_names[pod_index]!r}"
+        if status == _engine_py.FOUND:
+            limited = (f"; {binding!r} ({kind}) holds it below {job.max_cap_w} W"
+                       if cap < job.max_cap_w and binding else "")
+            message = (f"Job {job.id!r} fits{where} on {len(nodes)} node(s) at {cap} W"
+                       f"{limited}")
+            return Explanation(job.id, "placeable", cap, tuple(nodes),
+                               binding if cap < job.max_cap_w else None,
+                               kind if cap < job.max_cap_w else None, message)
+        if status == _engine_py.NO_CAPACITY:
+            G = self.cluster.gpus_per_node
+            need = (f"a node with {job.gpus} free GPUs" if job.gpus <= G
+                    else f"{job.gpus // G} empty nodes")
+            message = (f"Job {job.id!r} does not fit{where}: no capacity, it needs {need} "
+                       f"and {self.free_gpus()} GPUs are free in the cluster")
+            return Explanation(job.id, "no-capacity", None, (), None, None, message)
+        message = (f"Job {job.id!r} does not fit{where}: GPUs are free, but even at "
+                   f"{job.min_cap_w} W it would break {binding!r} ({kind})")
+        return Explanation(job.id, "no-power", None, (), binding, kind, message)
+
+    # ---- snapshots ------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The full live state as a JSON-serialisable dict (lossless)."""
+        with self._lock:
+            jobs = self.jobs()
+            placements = self.placements()
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "cluster": self.cluster.name,
+            "cluster_gpus": self.cluster.num_gpus,
+            "constraint_rows": self.cluster.constraints.num_rows,
+            "jobs": [{"job": job.to_dict(), "nodes": list(p.nodes),
+                      "gpus_per_node": p.gpus_per_node, "cap_w": p.cap_w}
+                     for job, p in zip(jobs, placements)],
+        }
+
+    @classmethod
+    def restore(cls, cluster: Cluster, snapshot: dict[str, Any],
+                backend: str | None = None) -> "Engine":
+        """An engine in the state ``snapshot`` describes; checks every placement.
+
+        Raises SnapshotError for a snapshot of another cluster, a malformed one, or one
+        whose placements overlap or break a row (a tampered file).
+        """
+        engine = Engine(cluster, backend=backend)
+        engine.load_snapshot(snapshot)
+        return engine
+
+    def load_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Replace this engine's state by ``snapshot``; on error the state is unchanged."""
+        if not isinstance(snapshot, dict):
+            raise SnapshotError(f"a snapshot is a dict, got {type(snapshot).__name__}")
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"snapshot format {snapshot.get('format')!r} is not "
+                                f"{SNAPSHOT_FORMAT}, the one this version reads")
+        c = self.cluster
+        if (snapshot.get("cluster") != c.name or snapshot.get("cluster_gpus") != c.num_gpus
+                or snapshot.get("constraint_rows") != c.constraints.num_rows):
+            raise SnapshotError(f"snapshot is of cluster {snapshot.get('cluster')!r} "
+                                f"({snapshot.get('cluster_gpus')} GPUs), not of {c.name!r} "
+                                f"({c.num_gpus} GPUs)")
+        entries = snapshot.get("jobs")
+        if not isinstance(entries, list):
+            raise SnapshotError("snapshot 'jobs' must be a list")
+        with self._lock:
+            before = [(job, p) for job, p in zip(self.jobs(), self.placements())]
+            self._reset()
+            try:
+                for i, entry in enumerate(entries):
+                    if not isinstance(entry, dict) or set(entry) != {"job", "nodes",
+                                                                     "gpus_per_node", "cap_w"}:
+                        raise SnapshotError(f"snapshot jobs[{i}] must have exactly job, nodes,"
+                                            " gpus_per_node and cap_w")
+                    if not isinstance(entry["nodes"], list) or not entry["nodes"]:
+                        raise SnapshotError(f"snapshot jobs[{i}].nodes must be a non-empty list")
+                    job = Job.from_dict(entry["job"])
+                    self._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
+            except (JobError, SnapshotError, ValueError, TypeError) as exc:
+                self._reset()
+                for job, p in before:
+                    self._apply(job, p.nodes, p.gpus_per_node, p.cap_w)
+                if isinstance(exc, SnapshotError):
+                    raise
+                raise SnapshotError(f"snapshot does not restore: {exc}") from exc
+
+    # ---- views ----------------------------------------------------------------------
+
+    def gpus_in_use(self) -> int:
+        return self.cluster.num_gpus - self.free_gpus()
+
+    def row_slack_w(self) -> np.ndarray:
+        """``b - A·P`` per row in the rows' own units (watts), exact to 1e-6."""
+        return self.row_slack_units() / COEF_SCALE
+
+    def total_power_w(self) -> int:
+        return int(self.rack_power_w().sum())
+
+    def __repr__(self) -> str:
+        return (f"<Engine {self.backend} on {self.cluster.name!r}: {len(self)} jobs, "
+                f"{self.gpus_in_use()}/{self.cluster.num_gpus} GPUs busy, "
+                f"{self.total_power_w() / 1e6:.3f} MW>")
+
+
+class _PythonEngine(Engine, _engine_py.EngineCore):
+    backend = "python"
+
+
+_ENGINE_CLASSES: dict[str, type] = {"python": _PythonEngine}
+if "cython" in _cores:
+    class _CythonEngine(Engine, _cores["cython"]):  # type: ignore[misc, valid-type]
+        backend = "cython"
+
+    _ENGINE_CLASSES["cython"] = _CythonEngine

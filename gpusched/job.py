@@ -1,0 +1,180 @@
+"""Job and Placement: the values that cross the engine's boundary, shared by both twins."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import JobError
+from .power import DEFAULT_SENSITIVITY, throughput
+
+__all__ = ["Job", "Placement"]
+
+
+def _whole_watts(job_id: object, name: str, value: object) -> int:
+    """Return ``value`` as int watts, or raise JobError saying why it is not a valid cap."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise JobError(f"Job {job_id!r}: {name}={value!r} must be a number of watts")
+    if not math.isfinite(value):
+        raise JobError(f"Job {job_id!r}: {name}={value!r} must be finite watts, "
+                       "e.g. 700 for an uncapped H100")
+    if value != int(value):
+        raise JobError(f"Job {job_id!r}: {name}={value!r} must be a whole number of watts")
+    return int(value)
+
+
+class Job:
+    """A gang-scheduled training job: all of its GPUs start together, at one power cap.
+
+    Parameters
+    ----------
+    id : str
+        Unique among the jobs placed on an engine.
+    gpus : int
+        1 to 8 GPUs inside one node, or a multiple of 8 for whole nodes.
+    max_cap_w : int, default 700
+        The cap the job would like (H100 SXM5 TDP).
+    min_cap_w : int or None, default None
+        The lowest cap the job accepts; None means rigid (equal to ``max_cap_w``).
+        The engine tries ``max_cap_w`` first and steps down 25 W at a time.
+    weight : float, default 1.0
+        Importance in the cluster-wide objective sum(weight * gpus * s(cap)).
+    sensitivity : float, default 1.25
+        k in s(cap) = 1 - k (1 - cap/700)^2: how much throughput a lower cap costs.
+
+    Checks that need no cluster (types, finiteness, min <= max) happen here; the engine
+    checks the rest (node size, the cap range of its power model) before touching state.
+    """
+
+    __slots__ = ("id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity")
+
+    id: str
+    gpus: int
+    max_cap_w: int
+    min_cap_w: int
+    weight: float
+    sensitivity: float
+
+    def __init__(self, id: str, gpus: int, *, max_cap_w: int = 700,
+                 min_cap_w: int | None = None, weight: float = 1.0,
+                 sensitivity: float = DEFAULT_SENSITIVITY) -> None:
+        if not isinstance(id, str):
+            raise JobError(f"Job id {id!r} is a {type(id).__name__}; job ids must be str")
+        if not id or len(id) > 256:
+            raise JobError(f"Job id {id!r} must be 1 to 256 characters long")
+        if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)):
+            raise JobError(f"Job {id!r}: gpus={gpus!r} must be a whole number of GPUs")
+        gpus = int(gpus)
+        if gpus < 1:
+            raise JobError(f"Job {id!r}: gpus={gpus} must be at least 1")
+        max_cap = _whole_watts(id, "max_cap_w", max_cap_w)
+        min_cap = max_cap if min_cap_w is None else _whole_watts(id, "min_cap_w", min_cap_w)
+        if min_cap > max_cap:
+            raise JobError(f"Job {id!r}: min_cap_w={min_cap} is above max_cap_w={max_cap}; "
+                           "min_cap_w must be at most max_cap_w")
+        for name, value in (("weight", weight), ("sensitivity", sensitivity)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                                   np.floating))
+                    or not math.isfinite(value) or value < 0):
+                raise JobError(f"Job {id!r}: {name}={value!r} must be a finite number >= 0")
+        set_ = object.__setattr__
+        set_(self, "id", id)
+        set_(self, "gpus", gpus)
+        set_(self, "max_cap_w", max_cap)
+        set_(self, "min_cap_w", min_cap)
+        set_(self, "weight", float(weight))
+        set_(self, "sensitivity", float(sensitivity))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Job is immutable; use job.replace({name}=...)")
+
+    def replace(self, **changes: Any) -> "Job":
+        """A copy with some fields changed (validated again)."""
+        fields = self.to_dict()
+        fields.update(changes)
+        return Job(**fields)
+
+    @property
+    def rigid(self) -> bool:
+        return self.min_cap_w == self.max_cap_w
+
+    def throughput(self, cap_w: float) -> float:
+        """s(cap) for this job's sensitivity."""
+        return float(throughput(cap_w, self.sensitivity))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "gpus": self.gpus, "max_cap_w": self.max_cap_w,
+                "min_cap_w": self.min_cap_w, "weight": self.weight,
+                "sensitivity": self.sensitivity}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Job":
+        if not isinstance(data, dict):
+            raise JobError(f"a job must be a mapping, got {type(data).__name__}")
+        unknown = set(data) - {"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity"}
+        if unknown:
+            raise JobError(f"unknown job field(s) {sorted(unknown)}; valid: id, gpus, "
+                           "max_cap_w, min_cap_w, weight, sensitivity")
+        if "id" not in data or "gpus" not in data:
+            raise JobError(f"a job needs 'id' and 'gpus', got fields {sorted(data)}")
+        return cls(**data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.gpus, self.max_cap_w, self.min_cap_w))
+
+    def __repr__(self) -> str:
+        caps = (f"cap_w={self.max_cap_w}" if self.rigid
+                else f"cap_w={self.min_cap_w}..{self.max_cap_w}")
+        return f"Job({self.id!r}, gpus={self.gpus}, {caps})"
+
+
+class Placement:
+    """Where a job runs: whole ``nodes`` (sorted node indices), GPUs used on each, the cap.
+
+    A job of 8 GPUs or fewer has one node and ``gpus_per_node == gpus``; a larger job has
+    ``gpus / 8`` nodes and uses every GPU of each.
+    """
+
+    __slots__ = ("job_id", "nodes", "gpus_per_node", "cap_w")
+
+    job_id: str
+    nodes: tuple[int, ...]
+    gpus_per_node: int
+    cap_w: int
+
+    def __init__(self, job_id: str, nodes: tuple[int, ...], gpus_per_node: int,
+                 cap_w: int) -> None:
+        self.job_id = job_id
+        self.nodes = nodes
+        self.gpus_per_node = gpus_per_node
+        self.cap_w = cap_w
+
+    @property
+    def gpus(self) -> int:
+        return len(self.nodes) * self.gpus_per_node
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "nodes": list(self.nodes),
+                "gpus_per_node": self.gpus_per_node, "cap_w": self.cap_w}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Placement):
+            return NotImplemented
+        return (self.job_id == other.job_id and self.nodes == other.nodes
+                and self.gpus_per_node == other.gpus_per_node and self.cap_w == other.cap_w)
+
+    def __hash__(self) -> int:
+        return hash((self.job_id, self.nodes, self.gpus_per_node, self.cap_w))
+
+    def __repr__(self) -> str:
+        nodes = (f"{list(self.nodes)}" if len(self.nodes) <= 8
+                 else f"[{self.nodes[0]}, ..., {self.nodes[-1]}] ({len(self.nodes)} nodes)")
+        return (f"Placement({self.job_id!r}, nodes={nodes}, gpus_per_node={self.gpus_per_node},"
+                f" cap_w={self.cap_w})")
