@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from ._checks import check_job, check_pod, gpus_per_node_for, unknown_job
-from .errors import JobError, PlacementError
 from .job import Job, Placement
 
 if TYPE_CHECKING:
@@ -373,55 +372,10 @@ class EngineCore:
                 self._slack[row] -= sign * coef * delta
         self._free_gpus -= sign * gpus_per_node * len(nodes)
 
-    def _apply(self, job: Job, nodes: Sequence[int], gpus_per_node: int, cap_w: int) -> Placement:
-        """Place ``job`` exactly on ``nodes`` at ``cap_w`` (restore); atomic and checked."""
-        with self._lock:
-            check_job(self.cluster, job, self._jobs)
-            placement = self._checked_placement(job, nodes, gpus_per_node, cap_w)
-            self._commit(placement.nodes, placement.gpus_per_node, cap_w, +1)
-            self._jobs[job.id] = (job, placement)
-            return placement
-
-    def _checked_placement(self, job: Job, nodes: Sequence[int], gpus_per_node: int,
-                           cap_w: int) -> Placement:
-        G = self._G
-        try:
-            nodes = tuple(int(n) for n in nodes)
-            gpus_per_node, cap_w = int(gpus_per_node), int(cap_w)
-        except (TypeError, ValueError):
-            raise PlacementError(f"Job {job.id!r}: nodes, gpus_per_node and cap_w must be "
-                                 "whole numbers") from None
-        if gpus_per_node != gpus_per_node_for(job.gpus, G) or len(nodes) * gpus_per_node != job.gpus:
-            raise PlacementError(f"Job {job.id!r}: {len(nodes)} node(s) x {gpus_per_node} GPUs "
-                                 f"does not make its {job.gpus} GPUs")
-        if list(nodes) != sorted(set(nodes)):
-            raise PlacementError(f"Job {job.id!r}: nodes must be distinct and ascending")
-        if nodes[0] < 0 or nodes[-1] >= len(self._node_free):
-            raise PlacementError(f"Job {job.id!r}: node indices must be in 0..{len(self._node_free) - 1}")
-        if not job.min_cap_w <= cap_w <= job.max_cap_w:
-            raise PlacementError(f"Job {job.id!r}: cap_w={cap_w} is outside the job's "
-                                 f"[{job.min_cap_w}, {job.max_cap_w}] W")
-        busy = [n for n in nodes if self._node_free[n] < gpus_per_node
-                or (job.gpus > G and self._node_free[n] != G)]
-        if busy:
-            raise PlacementError(f"Job {job.id!r}: node {busy[0]} has only "
-                                 f"{self._node_free[busy[0]]} free GPUs")
-        rack_delta: dict[int, int] = {}
-        for n in nodes:
-            r = self._node_rack[n]
-            delta = gpus_per_node * (cap_w - self._gpu_idle_w)
-            if self._node_free[n] == G:
-                delta += self._busy_step_w
-            rack_delta[r] = rack_delta.get(r, 0) + delta
-        row_delta: dict[int, int] = {}
-        for r, delta in rack_delta.items():
-            for row, coef in self._rack_rows[r]:
-                row_delta[row] = row_delta.get(row, 0) + coef * delta
-        for row in sorted(row_delta):
-            if row_delta[row] > self._slack[row]:
-                raise PlacementError(f"Job {job.id!r}: at {cap_w} W it would break "
-                                     f"{self.cluster.constraints.names[row]!r}")
-        return Placement(job.id, nodes, gpus_per_node, cap_w)
+    def _insert(self, job: Job, placement: Placement) -> None:
+        """Commit a placement the caller has already checked (restore), and record it."""
+        self._commit(placement.nodes, placement.gpus_per_node, placement.cap_w, +1)
+        self._jobs[job.id] = (job, placement)
 
     # ==================================================================================
     # Read-only views

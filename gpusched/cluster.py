@@ -83,6 +83,7 @@ class Constraints:
         units = self.A.tocsc(copy=True)
         units.sort_indices()
         units.data = np.rint(units.data * COEF_SCALE)
+        units.eliminate_zeros()  # a zero coefficient would divide by zero in the engine
         return units
 
     @cached_property

@@ -14,6 +14,7 @@ views.  Both twins raise the same errors (``gpusched.errors``) with the same wor
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import warnings
@@ -23,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _engine_py
-from ._checks import check_job, check_pod
+from ._checks import check_job, check_pod, gpus_per_node_for
 from .cluster import COEF_SCALE, Cluster
-from .errors import JobError, SnapshotError
+from .errors import JobError, PlacementError, SnapshotError
 from .job import Job, Placement
 
 __all__ = ["Engine", "Explanation", "NO_EXTENSIONS", "DEFAULT_BACKEND", "available_backends"]
@@ -141,7 +142,7 @@ class Engine:
         def __len__(self) -> int: ...
         def __contains__(self, job_id: object) -> bool: ...
         def _search(self, gpus: int, max_cap: int, min_cap: int, pod: int) -> tuple[int, int, list[int], int]: ...
-        def _apply(self, job: Job, nodes: Any, gpus_per_node: int, cap_w: int) -> Placement: ...
+        def _insert(self, job: Job, placement: Placement) -> None: ...
         def _reset(self) -> None: ...
         _lock: Any
 
@@ -239,13 +240,59 @@ class Engine:
                         raise SnapshotError(f"snapshot jobs[{i}].nodes must be a non-empty list")
                     job = Job.from_dict(entry["job"])
                     self._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
-            except (JobError, SnapshotError, ValueError, TypeError) as exc:
+            except (JobError, PlacementError, SnapshotError, ValueError, TypeError) as exc:
                 self._reset()
                 for job, p in before:
                     self._apply(job, p.nodes, p.gpus_per_node, p.cap_w)
                 if isinstance(exc, SnapshotError):
                     raise
                 raise SnapshotError(f"snapshot does not restore: {exc}") from exc
+
+    def _apply(self, job: Job, nodes: Any, gpus_per_node: int, cap_w: int) -> Placement:
+        """Place ``job`` exactly on ``nodes`` at ``cap_w`` (restore, replay); atomic, checked.
+
+        Raises PlacementError if the nodes are not free enough or a row would break.
+        """
+        G = self.cluster.gpus_per_node
+        with self._lock:
+            check_job(self.cluster, job, {j.id: None for j in self.jobs()})
+            try:
+                node_list = [operator.index(n) for n in nodes]
+                gpus_per_node, cap_w = operator.index(gpus_per_node), operator.index(cap_w)
+            except TypeError:
+                raise PlacementError(f"Job {job.id!r}: nodes, gpus_per_node and cap_w must be "
+                                     "whole numbers") from None
+            if (gpus_per_node != gpus_per_node_for(job.gpus, G)
+                    or len(node_list) * gpus_per_node != job.gpus):
+                raise PlacementError(f"Job {job.id!r}: {len(node_list)} node(s) x "
+                                     f"{gpus_per_node} GPUs does not make its {job.gpus} GPUs")
+            if node_list != sorted(set(node_list)):
+                raise PlacementError(f"Job {job.id!r}: nodes must be distinct and ascending")
+            if node_list[0] < 0 or node_list[-1] >= self.cluster.num_nodes:
+                raise PlacementError(f"Job {job.id!r}: node indices must be in "
+                                     f"0..{self.cluster.num_nodes - 1}")
+            if not job.min_cap_w <= cap_w <= job.max_cap_w:
+                raise PlacementError(f"Job {job.id!r}: cap_w={cap_w} is outside the job's "
+                                     f"[{job.min_cap_w}, {job.max_cap_w}] W")
+            free = self.node_free_gpus()[node_list]
+            need = G if job.gpus > G else gpus_per_node
+            if (free < need).any():
+                bad = node_list[int(np.argmax(free < need))]
+                raise PlacementError(f"Job {job.id!r}: node {bad} has "
+                                     f"{int(self.node_free_gpus()[bad])} free GPUs, it needs {need}")
+            power = self.cluster.power
+            node_delta_w = (gpus_per_node * (cap_w - power.gpu_idle_w)
+                            + np.where(free == G, power.busy_step_w, 0)).astype(np.int64)
+            rack_delta_w = np.bincount(self.cluster.node_rack[node_list], weights=node_delta_w,
+                                       minlength=self.cluster.num_racks).astype(np.int64)
+            row_delta = self.cluster.constraints.load_units(rack_delta_w)
+            broken = np.flatnonzero(row_delta > self.row_slack_units())
+            if broken.size:
+                raise PlacementError(f"Job {job.id!r}: at {cap_w} W it would break "
+                                     f"{self.cluster.constraints.names[broken[0]]!r}")
+            placement = Placement(job.id, tuple(node_list), gpus_per_node, cap_w)
+            self._insert(job, placement)
+            return placement
 
     # ---- views ----------------------------------------------------------------------
 

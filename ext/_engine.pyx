@@ -1,0 +1,650 @@
+# cython: language_level=3
+"""gpusched's placement core in Cython: the same algorithm as gpusched/_engine_py.py.
+
+Read the docstring of ``_engine_py`` first: it states the algorithm once, and this
+file follows it function by function (same names, ``c_`` prefixed), so the two can be
+read side by side.  Everything the hot path touches is a typed memoryview over NumPy
+arrays owned by the EngineCore; no Python object is created inside a search.
+
+Invariants kept between calls (checked by the stateful tests on both twins):
+- node n is set in bitset f iff node_free[n] == f, for f in 1..G;
+- summary bit w of bitset f is set iff word w of bitset f is non-zero;
+- rack_free_nodes[r] = #{n in rack r : node_free[n] == G}; pod_free_nodes likewise;
+- pod_hist[p, f] = #{r in pod p : rack_free_nodes[r] == f};
+- rack_power[r] = sum of node powers of rack r (integer watts);
+- slack = b_units - A_units · rack_power >= 0 (no row is ever broken);
+- every scratch array is all zero.
+"""
+
+cimport cython
+from libc.stdlib cimport free, malloc, qsort
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+import threading
+
+import numpy as np
+
+from gpusched._checks import check_job, check_pod, gpus_per_node_for, unknown_job
+from gpusched.job import Job, Placement
+
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static inline int gs_ctz64(unsigned long long x) {
+        unsigned long i; _BitScanForward64(&i, x); return (int)i;
+    }
+    #else
+    static inline int gs_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    #endif
+    """
+    int gs_ctz64(unsigned long long x) noexcept nogil
+
+cdef uint64_t ONE = 1
+cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
+
+
+# ======================================================================================
+# Orderings (qsort comparators: total orders, so both twins break ties the same way)
+# ======================================================================================
+
+cdef int cmp_pod_key(const void* a, const void* b) noexcept nogil:
+    cdef const PodKey* x = <const PodKey*> a
+    cdef const PodKey* y = <const PodKey*> b
+    if x.primary != y.primary:
+        return -1 if x.primary < y.primary else 1
+    if x.secondary != y.secondary:
+        return -1 if x.secondary < y.secondary else 1
+    return -1 if x.pod < y.pod else (1 if x.pod > y.pod else 0)
+
+
+cdef int cmp_index(const void* a, const void* b) noexcept nogil:
+    cdef index_t x = (<const index_t*> a)[0]
+    cdef index_t y = (<const index_t*> b)[0]
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef class EngineCore:
+    """Live state of one cluster, with place and release (Cython)."""
+
+    backend = "cython"
+
+    def __cinit__(self, *args, **kwargs):
+        self.pod_keys = NULL
+
+    def __dealloc__(self):
+        free(self.pod_keys)
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        power = cluster.power
+        self.G = power.gpus_per_node
+        self.gpu_idle_w = power.gpu_idle_w
+        self.busy_step_w = power.busy_step_w
+        self.cap_step_w = power.cap_step_w
+        self.n_nodes = cluster.num_nodes
+        self.n_racks = cluster.num_racks
+        self.n_pods = cluster.num_pods
+        self.n_rows = cluster.constraints.num_rows
+        self.max_rack_nodes = int(cluster.rack_nodes.max())
+        self.node_rack = cluster.node_rack
+        self.rack_first = cluster.rack_first_node
+        self.rack_pod = cluster.rack_pod
+        order = np.argsort(cluster.rack_pod, kind="stable").astype(np.int32)
+        self.pod_racks = order
+        self.pod_racks_ptr = np.concatenate(
+            [[0], np.cumsum(np.bincount(cluster.rack_pod, minlength=self.n_pods))]
+        ).astype(np.int32)
+        c = cluster.constraints
+        self.rack_rows_ptr = c.rack_rows_indptr
+        self.rack_rows = c.rack_rows_index
+        self.rack_coef = c.rack_rows_coef_units
+        self.n_words = (self.n_nodes + 63) // 64
+        self.n_summary = (self.n_words + 63) // 64
+        self.row_base = np.zeros(self.n_rows, dtype=np.int64)
+        self.row_per_w = np.zeros(self.n_rows, dtype=np.int64)
+        self.touched_rows = np.zeros(self.n_rows, dtype=np.int32)
+        self.rack_count = np.zeros(self.n_racks, dtype=np.int32)
+        self.touched_racks = np.zeros(self.n_racks, dtype=np.int32)
+        self.rack_delta = np.zeros(self.n_racks, dtype=np.int64)
+        self.out_nodes = np.zeros(self.n_nodes, dtype=np.int32)
+        self.cand_nodes = np.zeros(self.n_nodes, dtype=np.int32)
+        self.rack_order = np.zeros(self.n_racks, dtype=np.int32)
+        free(self.pod_keys)
+        self.pod_keys = <PodKey*> malloc(max(1, self.n_pods) * sizeof(PodKey))
+        if self.pod_keys == NULL:
+            raise MemoryError()
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self):
+        """Empty the engine: every GPU free, every job gone."""
+        cluster = self.cluster
+        cdef index_t n, G = self.G
+        self.node_free = np.full(self.n_nodes, G, dtype=np.int32)
+        self.bits = np.zeros((G + 1) * self.n_words, dtype=np.uint64)
+        self.summary = np.zeros((G + 1) * self.n_summary, dtype=np.uint64)
+        for n in range(self.n_nodes):
+            self.bit_set(G, n)
+        self.rack_free_nodes = cluster.rack_nodes.copy()
+        self.pod_free_nodes = cluster.pod_nodes.copy()
+        hist = np.zeros((self.n_pods, self.max_rack_nodes + 1), dtype=np.int32)
+        np.add.at(hist, (cluster.rack_pod, cluster.rack_nodes), 1)
+        self.pod_hist = hist.ravel()
+        self.rack_power = cluster.idle_rack_power_w.copy()
+        c = cluster.constraints
+        self.slack = (c.b_units - c.load_units(cluster.idle_rack_power_w)).astype(np.int64)
+        self.free_gpus_total = cluster.num_gpus
+        self._jobs = {}
+
+    # ==================================================================================
+    # Bitsets of nodes by free-GPU count
+    # ==================================================================================
+
+    cdef void bit_set(self, int f, index_t n) noexcept nogil:
+        cdef Py_ssize_t w = f * self.n_words + (n >> 6)
+        if self.bits[w] == 0:
+            self.summary[f * self.n_summary + ((n >> 6) >> 6)] |= ONE << ((n >> 6) & 63)
+        self.bits[w] |= ONE << (n & 63)
+
+    cdef void bit_clear(self, int f, index_t n) noexcept nogil:
+        cdef Py_ssize_t w = f * self.n_words + (n >> 6)
+        self.bits[w] &= ~(ONE << (n & 63))
+        if self.bits[w] == 0:
+            self.summary[f * self.n_summary + ((n >> 6) >> 6)] &= ~(ONE << ((n >> 6) & 63))
+
+    cdef index_t next_set(self, int f, index_t pos) noexcept nogil:
+        """Lowest node >= pos with exactly f free GPUs, or -1.
+
+        Python: ``nodes[bisect_left(nodes, pos)]`` on the sorted list of such nodes.
+        """
+        if pos >= self.n_nodes:
+            return -1
+        cdef Py_ssize_t base = f * self.n_words, sbase = f * self.n_summary
+        cdef Py_ssize_t w = pos >> 6, s
+        cdef uint64_t word = self.bits[base + w] & (ALL << (pos & 63))
+        if word:
+            return <index_t>((w << 6) + gs_ctz64(word))
+        w += 1
+        if w >= self.n_words:
+            return -1
+        s = w >> 6
+        word = self.summary[sbase + s] & (ALL << (w & 63))
+        while word == 0:
+            s += 1
+            if s >= self.n_summary:
+                return -1
+            word = self.summary[sbase + s]
+        w = (s << 6) + gs_ctz64(word)
+        return <index_t>((w << 6) + gs_ctz64(self.bits[base + w]))
+
+    # ==================================================================================
+    # The cap a candidate allows
+    # ==================================================================================
+
+    cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil:
+        """Highest cap on the grid (max, max - step, ..., min) at most bound_w; -1 if none."""
+        cdef int64_t step = self.cap_step_w, cap
+        if bound_w >= max_cap:
+            return max_cap
+        if bound_w < min_cap:
+            return -1
+        cap = max_cap - step * ((max_cap - bound_w + step - 1) // step)  # numerator > 0
+        return <int>cap if cap >= min_cap else min_cap
+
+    @cython.cdivision(True)  # every division below has a numerator >= 0 and divisor > 0
+    cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
+                      index_t* row_out) noexcept nogil:
+        """Cap for g GPUs on one node of ``rack`` (empty or not); limiting row in row_out.
+
+        Row i holds iff coef*(busy_step if empty) + coef*g*(cap - idle) <= slack[i].
+        """
+        cdef int64_t base_w = self.busy_step_w if empty else 0
+        cdef int64_t bound = max_cap, room, coef, row_bound
+        cdef index_t k, row, bound_row = -1
+        for k in range(self.rack_rows_ptr[rack], self.rack_rows_ptr[rack + 1]):
+            row = self.rack_rows[k]
+            coef = self.rack_coef[k]
+            room = self.slack[row] - coef * base_w
+            if room < 0:
+                row_out[0] = row
+                return -1
+            row_bound = self.gpu_idle_w + room // (coef * g)
+            if row_bound < bound:
+                bound = row_bound
+                bound_row = row
+        row_out[0] = bound_row
+        return self.snap(bound, max_cap, min_cap)
+
+    @cython.cdivision(True)
+    cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
+                      index_t* row_out) noexcept nogil:
+        """Cap for whole empty ``nodes``; limiting row (lowest index on ties) in row_out."""
+        cdef index_t i, k, r, row, n_racks = 0, n_rows = 0, bound_row = -1, neg_row = -1
+        cdef int64_t bound = max_cap, room, row_bound, count
+        for i in range(n_nodes):
+            r = self.node_rack[nodes[i]]
+            if self.rack_count[r] == 0:
+                self.touched_racks[n_racks] = r
+                n_racks += 1
+            self.rack_count[r] += 1
+        for i in range(n_racks):
+            r = self.touched_racks[i]
+            count = self.rack_count[r]
+            self.rack_count[r] = 0
+            for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
+                row = self.rack_rows[k]
+                if self.row_per_w[row] == 0:
+                    self.touched_rows[n_rows] = row
+                    n_rows += 1
+                self.row_base[row] += self.rack_coef[k] * count * self.busy_step_w
+                self.row_per_w[row] += self.rack_coef[k] * count * self.G
+        for i in range(n_rows):
+            row = self.touched_rows[i]
+            room = self.slack[row] - self.row_base[row]
+            if room < 0:
+                if neg_row < 0 or row < neg_row:
+                    neg_row = row
+            elif neg_row < 0:
+                row_bound = self.gpu_idle_w + room // self.row_per_w[row]
+                if row_bound < bound or (row_bound == bound and bound_row >= 0
+                                         and row < bound_row):
+                    bound = row_bound
+                    bound_row = row
+            self.row_base[row] = 0
+            self.row_per_w[row] = 0
+        if neg_row >= 0:
+            row_out[0] = neg_row
+            return -1
+        row_out[0] = bound_row
+        return self.snap(bound, max_cap, min_cap)
+
+    # ==================================================================================
+    # Search
+    # ==================================================================================
+
+    cdef SearchResult c_search(self, int gpus, int max_cap, int min_cap,
+                               index_t pod) noexcept nogil:
+        """Where a job of ``gpus`` GPUs goes and at which cap; nodes into out_nodes."""
+        cdef SearchResult res
+        cdef index_t k, p, n_eligible = 0
+        cdef int64_t total_free = 0
+        if gpus <= self.G:
+            return self.search_node(gpus, max_cap, min_cap, pod)
+        k = gpus // self.G
+        if pod >= 0:
+            if self.pod_free_nodes[pod] < k:
+                res.status = NO_CAPACITY
+                res.cap_w = -1
+                res.row = -1
+                res.n_nodes = 0
+                return res
+            self.pod_keys[0].pod = pod
+            return self.search_pods(k, max_cap, min_cap, 1)
+        for p in range(self.n_pods):
+            total_free += self.pod_free_nodes[p]
+            if self.pod_free_nodes[p] >= k:
+                self.pod_keys[n_eligible].pod = p
+                n_eligible += 1
+        if n_eligible:
+            return self.search_pods(k, max_cap, min_cap, n_eligible)
+        res.n_nodes = 0
+        if total_free < k:
+            res.status = NO_CAPACITY
+            res.cap_w = -1
+            res.row = -1
+            return res
+        self.spread_over_pods(k)
+        res.cap_w = self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
+        res.status = FOUND if res.cap_w > 0 else NO_POWER
+        if res.status == FOUND:
+            qsort(&self.out_nodes[0], k, sizeof(index_t), cmp_index)
+            res.n_nodes = k
+        return res
+
+    cdef SearchResult search_node(self, int g, int max_cap, int min_cap,
+                                  index_t pod) noexcept nogil:
+        cdef SearchResult res
+        cdef int f, cap, best_cap = -1
+        cdef index_t n, r, i, row, best_node = -1, best_row = -1, first_row = -2
+        cdef bint empty
+        for f in range(g, self.G + 1):
+            empty = f == self.G
+            if pod >= 0:
+                n = self.next_in_pod(f, pod, -1)
+            else:
+                n = self.next_set(f, 0)
+            while n >= 0:
+                r = self.node_rack[n]
+                cap = self.rack_cap(r, g, empty, max_cap, min_cap, &row)
+                if first_row == -2:
+                    first_row = row
+                if cap > best_cap:
+                    best_cap = cap
+                    best_node = n
+                    best_row = row
+                    if cap == max_cap:
+                        break
+                # skip the rest of this rack: its other nodes with f free GPUs fit the same
+                if pod >= 0:
+                    n = self.next_in_pod(f, pod, r)
+                else:
+                    n = self.next_set(f, self.rack_first[r + 1])
+            if best_cap == max_cap:
+                break
+        res.row = best_row
+        res.cap_w = best_cap
+        if best_node < 0:
+            res.n_nodes = 0
+            res.status = NO_CAPACITY if first_row == -2 else NO_POWER
+            res.row = -1 if first_row == -2 else first_row
+            return res
+        res.status = FOUND
+        res.n_nodes = 1
+        self.out_nodes[0] = best_node
+        return res
+
+    cdef index_t next_in_pod(self, int f, index_t pod, index_t after_rack) noexcept nogil:
+        """First node with exactly f free GPUs in the next rack of ``pod`` after after_rack."""
+        cdef index_t i, r, n
+        for i in range(self.pod_racks_ptr[pod], self.pod_racks_ptr[pod + 1]):
+            r = self.pod_racks[i]
+            if r <= after_rack:
+                continue
+            for n in range(self.rack_first[r], self.rack_first[r + 1]):
+                if self.node_free[n] == f:
+                    return n
+        return -1
+
+    cdef SearchResult search_pods(self, index_t k, int max_cap, int min_cap,
+                                  index_t n_pods) noexcept nogil:
+        """Best single pod for k whole nodes among pod_keys[:n_pods] (>= k free nodes)."""
+        cdef SearchResult res
+        cdef index_t i, p, row, best_row, first_row, best_i = 0
+        cdef int cap, best_cap
+        for i in range(n_pods):
+            p = self.pod_keys[i].pod
+            self.pod_keys[i].primary = self.racks_needed(p, k)
+            self.pod_keys[i].secondary = self.pod_free_nodes[p]
+        # the first candidate decides most calls; sort the rest only when it falls short
+        for i in range(1, n_pods):
+            if cmp_pod_key(&self.pod_keys[i], &self.pod_keys[best_i]) < 0:
+                best_i = i
+        self.pod_keys[0], self.pod_keys[best_i] = self.pod_keys[best_i], self.pod_keys[0]
+        self.nodes_in_pod(self.pod_keys[0].pod, k, &self.cand_nodes[0])
+        best_cap = self.gang_cap(&self.cand_nodes[0], k, max_cap, min_cap, &best_row)
+        first_row = best_row
+        for i in range(k):
+            self.out_nodes[i] = self.cand_nodes[i]
+        if best_cap != max_cap and n_pods > 1:
+            qsort(&self.pod_keys[1], n_pods - 1, sizeof(PodKey), cmp_pod_key)
+            for i in range(1, n_pods):
+                self.nodes_in_pod(self.pod_keys[i].pod, k, &self.cand_nodes[0])
+                cap = self.gang_cap(&self.cand_nodes[0], k, max_cap, min_cap, &row)
+                if cap > best_cap:
+                    best_cap = cap
+                    best_row = row
+                    for p in range(k):
+                        self.out_nodes[p] = self.cand_nodes[p]
+                    if cap == max_cap:
+                        break
+        res.cap_w = best_cap
+        if best_cap < 0:
+            res.status = NO_POWER
+            res.row = first_row
+            res.n_nodes = 0
+            return res
+        res.status = FOUND
+        res.row = best_row
+        res.n_nodes = k
+        qsort(&self.out_nodes[0], k, sizeof(index_t), cmp_index)
+        return res
+
+    cdef index_t racks_needed(self, index_t pod, index_t k) noexcept nogil:
+        """Fewest racks of ``pod`` whose empty nodes add up to k (largest racks first)."""
+        cdef Py_ssize_t base = pod * (self.max_rack_nodes + 1)
+        cdef index_t f, count, racks = 0
+        for f in range(self.max_rack_nodes, 0, -1):
+            count = self.pod_hist[base + f]
+            if <int64_t>count * f >= k:
+                return racks + (k + f - 1) // f
+            racks += count
+            k -= count * f
+        return racks  # not reached: callers ask only pods with >= k empty nodes
+
+    cdef index_t nodes_in_pod(self, index_t pod, index_t k, index_t* out) noexcept nogil:
+        """k empty nodes of ``pod`` into out: fewest racks, the remainder best fit."""
+        cdef index_t i, j, r, m = 0, taken = 0, last = -1, free_r
+        # racks with empty nodes by (empty nodes descending, index): insertion sort,
+        # pods hold a handful of racks
+        for i in range(self.pod_racks_ptr[pod], self.pod_racks_ptr[pod + 1]):
+            r = self.pod_racks[i]
+            free_r = self.rack_free_nodes[r]
+            if free_r == 0:
+                continue
+            j = m
+            while j > 0 and (self.rack_free_nodes[self.rack_order[j - 1]] < free_r):
+                self.rack_order[j] = self.rack_order[j - 1]
+                j -= 1
+            self.rack_order[j] = r
+            m += 1
+        i = 0
+        while k - taken > self.rack_free_nodes[self.rack_order[i]]:
+            taken += self.empty_nodes(self.rack_order[i],
+                                      self.rack_free_nodes[self.rack_order[i]], out + taken)
+            i += 1
+        # best fit for the remainder among the racks not taken whole
+        for j in range(i, m):
+            r = self.rack_order[j]
+            free_r = self.rack_free_nodes[r]
+            if free_r >= k - taken and (last < 0 or free_r < self.rack_free_nodes[last]
+                                        or (free_r == self.rack_free_nodes[last] and r < last)):
+                last = r
+        taken += self.empty_nodes(last, k - taken, out + taken)
+        return taken
+
+    cdef index_t empty_nodes(self, index_t rack, index_t count,
+                                    index_t* out) noexcept nogil:
+        """The ``count`` lowest-index empty nodes of ``rack`` into out."""
+        cdef index_t n, got = 0
+        for n in range(self.rack_first[rack], self.rack_first[rack + 1]):
+            if got == count:
+                break
+            if self.node_free[n] == self.G:
+                out[got] = n
+                got += 1
+        return got
+
+    cdef void spread_over_pods(self, index_t k) noexcept nogil:
+        """k empty nodes over the fewest pods into out_nodes: fullest pods whole."""
+        cdef index_t i, j, p, r, m = 0, taken = 0, last = -1, rem
+        for p in range(self.n_pods):
+            if self.pod_free_nodes[p]:
+                self.pod_keys[m].primary = -self.pod_free_nodes[p]
+                self.pod_keys[m].secondary = 0
+                self.pod_keys[m].pod = p
+                m += 1
+        qsort(self.pod_keys, m, sizeof(PodKey), cmp_pod_key)
+        i = 0
+        while k - taken > self.pod_free_nodes[self.pod_keys[i].pod]:
+            p = self.pod_keys[i].pod
+            for j in range(self.pod_racks_ptr[p], self.pod_racks_ptr[p + 1]):
+                r = self.pod_racks[j]
+                taken += self.empty_nodes(r, self.rack_free_nodes[r], &self.out_nodes[taken])
+            i += 1
+        rem = k - taken
+        for j in range(i, m):
+            p = self.pod_keys[j].pod
+            if self.pod_free_nodes[p] >= rem and (
+                    last < 0 or self.pod_free_nodes[p] < self.pod_free_nodes[last]
+                    or (self.pod_free_nodes[p] == self.pod_free_nodes[last] and p < last)):
+                last = p
+        self.nodes_in_pod(last, rem, &self.out_nodes[taken])
+
+    # ==================================================================================
+    # State changes
+    # ==================================================================================
+
+    cdef void c_commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
+                       int cap_w, int sign) noexcept nogil:
+        """Take (sign=+1) or give back (sign=-1) gpus_per_node GPUs at cap_w on nodes.
+
+        Keeps every invariant in the module docstring.
+        """
+        cdef index_t i, k, n, r, p, before, after, n_racks = 0
+        cdef int64_t delta
+        cdef Py_ssize_t hist_base
+        for i in range(n_nodes):
+            n = nodes[i]
+            before = self.node_free[n]
+            after = before - sign * gpus_per_node
+            self.node_free[n] = after
+            if before:
+                self.bit_clear(before, n)
+            if after:
+                self.bit_set(after, n)
+            r = self.node_rack[n]
+            delta = <int64_t>gpus_per_node * (cap_w - self.gpu_idle_w)
+            if before == self.G or after == self.G:  # the node turned busy, or idle again
+                delta += self.busy_step_w
+                p = self.rack_pod[r]
+                hist_base = p * (self.max_rack_nodes + 1)
+                self.pod_hist[hist_base + self.rack_free_nodes[r]] -= 1
+                self.rack_free_nodes[r] -= sign
+                self.pod_hist[hist_base + self.rack_free_nodes[r]] += 1
+                self.pod_free_nodes[p] -= sign
+            if self.rack_delta[r] == 0:
+                self.touched_racks[n_racks] = r
+                n_racks += 1
+            self.rack_delta[r] += delta
+        for i in range(n_racks):
+            r = self.touched_racks[i]
+            delta = self.rack_delta[r]
+            self.rack_delta[r] = 0
+            self.rack_power[r] += sign * delta
+            for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
+                self.slack[self.rack_rows[k]] -= sign * self.rack_coef[k] * delta
+        self.free_gpus_total -= sign * gpus_per_node * n_nodes
+
+    # ==================================================================================
+    # Public hot path
+    # ==================================================================================
+
+    def place(self, job, pod=None):
+        """Place ``job`` (inside ``pod`` if given) at the highest feasible cap, or None."""
+        cdef SearchResult res
+        cdef index_t pod_index
+        with self._lock:
+            check_job(self.cluster, job, self._jobs)
+            pod_index = -1 if pod is None else check_pod(self.cluster, pod)
+            res = self.c_search(job.gpus, job.max_cap_w, job.min_cap_w, pod_index)
+            if res.status != FOUND:
+                return None
+            gpn = gpus_per_node_for(job.gpus, self.G)
+            nodes = tuple([self.out_nodes[i] for i in range(res.n_nodes)])
+            placement = Placement(job.id, nodes, gpn, res.cap_w)
+            self.c_commit(&self.out_nodes[0], res.n_nodes, gpn, res.cap_w, 1)
+            self._jobs[job.id] = (job, placement)
+            return placement
+
+    def release(self, job_id):
+        """Free exactly what ``job_id`` holds; returns its placement."""
+        with self._lock:
+            try:
+                job, placement = self._jobs.pop(job_id)
+            except (KeyError, TypeError):
+                raise unknown_job(job_id) from None
+            self._commit_placement(placement, -1)
+            return placement
+
+    def place_many(self, jobs, pod=None):
+        """``[place(j, pod) for j in jobs]``, under one lock acquisition."""
+        with self._lock:
+            return [self.place(job, pod) for job in jobs]
+
+    def release_many(self, job_ids):
+        """``[release(i) for i in job_ids]``, under one lock acquisition."""
+        with self._lock:
+            return [self.release(job_id) for job_id in job_ids]
+
+    cdef _commit_placement(self, placement, int sign):
+        cdef tuple nodes = placement.nodes
+        cdef index_t i, n = len(nodes)
+        for i in range(n):
+            self.cand_nodes[i] = nodes[i]
+        self.c_commit(&self.cand_nodes[0], n, placement.gpus_per_node, placement.cap_w, sign)
+
+    def _insert(self, job, placement):
+        """Commit a placement the caller has already checked (restore), and record it."""
+        self._commit_placement(placement, 1)
+        self._jobs[job.id] = (job, placement)
+
+    def _search(self, int gpus, int max_cap, int min_cap, index_t pod):
+        """(status, cap_w, nodes, row) as in the Python twin; changes nothing."""
+        cdef SearchResult res = self.c_search(gpus, max_cap, min_cap, pod)
+        return (res.status, res.cap_w, [self.out_nodes[i] for i in range(res.n_nodes)],
+                res.row)
+
+    # ==================================================================================
+    # Read-only views
+    # ==================================================================================
+
+    def __len__(self):
+        return len(self._jobs)
+
+    def __contains__(self, job_id):
+        return job_id in self._jobs
+
+    def free_gpus(self):
+        """Free GPUs in the whole cluster."""
+        return self.free_gpus_total
+
+    def node_free_gpus(self):
+        """Free GPUs per node (int32 copy)."""
+        return np.asarray(self.node_free).copy()
+
+    def rack_power_w(self):
+        """Budgeted power of each rack, in watts (int64 copy)."""
+        return np.asarray(self.rack_power).copy()
+
+    def row_slack_units(self):
+        """``b - A·P`` per row in COEF_SCALE units (int64 copy); never negative."""
+        return np.asarray(self.slack).copy()
+
+    def placements(self):
+        """Live placements, in the order they were made."""
+        return [entry[1] for entry in self._jobs.values()]
+
+    def jobs(self):
+        """Live jobs, in the order they were placed."""
+        return [entry[0] for entry in self._jobs.values()]
+
+    def placement(self, job_id):
+        try:
+            return self._jobs[job_id][1]
+        except (KeyError, TypeError):
+            raise unknown_job(job_id) from None
+
+    def _index_state(self):
+        """Every derived index, for tests that check the twins agree to the last counter."""
+        cdef int f
+        cdef index_t n
+        free_nodes = []
+        for f in range(1, self.G + 1):
+            members = []
+            n = self.next_set(f, 0)
+            while n >= 0:
+                members.append(n)
+                n = self.next_set(f, n + 1)
+            free_nodes.append(members)
+        hist = np.asarray(self.pod_hist).reshape(self.n_pods, self.max_rack_nodes + 1)
+        return {
+            "node_free": np.asarray(self.node_free).tolist(),
+            "free_nodes": free_nodes,
+            "rack_free_nodes": np.asarray(self.rack_free_nodes).tolist(),
+            "pod_free_nodes": np.asarray(self.pod_free_nodes).tolist(),
+            "pod_rack_hist": hist.tolist(),
+            "rack_power_w": np.asarray(self.rack_power).tolist(),
+            "slack": np.asarray(self.slack).tolist(),
+            "free_gpus": self.free_gpus_total,
+        }

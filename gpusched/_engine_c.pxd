@@ -1,0 +1,101 @@
+# cython: language_level=3
+"""C-level API of gpusched's placement core (compiled as gpusched._engine_c).
+
+Cython code in another scheduler can ``cimport`` this and call ``c_place`` /
+``c_release`` without creating Python objects on the hot path; see
+examples/cython_embed for a worked example.
+
+Types: node, rack, pod and row indices are int32_t (NumPy int32); watts and row
+slack are int64_t (NumPy int64).  A test matches each to its dtype.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+ctypedef int32_t index_t    # nodes, racks, pods, rows: NumPy int32
+ctypedef int64_t units_t    # watts, and coefficient-millionths x watts: NumPy int64
+
+# search() status codes (same values as gpusched._engine_py)
+cdef enum:
+    FOUND = 0
+    NO_CAPACITY = 1
+    NO_POWER = 2
+
+cdef struct SearchResult:
+    int status               # FOUND, NO_CAPACITY or NO_POWER
+    int cap_w                # the cap chosen, -1 when none
+    index_t row              # row limiting the cap (or blocking the job), -1 if none
+    index_t n_nodes          # nodes written to EngineCore.out_nodes[:n_nodes], ascending
+
+cdef struct PodKey:          # ordering key of a candidate pod for a gang
+    index_t primary          # racks needed (single pod) or -free nodes (spread)
+    index_t secondary        # free nodes (single pod); unused (spread)
+    index_t pod
+
+
+cdef class EngineCore:
+    cdef readonly object cluster
+    cdef public object _lock
+    cdef dict _jobs                      # job id -> (Job, Placement), placement order
+
+    # model constants
+    cdef int G, gpu_idle_w, busy_step_w, cap_step_w
+    cdef index_t n_nodes, n_racks, n_pods, n_rows, max_rack_nodes
+    cdef Py_ssize_t n_words, n_summary
+
+    # topology (read-only)
+    cdef const index_t[::1] node_rack
+    cdef const index_t[::1] rack_first   # nodes of rack r: rack_first[r]:rack_first[r+1]
+    cdef const index_t[::1] rack_pod
+    cdef index_t[::1] pod_racks_ptr      # racks of pod p: pod_racks[pod_racks_ptr[p]:...+1]
+    cdef index_t[::1] pod_racks
+    cdef const index_t[::1] rack_rows_ptr
+    cdef const index_t[::1] rack_rows
+    cdef const units_t[::1] rack_coef
+
+    # live state
+    cdef index_t[::1] node_free          # free GPUs per node
+    cdef uint64_t[::1] bits              # (G+1) bitsets: nodes with exactly f free GPUs
+    cdef uint64_t[::1] summary           # one bit per non-zero word of bits
+    cdef index_t[::1] rack_free_nodes    # empty nodes per rack
+    cdef index_t[::1] pod_free_nodes     # empty nodes per pod
+    cdef index_t[::1] pod_hist           # [p * (max_rack_nodes+1) + f]: racks with f empty
+    cdef units_t[::1] rack_power         # watts
+    cdef units_t[::1] slack              # b - A·P, coefficient units
+    cdef int64_t free_gpus_total
+
+    # scratch, all zero between calls
+    cdef units_t[::1] row_base
+    cdef units_t[::1] row_per_w
+    cdef index_t[::1] touched_rows
+    cdef index_t[::1] rack_count
+    cdef index_t[::1] touched_racks
+    cdef units_t[::1] rack_delta
+    cdef index_t[::1] out_nodes
+    cdef index_t[::1] cand_nodes
+    cdef index_t[::1] rack_order
+    cdef PodKey* pod_keys
+
+    cdef SearchResult c_search(self, int gpus, int max_cap, int min_cap,
+                               index_t pod) noexcept nogil
+    cdef void c_commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
+                       int cap_w, int sign) noexcept nogil
+
+    # internals (declared here because every cdef method of a class with a .pxd must be)
+    cdef void bit_set(self, int f, index_t n) noexcept nogil
+    cdef void bit_clear(self, int f, index_t n) noexcept nogil
+    cdef index_t next_set(self, int f, index_t pos) noexcept nogil
+    cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil
+    cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
+                      index_t* row_out) noexcept nogil
+    cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
+                      index_t* row_out) noexcept nogil
+    cdef SearchResult search_node(self, int g, int max_cap, int min_cap,
+                                  index_t pod) noexcept nogil
+    cdef index_t next_in_pod(self, int f, index_t pod, index_t after_rack) noexcept nogil
+    cdef SearchResult search_pods(self, index_t k, int max_cap, int min_cap,
+                                  index_t n_pods) noexcept nogil
+    cdef index_t racks_needed(self, index_t pod, index_t k) noexcept nogil
+    cdef index_t nodes_in_pod(self, index_t pod, index_t k, index_t* out) noexcept nogil
+    cdef index_t empty_nodes(self, index_t rack, index_t count, index_t* out) noexcept nogil
+    cdef void spread_over_pods(self, index_t k) noexcept nogil
+    cdef _commit_placement(self, placement, int sign)
