@@ -294,6 +294,38 @@ class Engine:
             self._insert(job, placement)
             return placement
 
+    def set_cap(self, job_id: str, cap_w: int) -> Placement:
+        """Change the power cap of a running job, keeping its nodes; atomic and checked.
+
+        ``cap_w`` must lie in the job's ``[min_cap_w, max_cap_w]``; raises PlacementError
+        (and changes nothing) if a row of A·P <= b would break at the new cap.
+        """
+        with self._lock:
+            old = self.placement(job_id)
+            job = next(j for j in self.jobs() if j.id == job_id)
+            self.release(job_id)
+            try:
+                return self._apply(job, old.nodes, old.gpus_per_node, cap_w)
+            except Exception:
+                self._insert(job, old)
+                raise
+
+    # ---- durable state (gpusched.state does the file format) -------------------------
+
+    def save(self, path: "str | os.PathLike[str]") -> None:
+        """Write the state to ``path`` atomically (temp file, fsync, rename), checksummed."""
+        from .state import save_engine
+
+        save_engine(self, path)
+
+    @classmethod
+    def load(cls, cluster: Cluster, path: "str | os.PathLike[str]",
+             backend: str | None = None) -> "Engine":
+        """An engine in the state saved at ``path``; refuses truncated or edited files."""
+        from .state import load_engine
+
+        return load_engine(cluster, path, backend=backend)
+
     # ---- views ----------------------------------------------------------------------
 
     def gpus_in_use(self) -> int:

@@ -1,0 +1,105 @@
+"""Durable engine state: atomic, versioned, checksummed files.
+
+A state file is one JSON object::
+
+    {"gpusched_state": 1, "sha256": "<hex of the canonical snapshot JSON>",
+     "snapshot": {... Engine.snapshot() ...}}
+
+It is written to a temporary file in the same directory, flushed and fsynced, renamed
+over the target (atomic on POSIX), and the directory is fsynced, so after a crash the
+path holds either the old state or the new one, never a mix.  Loading refuses a
+truncated file, a file whose checksum does not match (edited by hand or corrupted),
+and a file from another cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import SnapshotError
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .engine import Engine
+
+__all__ = ["STATE_FORMAT", "save_engine", "load_engine", "write_atomic", "encode_state",
+           "decode_state"]
+
+STATE_FORMAT = 1
+
+
+def _canonical(snapshot: dict[str, Any]) -> bytes:
+    return json.dumps(snapshot, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def encode_state(snapshot: dict[str, Any]) -> bytes:
+    """The bytes of a state file holding ``snapshot``."""
+    digest = hashlib.sha256(_canonical(snapshot)).hexdigest()
+    return json.dumps({"gpusched_state": STATE_FORMAT, "sha256": digest,
+                       "snapshot": snapshot}, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def decode_state(data: bytes, source: str = "state") -> dict[str, Any]:
+    """The snapshot inside state-file bytes; SnapshotError if truncated or edited."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SnapshotError(f"{source} is not a complete gpusched state file (truncated or "
+                            f"corrupted): {exc}") from None
+    if not isinstance(doc, dict) or set(doc) != {"gpusched_state", "sha256", "snapshot"}:
+        raise SnapshotError(f"{source} is not a gpusched state file: expected the keys "
+                            "gpusched_state, sha256 and snapshot")
+    if doc["gpusched_state"] != STATE_FORMAT:
+        raise SnapshotError(f"{source} has state format {doc['gpusched_state']!r}; this "
+                            f"version reads format {STATE_FORMAT}")
+    snapshot = doc["snapshot"]
+    if not isinstance(snapshot, dict):
+        raise SnapshotError(f"{source}: snapshot must be an object")
+    if hashlib.sha256(_canonical(snapshot)).hexdigest() != doc["sha256"]:
+        raise SnapshotError(f"{source} fails its checksum: it was edited or corrupted "
+                            "after it was written")
+    return snapshot
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically and durably (temp file, fsync, rename)."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_engine(engine: "Engine", path: str | os.PathLike[str]) -> None:
+    write_atomic(path, encode_state(engine.snapshot()))
+
+
+def load_engine(cluster: "Cluster", path: str | os.PathLike[str],
+                backend: str | None = None) -> "Engine":
+    from .engine import Engine
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read state file {str(path)!r}: {exc.strerror}") from None
+    return Engine.restore(cluster, decode_state(data, source=str(path)), backend=backend)

@@ -1,0 +1,77 @@
+"""Hypothesis strategies shared by the differential, stateful and fuzz tests."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from gpusched import Cluster, Job
+
+NODE_IDLE_W = 1550 + 8 * 65
+NODE_FULL_W = 2800 + 8 * 700
+
+
+@st.composite
+def cluster_specs(draw, max_pods: int = 6, max_racks_per_pod: int = 4,
+                  max_nodes_per_rack: int = 8):
+    """A valid spec dict: 1..max_pods pods, liquid and air racks, loose to tight limits.
+
+    Each limit is idle power plus a drawn fraction (0.05 to 1.3) of the headroom full
+    power would need, so some clusters take everything and some almost nothing.
+    """
+    n_pods = draw(st.integers(1, max_pods))
+    n_halls = draw(st.integers(1, min(2, n_pods)))
+    tightness = st.floats(0.05, 1.3)
+    spec = {"name": "drawn", "halls": [], "rows": [], "pods": [], "racks": []}
+    hall_idle = [0.0] * n_halls
+    hall_full = [0.0] * n_halls
+    for p in range(n_pods):
+        hall = p % n_halls
+        spec["pods"].append({"name": f"pod-{p}"})
+        row_idle = row_full = 0.0
+        row_racks = []
+        for r in range(draw(st.integers(1, max_racks_per_pod))):
+            nodes = draw(st.integers(1, max_nodes_per_rack))
+            idle, full = nodes * NODE_IDLE_W, nodes * NODE_FULL_W
+            feed = idle + draw(tightness) * (full - idle)
+            rack = {"name": f"rack-{p}-{r}", "row": f"row-{p}", "pod": f"pod-{p}",
+                    "nodes": nodes, "feed_w": round(feed)}
+            if draw(st.booleans()):
+                rack.update(kind="liquid", liquid_fraction=0.88,
+                            cdu_w=round(0.88 * (idle + draw(tightness) * (full - idle))) + 1,
+                            residual_air_w=round(0.12 * (idle + draw(tightness) * (full - idle))) + 1)
+            else:
+                rack.update(kind="air",
+                            air_cooling_w=round(idle + draw(tightness) * (full - idle)))
+            row_racks.append(rack)
+            row_idle += idle
+            row_full += full
+        spec["racks"].extend(row_racks)
+        spec["rows"].append({"name": f"row-{p}", "hall": f"hall-{hall}",
+                             "busway_w": round(row_idle + draw(tightness) * (row_full - row_idle))})
+        hall_idle[hall] += row_idle
+        hall_full[hall] += row_full
+    for h in range(n_halls):
+        spec["halls"].append({
+            "name": f"hall-{h}",
+            "switchboard_w": round(hall_idle[h] + draw(tightness) * (hall_full[h] - hall_idle[h])),
+            "cooling_w": round(hall_idle[h] + draw(tightness) * (hall_full[h] - hall_idle[h]))})
+    idle, full = sum(hall_idle), sum(hall_full)
+    spec["facility"] = {"it_limit_w": round(idle + draw(tightness) * (full - idle))}
+    return spec
+
+
+def clusters(**kwargs):
+    return cluster_specs(**kwargs).map(Cluster.from_dict)
+
+
+@st.composite
+def jobs(draw, job_id: str, max_gpus: int = 64):
+    """A valid job: 1..8 GPUs, or whole nodes up to max_gpus; flexible caps."""
+    if draw(st.booleans()):
+        gpus = draw(st.integers(1, 8))
+    else:
+        gpus = 8 * draw(st.integers(2, max(2, max_gpus // 8)))
+    max_cap = draw(st.sampled_from([700, 700, 650, 500]))
+    min_cap = draw(st.one_of(st.none(), st.integers(200, max_cap)))
+    return Job(job_id, gpus, max_cap_w=max_cap, min_cap_w=min_cap,
+               weight=draw(st.sampled_from([1.0, 2.0])))
