@@ -71,9 +71,11 @@ cdef class EngineCore:
 
     def __cinit__(self, *args, **kwargs):
         self.pod_keys = NULL
+        self.pod_keys2 = NULL
 
     def __dealloc__(self):
         free(self.pod_keys)
+        free(self.pod_keys2)
 
     def __init__(self, cluster):
         self.cluster = cluster
@@ -110,9 +112,13 @@ cdef class EngineCore:
         self.out_nodes = np.zeros(self.n_nodes, dtype=np.int32)
         self.cand_nodes = np.zeros(self.n_nodes, dtype=np.int32)
         self.rack_order = np.zeros(self.n_racks, dtype=np.int32)
+        self.row_used = np.zeros(self.n_rows, dtype=np.int64)
+        self.used_rows = np.zeros(self.n_rows, dtype=np.int32)
         free(self.pod_keys)
+        free(self.pod_keys2)
         self.pod_keys = <PodKey*> malloc(max(1, self.n_pods) * sizeof(PodKey))
-        if self.pod_keys == NULL:
+        self.pod_keys2 = <PodKey*> malloc(max(1, self.n_pods) * sizeof(PodKey))
+        if self.pod_keys == NULL or self.pod_keys2 == NULL:
             raise MemoryError()
         self._lock = threading.RLock()
         self._reset()
@@ -288,19 +294,117 @@ cdef class EngineCore:
                 n_eligible += 1
         if n_eligible:
             return self.search_pods(k, max_cap, min_cap, n_eligible)
-        res.n_nodes = 0
         if total_free < k:
+            res.n_nodes = 0
             res.status = NO_CAPACITY
             res.cap_w = -1
             res.row = -1
             return res
+        return self.search_spread(k, max_cap, min_cap)
+
+    cdef SearchResult search_spread(self, index_t k, int max_cap, int min_cap) noexcept nogil:
+        """k whole nodes over several pods at the highest target cap the greedy meets.
+
+        Python twin: ``_search_spread``.  Pods by (free nodes descending, index) are taken
+        whole unless that breaks a row at the target; the remainder best fit.
+        """
+        cdef SearchResult res
+        cdef index_t p, m = 0
+        cdef int target = max_cap
+        for p in range(self.n_pods):
+            if self.pod_free_nodes[p]:
+                self.pod_keys[m].primary = -self.pod_free_nodes[p]
+                self.pod_keys[m].secondary = 0
+                self.pod_keys[m].pod = p
+                m += 1
+        qsort(self.pod_keys, m, sizeof(PodKey), cmp_pod_key)
+        while True:
+            if self.spread_at(k, target, m):
+                res.cap_w = self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
+                res.status = FOUND
+                res.n_nodes = k
+                qsort(&self.out_nodes[0], k, sizeof(index_t), cmp_index)
+                return res
+            if target == min_cap:
+                break
+            target = target - self.cap_step_w if target - self.cap_step_w > min_cap else min_cap
+        # nothing meets even min_cap; explain with the plain spread's binding row
         self.spread_over_pods(k)
-        res.cap_w = self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
-        res.status = FOUND if res.cap_w > 0 else NO_POWER
-        if res.status == FOUND:
-            qsort(&self.out_nodes[0], k, sizeof(index_t), cmp_index)
-            res.n_nodes = k
+        self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
+        res.status = NO_POWER
+        res.cap_w = -1
+        res.n_nodes = 0
         return res
+
+    cdef bint spread_at(self, index_t k, int target, index_t m) noexcept nogil:
+        """Greedy over pod_keys[:m] at cap ``target``; nodes into out_nodes[:k] if met."""
+        cdef index_t i, j, p, q, r, need, got, n_used = 0, m2 = 0, taken = 0
+        cdef bint ok = False
+        for i in range(m):
+            need = k - taken
+            p = self.pod_keys[i].pod
+            if self.pod_free_nodes[p] <= need:
+                got = 0
+                for j in range(self.pod_racks_ptr[p], self.pod_racks_ptr[p + 1]):
+                    r = self.pod_racks[j]
+                    got += self.empty_nodes(r, self.rack_free_nodes[r],
+                                            &self.out_nodes[taken + got])
+                if self.fits(&self.out_nodes[taken], got, target, &n_used):
+                    taken += got
+                    if taken == k:
+                        ok = True
+                        break
+                continue
+            # the remainder: best fit among the pods not yet passed over
+            for j in range(i, m):
+                self.pod_keys2[m2].primary = self.pod_free_nodes[self.pod_keys[j].pod]
+                self.pod_keys2[m2].secondary = 0
+                self.pod_keys2[m2].pod = self.pod_keys[j].pod
+                m2 += 1
+            qsort(self.pod_keys2, m2, sizeof(PodKey), cmp_pod_key)
+            for j in range(m2):
+                q = self.pod_keys2[j].pod
+                if self.pod_free_nodes[q] >= need:
+                    self.nodes_in_pod(q, need, &self.out_nodes[taken])
+                    if self.fits(&self.out_nodes[taken], need, target, &n_used):
+                        ok = True
+                        break
+            break
+        for i in range(n_used):
+            self.row_used[self.used_rows[i]] = 0
+        return ok
+
+    cdef bint fits(self, const index_t* nodes, index_t n_nodes, int target,
+                   index_t* n_used) noexcept nogil:
+        """Whether whole empty nodes at cap ``target`` fit beside row_used; if so, add.
+
+        Python twin: ``_fits``.  row_base is the candidate's own per-row load.
+        """
+        cdef int64_t node_w = self.busy_step_w + <int64_t>self.G * (target - self.gpu_idle_w)
+        cdef index_t i, k, r, row, n_rows = 0
+        cdef bint ok = True
+        for i in range(n_nodes):
+            r = self.node_rack[nodes[i]]
+            for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
+                row = self.rack_rows[k]
+                if self.row_base[row] == 0:
+                    self.touched_rows[n_rows] = row
+                    n_rows += 1
+                self.row_base[row] += self.rack_coef[k] * node_w
+        for i in range(n_rows):
+            row = self.touched_rows[i]
+            if self.row_used[row] + self.row_base[row] > self.slack[row]:
+                ok = False
+                break
+        for i in range(n_rows):
+            row = self.touched_rows[i]
+            if ok:
+                if self.row_used[row] == 0:
+                    self.used_rows[n_used[0]] = row
+                    n_used[0] += 1
+                self.row_used[row] += self.row_base[row]
+            self.row_base[row] = 0
+        return ok
 
     cdef SearchResult search_node(self, int g, int max_cap, int min_cap,
                                   index_t pod) noexcept nogil:

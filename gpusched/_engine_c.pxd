@@ -74,6 +74,9 @@ cdef class EngineCore:
     cdef index_t[::1] cand_nodes
     cdef index_t[::1] rack_order
     cdef PodKey* pod_keys
+    cdef PodKey* pod_keys2
+    cdef units_t[::1] row_used           # _spread_at's per-row use at the target cap
+    cdef index_t[::1] used_rows          # rows with row_used != 0
 
     cdef SearchResult c_search(self, int gpus, int max_cap, int min_cap,
                                index_t pod) noexcept nogil
@@ -98,4 +101,8 @@ cdef class EngineCore:
     cdef index_t nodes_in_pod(self, index_t pod, index_t k, index_t* out) noexcept nogil
     cdef index_t empty_nodes(self, index_t rack, index_t count, index_t* out) noexcept nogil
     cdef void spread_over_pods(self, index_t k) noexcept nogil
+    cdef SearchResult search_spread(self, index_t k, int max_cap, int min_cap) noexcept nogil
+    cdef bint spread_at(self, index_t k, int target, index_t m) noexcept nogil
+    cdef bint fits(self, const index_t* nodes, index_t n_nodes, int target,
+                   index_t* n_used) noexcept nogil
     cdef _commit_placement(self, placement, int sign)

@@ -21,8 +21,10 @@ Locality order:
   pod, racks with the most empty nodes are taken whole while the rest of the job is
   larger than the next one, and the remainder goes to the rack with the fewest empty
   nodes that still holds it (best fit): the fewest racks, and the least fragmentation.
-- k nodes needing several pods: pods by (free nodes descending, index), whole, and the
-  remainder in the best-fitting pod, chosen inside as above.  One candidate only.
+- k nodes needing several pods: for each cap on the grid, highest first, pods by (free
+  nodes descending, index) taken whole unless that would break a row at the cap, and
+  the remainder in the best-fitting pod that fits (chosen inside as above).  The first
+  cap met wins; the cap is then computed exactly for the nodes chosen.
 
 Units: rack power in integer watts; row slack in COEF_SCALE-units (coefficient
 millionths times watts), so every sum is exact.
@@ -165,9 +167,7 @@ class EngineCore:
             return self._search_pods(k, max_cap, min_cap, eligible)
         if sum(self._pod_free_nodes) < k:
             return NO_CAPACITY, -1, [], -1
-        nodes = self._spread_over_pods(k)
-        cap, row = self._gang_cap(nodes, max_cap, min_cap)
-        return (FOUND if cap > 0 else NO_POWER), cap, sorted(nodes), row
+        return self._search_spread(k, max_cap, min_cap)
 
     def _search_node(self, g: int, max_cap: int, min_cap: int,
                      pod: int) -> tuple[int, int, list[int], int]:
@@ -261,6 +261,68 @@ class EngineCore:
         out = [n for n in range(self._rack_first[rack], self._rack_first[rack + 1])
                if node_free[n] == G]
         return out[:count]
+
+    def _search_spread(self, k: int, max_cap: int, min_cap: int
+                       ) -> tuple[int, int, list[int], int]:
+        """k whole nodes over several pods, at the highest target cap the greedy can meet.
+
+        For each cap on the grid, highest first, pods are taken whole in order of (free
+        nodes descending, index), skipping any pod whose addition would break a row at
+        that cap; the remainder goes to the best-fitting pod that still fits.  The first
+        target met wins.  Skipping lets a big gang spread over halls that have power
+        left instead of packing the first hall past its switchboard.
+        """
+        order = sorted((p for p, free in enumerate(self._pod_free_nodes) if free),
+                       key=lambda p: (-self._pod_free_nodes[p], p))
+        for target in self._cap_grid(max_cap, min_cap):
+            nodes = self._spread_at(k, target, order)
+            if nodes is not None:
+                cap, row = self._gang_cap(nodes, max_cap, min_cap)
+                return FOUND, cap, sorted(nodes), row
+        # nothing meets even min_cap; explain with the plain spread's binding row
+        _cap, row = self._gang_cap(self._spread_over_pods(k), max_cap, min_cap)
+        return NO_POWER, -1, [], row
+
+    def _cap_grid(self, max_cap: int, min_cap: int) -> list[int]:
+        caps = list(range(max_cap, min_cap - 1, -self._cap_step_w))
+        if caps[-1] != min_cap:
+            caps.append(min_cap)
+        return caps
+
+    def _spread_at(self, k: int, target: int, order: list[int]) -> list[int] | None:
+        used: dict[int, int] = {}  # row -> units the nodes chosen so far take at target
+        nodes: list[int] = []
+        for i, p in enumerate(order):
+            need = k - len(nodes)
+            if self._pod_free_nodes[p] <= need:
+                whole = [n for r in self._pod_racks[p]
+                         for n in self._empty_nodes(r, self._rack_free_nodes[r])]
+                if self._fits(whole, target, used):
+                    nodes.extend(whole)
+                    if len(nodes) == k:
+                        return nodes
+                continue
+            # the remainder: best fit among the pods not yet passed over
+            for q in sorted(order[i:], key=lambda q: (self._pod_free_nodes[q], q)):
+                if self._pod_free_nodes[q] >= need:
+                    part = self._nodes_in_pod(q, need)
+                    if self._fits(part, target, used):
+                        return nodes + part
+            return None
+        return None
+
+    def _fits(self, nodes: Sequence[int], target: int, used: dict[int, int]) -> bool:
+        """Whether whole empty ``nodes`` at cap ``target`` fit beside ``used``; if so, add."""
+        node_w = self._busy_step_w + self._G * (target - self._gpu_idle_w)
+        delta: dict[int, int] = {}
+        for n in nodes:
+            for row, coef in self._rack_rows[self._node_rack[n]]:
+                delta[row] = delta.get(row, 0) + coef * node_w
+        if any(used.get(row, 0) + d > self._slack[row] for row, d in delta.items()):
+            return False
+        for row, d in delta.items():
+            used[row] = used.get(row, 0) + d
+        return True
 
     def _spread_over_pods(self, k: int) -> list[int]:
         """k empty nodes over the fewest pods: fullest pods whole, remainder best fit."""
