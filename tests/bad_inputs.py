@@ -1,0 +1,171 @@
+"""The table of bad jobs and bad calls, shared by test_bad_input.py and the state machine.
+
+Each row is a call on an engine that must raise ``error`` with every word of ``words``
+in its message (case-insensitive) and change nothing.  ``ctx`` gives a live job id
+(``ctx.live``), a released one (``ctx.released``) and the cluster, so a row can aim at
+real state.  Rows whose error comes from building the Job itself (gpus=0, NaN caps,
+a non-str id) are here too: a caller meets them at the same point in their code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gpusched import Job
+from gpusched.errors import (DuplicateJobError, JobError, PlacementError, SnapshotError,
+                             UnknownJobError)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    live: str        # a placed job id
+    live_gpus: int   # its size
+    released: str    # an id placed once and released
+    num_gpus: int    # the cluster's GPUs
+    num_pods: int
+    snapshot: dict[str, Any]  # engine.snapshot() now
+
+
+@dataclass(frozen=True)
+class BadCall:
+    name: str
+    call: Callable[[Any, Ctx], Any]
+    error: type[BaseException]
+    words: tuple[str, ...]
+
+
+def _tampered_overlap(snap: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot with 8 more copies of its first job on the same node: over 8 GPUs."""
+    snap = {**snap, "jobs": list(snap["jobs"])}
+    first = snap["jobs"][0]
+    snap["jobs"].extend({**first, "job": {**first["job"], "id": f"ghost-{i}"}}
+                        for i in range(8))
+    return snap
+
+
+def _tampered_cap(snap: dict[str, Any]) -> dict[str, Any]:
+    snap = {**snap, "jobs": list(snap["jobs"])}
+    first = snap["jobs"][0]
+    snap["jobs"][0] = {**first, "cap_w": 999}
+    return snap
+
+
+def _tampered_node(snap: dict[str, Any]) -> dict[str, Any]:
+    snap = {**snap, "jobs": list(snap["jobs"])}
+    first = snap["jobs"][0]
+    snap["jobs"][0] = {**first, "nodes": [10**6 + n for n in first["nodes"]]}
+    return snap
+
+
+BAD_CALLS: list[BadCall] = [
+    # -- sizes
+    BadCall("gpus=0", lambda e, c: e.place(Job("x", 0)), JobError, ("gpus=0", "at least 1")),
+    BadCall("gpus=-1", lambda e, c: e.place(Job("x", -1)), JobError, ("gpus=-1", "at least 1")),
+    BadCall("gpus=9", lambda e, c: e.place(Job("x", 9)), JobError,
+            ("gpus=9", "multiple of 8", "whole nodes")),
+    BadCall("gpus=12", lambda e, c: e.place(Job("x", 12)), JobError,
+            ("gpus=12", "multiple of 8")),
+    BadCall("gpus=2**31", lambda e, c: e.place(Job("x", 2**31)), JobError,
+            ("gpus=2147483648", "more than")),
+    BadCall("gpus=2**63 (beyond int64)", lambda e, c: e.place(Job("x", 2**63)), JobError,
+            ("gpus=9223372036854775808",)),
+    BadCall("gpus above the cluster", lambda e, c: e.place(Job("x", c.num_gpus + 8)), JobError,
+            ("more than", "gpus")),
+    BadCall("gpus=8.0 (float)", lambda e, c: e.place(Job("x", 8.0)), JobError,
+            ("gpus=8.0", "whole number")),
+    BadCall("gpus=True", lambda e, c: e.place(Job("x", True)), JobError,
+            ("gpus=true", "whole number")),
+    BadCall("gpus='8'", lambda e, c: e.place(Job("x", "8")), JobError,
+            ("gpus='8'", "whole number")),
+    # -- caps
+    BadCall("max_cap_w=NaN", lambda e, c: e.place(Job("x", 1, max_cap_w=math.nan)), JobError,
+            ("max_cap_w=nan", "finite")),
+    BadCall("max_cap_w=inf", lambda e, c: e.place(Job("x", 1, max_cap_w=math.inf)), JobError,
+            ("max_cap_w=inf", "finite")),
+    BadCall("min_cap_w=-inf", lambda e, c: e.place(Job("x", 1, min_cap_w=-math.inf)),
+            JobError, ("min_cap_w=-inf", "finite")),
+    BadCall("min_cap_w=NaN", lambda e, c: e.place(Job("x", 1, min_cap_w=math.nan)), JobError,
+            ("min_cap_w=nan", "finite")),
+    BadCall("min above max", lambda e, c: e.place(Job("x", 1, max_cap_w=400, min_cap_w=500)),
+            JobError, ("min_cap_w=500", "max_cap_w=400", "at most")),
+    BadCall("max_cap_w=701", lambda e, c: e.place(Job("x", 1, max_cap_w=701)), JobError,
+            ("max_cap_w=701", "[200, 700]")),
+    BadCall("max_cap_w=10000", lambda e, c: e.place(Job("x", 8, max_cap_w=10_000)), JobError,
+            ("max_cap_w=10000", "[200, 700]")),
+    BadCall("min_cap_w=199", lambda e, c: e.place(Job("x", 1, min_cap_w=199)), JobError,
+            ("min_cap_w=199", "[200, 700]")),
+    BadCall("min_cap_w=0", lambda e, c: e.place(Job("x", 16, min_cap_w=0)), JobError,
+            ("min_cap_w=0", "[200, 700]")),
+    BadCall("max_cap_w=-700", lambda e, c: e.place(Job("x", 1, max_cap_w=-700, min_cap_w=-800)),
+            JobError, ("max_cap_w=-700", "[200, 700]")),
+    BadCall("max_cap_w=650.5", lambda e, c: e.place(Job("x", 1, max_cap_w=650.5)), JobError,
+            ("max_cap_w=650.5", "whole number")),
+    BadCall("weight=NaN", lambda e, c: e.place(Job("x", 1, weight=math.nan)), JobError,
+            ("weight=nan", "finite")),
+    # -- ids
+    BadCall("id=7 (int)", lambda e, c: e.place(Job(7, 1)), JobError, ("7", "int", "str")),
+    BadCall("id=None", lambda e, c: e.place(Job(None, 1)), JobError, ("none", "str")),
+    BadCall("id=''", lambda e, c: e.place(Job("", 1)), JobError, ("1 to 256",)),
+    BadCall("duplicate id", lambda e, c: e.place(Job(c.live, 1)), DuplicateJobError,
+            ("already placed", "release it first")),
+    BadCall("duplicate id (explain)", lambda e, c: e.explain(Job(c.live, 1)),
+            DuplicateJobError, ("already placed",)),
+    BadCall("duplicate id in place_many", lambda e, c: e.place_many([Job(c.live, 1)]),
+            DuplicateJobError, ("already placed",)),
+    BadCall("not a Job", lambda e, c: e.place({"id": "x", "gpus": 1}), JobError,
+            ("gpusched.job", "dict")),
+    BadCall("release unknown id", lambda e, c: e.release("never-placed"), UnknownJobError,
+            ("never-placed", "no job")),
+    BadCall("release twice", lambda e, c: e.release(c.released), UnknownJobError,
+            ("already released",)),
+    BadCall("release int id", lambda e, c: e.release(7), UnknownJobError, ("7", "str")),
+    BadCall("release list id (unhashable)", lambda e, c: e.release(["a"]), UnknownJobError,
+            ("['a']", "str")),
+    BadCall("release_many with an unknown id",
+            lambda e, c: e.release_many(["never-placed"]), UnknownJobError, ("never-placed",)),
+    BadCall("placement of unknown id", lambda e, c: e.placement("never-placed"),
+            UnknownJobError, ("never-placed",)),
+    # -- pods
+    BadCall("pod=-1", lambda e, c: e.place(Job("x", 1), pod=-1), JobError,
+            ("pod=-1", "out of range")),
+    BadCall("pod=num_pods", lambda e, c: e.place(Job("x", 1), pod=c.num_pods), JobError,
+            (f"pod=", "out of range")),
+    BadCall("pod=2**40", lambda e, c: e.place(Job("x", 16), pod=2**40), JobError,
+            ("pod=1099511627776", "out of range")),
+    BadCall("pod='nowhere'", lambda e, c: e.place(Job("x", 1), pod="nowhere"), JobError,
+            ("'nowhere'", "not a pod")),
+    BadCall("pod=1.0", lambda e, c: e.place(Job("x", 1), pod=1.0), JobError,
+            ("pod=1.0", "index")),
+    BadCall("pod=True", lambda e, c: e.place(Job("x", 1), pod=True), JobError, ("pod=true",)),
+    BadCall("explain pod out of range", lambda e, c: e.explain(Job("x", 1), pod=c.num_pods),
+            JobError, ("out of range",)),
+    # -- caps of running jobs
+    BadCall("set_cap below the job's min", lambda e, c: e.set_cap(c.live, 199), PlacementError,
+            ("cap_w=199", "outside")),
+    BadCall("set_cap NaN", lambda e, c: e.set_cap(c.live, math.nan), PlacementError,
+            ("whole numbers",)),
+    BadCall("set_cap unknown id", lambda e, c: e.set_cap("never-placed", 500), UnknownJobError,
+            ("never-placed",)),
+    # -- snapshots
+    BadCall("restore a tampered snapshot (overlap)",
+            lambda e, c: e.load_snapshot(_tampered_overlap(c.snapshot)), SnapshotError,
+            ("ghost",)),
+    BadCall("restore a tampered snapshot (cap 999)",
+            lambda e, c: e.load_snapshot(_tampered_cap(c.snapshot)), SnapshotError,
+            ("cap_w=999",)),
+    BadCall("restore a tampered snapshot (node out of range)",
+            lambda e, c: e.load_snapshot(_tampered_node(c.snapshot)), SnapshotError,
+            ("node indices",)),
+    BadCall("restore a snapshot of another cluster",
+            lambda e, c: e.load_snapshot({**c.snapshot, "cluster": "elsewhere"}), SnapshotError,
+            ("'elsewhere'",)),
+    BadCall("restore a snapshot of another format",
+            lambda e, c: e.load_snapshot({**c.snapshot, "format": 99}), SnapshotError,
+            ("format 99",)),
+    BadCall("restore a list", lambda e, c: e.load_snapshot([]), SnapshotError, ("dict",)),
+    BadCall("restore jobs with a missing field",
+            lambda e, c: e.load_snapshot({**c.snapshot, "jobs": [{"job": {"id": "q"}}]}),
+            SnapshotError, ("jobs[0]",)),
+]
