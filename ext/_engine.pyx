@@ -17,10 +17,12 @@ Invariants kept between calls (checked by the stateful tests on both twins):
 """
 
 cimport cython
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
+                               PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_get_thread_ident, PyThread_release_lock,
+                               PyThread_type_lock)
 from libc.stdlib cimport free, malloc, qsort
 from libc.stdint cimport int32_t, int64_t, uint64_t
-
-import threading
 
 import numpy as np
 
@@ -62,6 +64,56 @@ cdef int cmp_index(const void* a, const void* b) noexcept nogil:
     cdef index_t x = (<const index_t*> a)[0]
     cdef index_t y = (<const index_t*> b)[0]
     return -1 if x < y else (1 if x > y else 0)
+
+
+# ======================================================================================
+# The engine's one lock
+# ======================================================================================
+
+cdef class EngineLock:
+    """A re-entrant lock with C-level enter/exit, so the hot path pays a few ns, not a
+    Python ``with`` statement.  Also a context manager, for the Python-level methods.
+
+    A thread that has to wait releases the GIL while it blocks, so the holder (which may
+    be computing a placement without the GIL) can finish.
+    """
+
+    def __cinit__(self):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+        self.count = 0
+        self.owner = 0
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef int enter(self) except -1:
+        cdef unsigned long me = PyThread_get_thread_ident()
+        if self.count and self.owner == me:
+            self.count += 1
+            return 0
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        self.owner = me
+        self.count = 1
+        return 0
+
+    cdef void exit(self) noexcept:
+        self.count -= 1
+        if self.count == 0:
+            self.owner = 0
+            PyThread_release_lock(self.lock)
+
+    def __enter__(self):
+        self.enter()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.exit()
+        return False
 
 
 cdef class EngineCore:
@@ -120,7 +172,11 @@ cdef class EngineCore:
         self.pod_keys2 = <PodKey*> malloc(max(1, self.n_pods) * sizeof(PodKey))
         if self.pod_keys == NULL or self.pod_keys2 == NULL:
             raise MemoryError()
-        self._lock = threading.RLock()
+        self.lock = EngineLock()
+        self._lock = self.lock
+        self.n_gpus = cluster.num_gpus
+        self.cap_min_w = power.cap_min_w
+        self.cap_max_w = power.cap_max_w
         self._reset()
 
     def _reset(self):
@@ -634,49 +690,106 @@ cdef class EngineCore:
     # Public hot path
     # ==================================================================================
 
+    cdef object place_unlocked(self, object job, object pod):
+        """place() without the lock: validate, search, commit, record."""
+        cdef SearchResult res
+        cdef index_t pod_index = -1
+        cdef int64_t gpus, max_cap, min_cap
+        cdef int gpn
+        cdef index_t i
+        if type(job) is not Job:
+            check_job(self.cluster, job, self._jobs)  # raises: not a Job
+        try:
+            gpus = job.gpus
+            max_cap = job.max_cap_w
+            min_cap = job.min_cap_w
+        except OverflowError:
+            check_job(self.cluster, job, self._jobs)  # raises: beyond the cluster
+            raise
+        job_id = job.id
+        if (gpus > self.n_gpus or (gpus > self.G and gpus % self.G)
+                or min_cap < self.cap_min_w or max_cap > self.cap_max_w
+                or job_id in self._jobs):
+            check_job(self.cluster, job, self._jobs)  # raises the precise error
+        if pod is not None:
+            pod_index = check_pod(self.cluster, pod)
+        if gpus > self.G:
+            # gangs search longer than a GIL hand-off costs: let other threads run
+            with nogil:
+                res = self.c_search(<int>gpus, <int>max_cap, <int>min_cap, pod_index)
+        else:
+            res = self.c_search(<int>gpus, <int>max_cap, <int>min_cap, pod_index)
+        if res.status != FOUND:
+            return None
+        gpn = <int>gpus if gpus <= self.G else self.G
+        if res.n_nodes == 1:
+            nodes = (self.out_nodes[0],)
+        else:
+            nodes = tuple([self.out_nodes[i] for i in range(res.n_nodes)])
+        placement = tuple.__new__(Placement, (job_id, nodes, gpn, res.cap_w))
+        self.c_commit(&self.out_nodes[0], res.n_nodes, gpn, res.cap_w, 1)
+        self._jobs[job_id] = (job, placement)
+        return placement
+
+    cdef object release_unlocked(self, object job_id):
+        try:
+            entry = self._jobs.pop(job_id)
+        except (KeyError, TypeError):
+            raise unknown_job(job_id) from None
+        placement = (<tuple>entry)[1]
+        self._commit_placement(placement, -1)
+        return placement
+
     def place(self, job, pod=None):
         """Place ``job`` (inside ``pod`` if given) at the highest feasible cap, or None."""
-        cdef SearchResult res
-        cdef index_t pod_index
-        with self._lock:
-            check_job(self.cluster, job, self._jobs)
-            pod_index = -1 if pod is None else check_pod(self.cluster, pod)
-            res = self.c_search(job.gpus, job.max_cap_w, job.min_cap_w, pod_index)
-            if res.status != FOUND:
-                return None
-            gpn = gpus_per_node_for(job.gpus, self.G)
-            nodes = tuple([self.out_nodes[i] for i in range(res.n_nodes)])
-            placement = Placement(job.id, nodes, gpn, res.cap_w)
-            self.c_commit(&self.out_nodes[0], res.n_nodes, gpn, res.cap_w, 1)
-            self._jobs[job.id] = (job, placement)
-            return placement
+        self.lock.enter()
+        try:
+            return self.place_unlocked(job, pod)
+        finally:
+            self.lock.exit()
 
     def release(self, job_id):
         """Free exactly what ``job_id`` holds; returns its placement."""
-        with self._lock:
-            try:
-                job, placement = self._jobs.pop(job_id)
-            except (KeyError, TypeError):
-                raise unknown_job(job_id) from None
-            self._commit_placement(placement, -1)
-            return placement
+        self.lock.enter()
+        try:
+            return self.release_unlocked(job_id)
+        finally:
+            self.lock.exit()
 
     def place_many(self, jobs, pod=None):
-        """``[place(j, pod) for j in jobs]``, under one lock acquisition."""
-        with self._lock:
-            return [self.place(job, pod) for job in jobs]
+        """``[place(j, pod) for j in jobs]`` under one lock acquisition, looped in C.
+
+        Like the loop, it stops at the first bad job with its error; the jobs before it
+        stay placed.
+        """
+        out = []
+        self.lock.enter()
+        try:
+            for job in jobs:
+                out.append(self.place_unlocked(job, pod))
+        finally:
+            self.lock.exit()
+        return out
 
     def release_many(self, job_ids):
-        """``[release(i) for i in job_ids]``, under one lock acquisition."""
-        with self._lock:
-            return [self.release(job_id) for job_id in job_ids]
+        """``[release(i) for i in job_ids]`` under one lock acquisition, looped in C."""
+        out = []
+        self.lock.enter()
+        try:
+            for job_id in job_ids:
+                out.append(self.release_unlocked(job_id))
+        finally:
+            self.lock.exit()
+        return out
 
     cdef _commit_placement(self, placement, int sign):
-        cdef tuple nodes = placement.nodes
+        # a Placement is a named tuple: (job_id, nodes, gpus_per_node, cap_w)
+        cdef tuple fields = <tuple>placement
+        cdef tuple nodes = <tuple>fields[1]
         cdef index_t i, n = len(nodes)
         for i in range(n):
             self.cand_nodes[i] = nodes[i]
-        self.c_commit(&self.cand_nodes[0], n, placement.gpus_per_node, placement.cap_w, sign)
+        self.c_commit(&self.cand_nodes[0], n, fields[2], fields[3], sign)
 
     def _insert(self, job, placement):
         """Commit a placement the caller has already checked (restore), and record it."""

@@ -32,9 +32,23 @@ cdef struct PodKey:          # ordering key of a candidate pod for a gang
     index_t pod
 
 
+from cpython.pythread cimport PyThread_type_lock
+
+
+cdef class EngineLock:
+    cdef PyThread_type_lock lock
+    cdef unsigned long owner
+    cdef int count
+    cdef int enter(self) except -1
+    cdef void exit(self) noexcept
+
+
 cdef class EngineCore:
     cdef readonly object cluster
-    cdef public object _lock
+    cdef public object _lock             # the same EngineLock, for Python-level methods
+    cdef EngineLock lock
+    cdef int64_t n_gpus
+    cdef int cap_min_w, cap_max_w
     cdef dict _jobs                      # job id -> (Job, Placement), placement order
 
     # model constants
@@ -106,3 +120,5 @@ cdef class EngineCore:
     cdef bint fits(self, const index_t* nodes, index_t n_nodes, int target,
                    index_t* n_used) noexcept nogil
     cdef _commit_placement(self, placement, int sign)
+    cdef object place_unlocked(self, object job, object pod)
+    cdef object release_unlocked(self, object job_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -135,26 +135,18 @@ class Job:
         return f"Job({self.id!r}, gpus={self.gpus}, {caps})"
 
 
-class Placement:
+class Placement(NamedTuple):
     """Where a job runs: whole ``nodes`` (sorted node indices), GPUs used on each, the cap.
 
-    A job of 8 GPUs or fewer has one node and ``gpus_per_node == gpus``; a larger job has
-    ``gpus / 8`` nodes and uses every GPU of each.
+    A job of 8 GPUs or fewer has one node and ``gpus_per_node == gpus``; a larger one
+    has ``gpus / 8`` nodes and uses every GPU of each.  A named tuple, so the compiled
+    core can build one with a single allocation.
     """
-
-    __slots__ = ("job_id", "nodes", "gpus_per_node", "cap_w")
 
     job_id: str
     nodes: tuple[int, ...]
     gpus_per_node: int
     cap_w: int
-
-    def __init__(self, job_id: str, nodes: tuple[int, ...], gpus_per_node: int,
-                 cap_w: int) -> None:
-        self.job_id = job_id
-        self.nodes = nodes
-        self.gpus_per_node = gpus_per_node
-        self.cap_w = cap_w
 
     @property
     def gpus(self) -> int:
@@ -163,15 +155,6 @@ class Placement:
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "nodes": list(self.nodes),
                 "gpus_per_node": self.gpus_per_node, "cap_w": self.cap_w}
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Placement):
-            return NotImplemented
-        return (self.job_id == other.job_id and self.nodes == other.nodes
-                and self.gpus_per_node == other.gpus_per_node and self.cap_w == other.cap_w)
-
-    def __hash__(self) -> int:
-        return hash((self.job_id, self.nodes, self.gpus_per_node, self.cap_w))
 
     def __repr__(self) -> str:
         nodes = (f"{list(self.nodes)}" if len(self.nodes) <= 8
