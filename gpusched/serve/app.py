@@ -1,0 +1,159 @@
+"""The Starlette application: routes, bearer token, JSON in and out, durable replies.
+
+Each handler parses the body, calls :class:`PlacementService` (which runs the engine
+under its lock and appends to the journal) and, for a change, awaits the journal's fsync
+before it answers: an acknowledged place or release survives a crash.  The engine is
+not async, but its calls take microseconds, so they run on the event loop thread; only
+the fsync goes to a worker thread, and concurrent requests share it (group commit).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import sys
+import traceback
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .schemas import RequestError, openapi_document, parse_json
+from .service import PlacementService
+
+__all__ = ["create_app", "JSONReply"]
+
+
+class JSONReply(Response):
+    """JSON with ASCII escapes, so any string a client sent (even a lone surrogate) encodes."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
+def _error(exc: RequestError) -> JSONReply:
+    return JSONReply(exc.to_dict(), status_code=exc.status)
+
+
+def create_app(service: PlacementService, *, token: str | None = None,
+               k8s_open: bool = False, close_on_shutdown: bool = True) -> Starlette:
+    """A Starlette app serving ``service``.
+
+    Parameters
+    ----------
+    service : PlacementService
+    token : str, optional
+        When set, every mutating call needs ``Authorization: Bearer <token>`` (compared in
+        constant time); others get 401.
+    k8s_open : bool
+        Leave the Kubernetes verbs open even with a token: kube-scheduler's extender
+        client sends no Authorization header, so with a token set it can only reach the
+        verbs this way (run the service as a sidecar on 127.0.0.1).
+    close_on_shutdown : bool
+        Snapshot and release the state directory when the server stops.
+    """
+    expected = None if token is None else f"Bearer {token}".encode("utf-8")
+    failure: list[str] = []   # set once the journal failed: memory and disk disagree
+    openapi = openapi_document(service.cluster, token_required=token is not None,
+                               k8s_open=k8s_open)
+
+    def authorised(request: Request) -> bool:
+        if expected is None:
+            return True
+        given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, expected)
+
+    Operation = Callable[[Any], "tuple[Any, int] | Any"]
+
+    def endpoint(op: Operation, *, mutating: bool, durable: bool, k8s: bool = False,
+                 has_body: bool = True) -> Callable[[Request], Awaitable[Response]]:
+        guarded = mutating and not (k8s and k8s_open)
+
+        async def handle(request: Request) -> Response:
+            try:
+                if guarded and not authorised(request):
+                    raise RequestError(401, "this call changes state and needs the header "
+                                            "'Authorization: Bearer <token>' with the "
+                                            "server's token")
+                if mutating and failure:
+                    return JSONReply({"error": f"the journal failed ({failure[0]}); "
+                                               "restart the server to recover from disk",
+                                      "field": None}, status_code=503)
+                body = parse_json(await request.body()) if has_body else None
+                result = op(body) if has_body else op()  # type: ignore[call-arg]
+                seq = 0
+                if durable:
+                    result, seq = result
+                if seq:
+                    await service.journal.wait_durable(seq)
+                    service.maybe_checkpoint()
+                if isinstance(result, dict):
+                    result.pop("_seq", None)
+                return JSONReply(result)
+            except RequestError as exc:
+                return _error(exc)
+            except OSError as exc:
+                failure.append(f"{type(exc).__name__}: {exc}")
+                traceback.print_exc(file=sys.stderr)
+                return JSONReply({"error": f"journal write failed: {exc}", "field": None},
+                                 status_code=503)
+            except Exception as exc:  # a bug: say so, keep serving
+                traceback.print_exc(file=sys.stderr)
+                return JSONReply({"error": f"internal error: {type(exc).__name__}: {exc}",
+                                  "field": None}, status_code=500)
+
+        return handle
+
+    async def gangs(request: Request) -> Response:
+        listing = service.gangs.listing()
+        seq = listing.pop("_seq")
+        if seq:
+            await service.journal.wait_durable(seq)
+        return JSONReply(listing)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONReply(openapi)
+
+    k8s = service.gangs
+    routes = [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/v1/health", endpoint(service.health, mutating=False, durable=False,
+                                     has_body=False), methods=["GET"]),
+        Route("/v1/state", endpoint(service.state, mutating=False, durable=False,
+                                    has_body=False), methods=["GET"]),
+        Route("/v1/placements", endpoint(service.placements, mutating=False, durable=False,
+                                         has_body=False), methods=["GET"]),
+        Route("/v1/place", endpoint(service.place, mutating=True, durable=True),
+              methods=["POST"]),
+        Route("/v1/release", endpoint(service.release, mutating=True, durable=True),
+              methods=["POST"]),
+        Route("/v1/explain", endpoint(service.explain, mutating=False, durable=False),
+              methods=["POST"]),
+        Route("/v1/rebalance-caps", endpoint(service.rebalance_caps, mutating=True,
+                                             durable=True), methods=["POST"]),
+        Route("/v1/allocate", endpoint(service.allocate, mutating=True, durable=True),
+              methods=["POST"]),
+        Route("/v1/k8s/filter", endpoint(k8s.filter, mutating=True, durable=True, k8s=True),
+              methods=["POST"]),
+        Route("/v1/k8s/prioritize", endpoint(k8s.prioritize, mutating=False, durable=False,
+                                             k8s=True), methods=["POST"]),
+        Route("/v1/k8s/bind", endpoint(k8s.bind, mutating=True, durable=True, k8s=True),
+              methods=["POST"]),
+        Route("/v1/k8s/gangs", gangs, methods=["GET"]),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_on_shutdown:
+                service.close()
+
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,83 @@
+"""``gpusched serve``: run the placement service under uvicorn.
+
+    gpusched serve --cluster colossus-100k --state /var/lib/gpusched --port 8787
+
+Listens on 127.0.0.1 unless ``--host`` says otherwise.  ``--token`` (or the environment
+variable ``GPUSCHED_TOKEN``) makes every mutating call require a bearer token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+from ..cluster import PRESETS, Cluster
+from ..engine import available_backends
+
+__all__ = ["add_arguments", "run"]
+
+TOKEN_ENV = "GPUSCHED_TOKEN"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``gpusched serve``'s options to ``parser``."""
+    parser.add_argument("--cluster", default="colossus-100k",
+                        help=f"preset ({', '.join(sorted(PRESETS))}) or .toml/.json file")
+    parser.add_argument("--state", required=True,
+                        help="state directory: write-ahead journal and snapshots")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: loopback only)")
+    parser.add_argument("--port", type=int, default=8787,
+                        help="TCP port (0: pick a free one and print it)")
+    parser.add_argument("--token", default=None,
+                        help=f"bearer token for mutating calls (default: ${TOKEN_ENV})")
+    parser.add_argument("--k8s-open", action="store_true",
+                        help="leave the Kubernetes extender verbs open even with a token "
+                             "(kube-scheduler sends no Authorization header)")
+    parser.add_argument("--snapshot-every", type=int, default=10_000,
+                        help="journal entries between snapshots")
+    parser.add_argument("--gang-timeout-s", type=float, default=300.0,
+                        help="seconds a Kubernetes gang has to bind all its pods")
+    parser.add_argument("--backend", choices=available_backends(), default=None)
+    parser.add_argument("--log-level", default="warning",
+                        choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the service; returns when the server stops (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    from .app import create_app
+    from .service import PlacementService
+
+    if not 0 <= args.port <= 65535:
+        print(f"gpusched serve: --port {args.port} must be in 0..65535", file=sys.stderr)
+        return 2
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    cluster = Cluster.resolve(args.cluster)
+    service = PlacementService(cluster, args.state, backend=args.backend,
+                               snapshot_every=args.snapshot_every,
+                               gang_timeout_s=args.gang_timeout_s)
+    app = create_app(service, token=token, k8s_open=args.k8s_open)
+    # Bind the socket ourselves so --port 0 can report the port it got before serving.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        service.close()
+        print(f"gpusched serve: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
+    host, port = sock.getsockname()[:2]
+    print(f"gpusched serve: {cluster.name} ({cluster.num_gpus} GPUs, {service.engine.backend} "
+          f"backend), {len(service.engine)} jobs recovered from {args.state} "
+          f"({service.recovered_entries} journal entries replayed); listening on "
+          f"http://{host}:{port}{' (token required)' if token else ''}", flush=True)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0

@@ -1,0 +1,281 @@
+"""Write-ahead journal and snapshots: the service's crash-safe state directory.
+
+Layout of ``--state DIR``::
+
+    DIR/snapshot.state   the last snapshot, in gpusched.state format (checksummed, written
+                         atomically); its engine part loads with ``Engine.load`` as is, and it
+                         carries ``journal_seq``, the last journal entry it includes
+    DIR/journal.log      entries after the snapshot, one per line: ``<crc32 hex> <json>\\n``
+    DIR/lock             held (flock) by the one server that owns DIR
+
+Every entry has a ``seq`` number, consecutive from the snapshot's ``journal_seq + 1``.
+Recovery loads the snapshot and replays the entries whose ``seq`` is above it, so an
+entry that is both in the snapshot and still in the journal is applied once.
+
+Crash points of a checkpoint (snapshot, then a new empty journal), and why each is safe:
+
+1. during the snapshot's temp file: the old snapshot and the whole journal remain;
+2. after the snapshot's rename: the new snapshot covers every journal entry (``seq <=
+   journal_seq``), which replay skips;
+3. during the journal's replacement (temp file, fsync, rename): the old journal (all
+   entries skipped) or the new empty one is there; either replays to the same state.
+
+A crash in the middle of an append leaves a torn last record (no newline, or a bad
+checksum); recovery drops it and truncates the file before appending again.  A bad record
+that is followed by good ones is not a torn append but corruption: recovery refuses it
+with a SnapshotError naming the line, rather than silently losing what follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SnapshotError
+from ..state import decode_state, encode_state, write_atomic
+
+__all__ = ["Journal", "Recovery", "SNAPSHOT_NAME", "JOURNAL_NAME"]
+
+SNAPSHOT_NAME = "snapshot.state"
+JOURNAL_NAME = "journal.log"
+LOCK_NAME = "lock"
+
+
+def encode_entry(entry: dict[str, Any]) -> bytes:
+    """One journal record: crc32 of the JSON, a space, the JSON, a newline."""
+    body = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def decode_entry(line: bytes) -> dict[str, Any] | None:
+    """The entry in a record, or None if the record is damaged (bad checksum or JSON)."""
+    if len(line) < 10 or line[8:9] != b" ":
+        return None
+    body = line[9:]
+    try:
+        if int(line[:8], 16) != zlib.crc32(body):
+            return None
+        entry = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("seq"), int):
+        return None
+    return entry
+
+
+@dataclass
+class Recovery:
+    """What a state directory holds: the snapshot and the journal entries after it."""
+
+    snapshot: dict[str, Any] | None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    snapshot_seq: int = 0
+    torn_bytes: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.entries[-1]["seq"] if self.entries else self.snapshot_seq
+
+
+class Journal:
+    """The append-only journal of one state directory (one owner at a time).
+
+    Parameters
+    ----------
+    state_dir : path
+        Created if missing.  A second Journal on the same directory, in this process or
+        another, raises SnapshotError: two writers would interleave their records.
+
+    Notes
+    -----
+    ``write`` appends a record with ``os.write`` (no fsync); ``sync`` makes everything
+    written so far durable.  The HTTP layer calls ``write`` under the engine lock, so the
+    file order is the engine order, and then awaits ``wait_durable(seq)`` before it
+    replies: concurrent requests share one fsync (group commit).
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SnapshotError(f"state directory {str(self.state_dir)!r} is in use by "
+                                "another gpusched server") from None
+        self._fd: int | None = None
+        self.written_seq = 0
+        self.durable_seq = 0
+        self.snapshot_seq = 0
+        self._flush_task: asyncio.Future[None] | None = None
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.state_dir / SNAPSHOT_NAME
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / JOURNAL_NAME
+
+    # ---- recovery -------------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """Read the snapshot and the journal after it; cut a torn tail off the journal.
+
+        Raises SnapshotError for a damaged snapshot, a corrupted record followed by good
+        ones, or entries that do not follow on from the snapshot.
+        """
+        for leftover in self.state_dir.glob(f".{SNAPSHOT_NAME}.*.tmp"):
+            leftover.unlink()  # a checkpoint that crashed before its rename
+        for leftover in self.state_dir.glob(f".{JOURNAL_NAME}.*.tmp"):
+            leftover.unlink()
+        snapshot = None
+        snapshot_seq = 0
+        if self.snapshot_path.exists():
+            snapshot = decode_state(self.snapshot_path.read_bytes(),
+                                    source=str(self.snapshot_path))
+            snapshot_seq = snapshot.get("journal_seq", 0)
+            if isinstance(snapshot_seq, bool) or not isinstance(snapshot_seq, int) \
+                    or snapshot_seq < 0:
+                raise SnapshotError(f"{self.snapshot_path}: journal_seq must be a whole "
+                                    f"number >= 0, got {snapshot_seq!r}")
+        data = self.journal_path.read_bytes() if self.journal_path.exists() else b""
+        entries, good_bytes = self._parse(data, snapshot_seq)
+        torn = len(data) - good_bytes
+        if torn:
+            print(f"gpusched serve: dropped a torn last journal record ({torn} bytes) in "
+                  f"{self.journal_path}: the crash happened before it was acknowledged",
+                  file=sys.stderr)
+            with open(self.journal_path, "r+b") as f:
+                f.truncate(good_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+        recovery = Recovery(snapshot, entries, snapshot_seq, torn)
+        self.snapshot_seq = snapshot_seq
+        self.written_seq = self.durable_seq = recovery.last_seq
+        self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fsync_dir()
+        return recovery
+
+    def _parse(self, data: bytes, snapshot_seq: int) -> tuple[list[dict[str, Any]], int]:
+        entries: list[dict[str, Any]] = []
+        offset = 0
+        bad_line = 0  # first damaged record (1-based line number), 0 while all are good
+        good_bytes = 0
+        expected = snapshot_seq + 1
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            end = offset + len(line) + 1
+            complete = end <= len(data)
+            offset = end
+            if not line and not complete:
+                break  # the empty piece after the final newline
+            entry = decode_entry(line) if complete else None
+            if entry is None:
+                bad_line = bad_line or number
+                continue
+            if bad_line:
+                raise SnapshotError(f"{self.journal_path}: line {bad_line} is corrupted and "
+                                    f"valid entries follow it (line {number}); a torn append "
+                                    "can only be the last record, so this file was damaged. "
+                                    "Restore the state directory from a backup")
+            good_bytes = offset
+            if entry["seq"] <= snapshot_seq:
+                continue  # already in the snapshot (a crash between checkpoint steps)
+            if entry["seq"] != expected:
+                raise SnapshotError(f"{self.journal_path}: line {number} has seq "
+                                    f"{entry['seq']}, expected {expected}: entries are "
+                                    "missing between the snapshot and the journal")
+            expected += 1
+            entries.append(entry)
+        return entries, good_bytes
+
+    # ---- appending ------------------------------------------------------------------
+
+    def write(self, entry: dict[str, Any]) -> int:
+        """Append ``entry`` (given the next seq) without fsync; return its seq."""
+        if self._fd is None:
+            raise RuntimeError("Journal.recover() must run before write()")
+        seq = self.written_seq + 1
+        record = encode_entry({**entry, "seq": seq})
+        view = memoryview(record)
+        while view:
+            done = os.write(self._fd, view)
+            view = view[done:]
+        self.written_seq = seq
+        return seq
+
+    def sync(self) -> None:
+        """Make every record written so far durable (blocking fsync)."""
+        if self._fd is not None and self.durable_seq < self.written_seq:
+            target = self.written_seq
+            os.fsync(self._fd)
+            self.durable_seq = max(self.durable_seq, target)
+
+    async def wait_durable(self, seq: int) -> None:
+        """Return once record ``seq`` is on disk; concurrent callers share an fsync."""
+        while self.durable_seq < seq:
+            if self._flush_task is None:
+                self._flush_task = asyncio.ensure_future(self._flush())
+            await asyncio.shield(self._flush_task)
+
+    async def _flush(self) -> None:
+        try:
+            target = self.written_seq
+            fd = self._fd
+            await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+            self.durable_seq = max(self.durable_seq, target)
+        finally:
+            self._flush_task = None
+
+    @property
+    def flushing(self) -> bool:
+        return self._flush_task is not None
+
+    @property
+    def entries_since_snapshot(self) -> int:
+        return self.written_seq - self.snapshot_seq
+
+    # ---- checkpoints ----------------------------------------------------------------
+
+    def checkpoint(self, snapshot: dict[str, Any]) -> None:
+        """Write ``snapshot`` (the state after every written entry), then empty the journal.
+
+        The caller holds the engine lock, so no entry is written meanwhile, and no fsync
+        is in flight (it would run on the journal descriptor this replaces).
+        """
+        if self._flush_task is not None:
+            raise RuntimeError("checkpoint while a journal fsync is in flight")
+        seq = self.written_seq
+        write_atomic(self.snapshot_path, encode_state({**snapshot, "journal_seq": seq}))
+        # The snapshot is durable now; only then may the journal lose its entries.
+        write_atomic(self.journal_path, b"")
+        old_fd, self._fd = self._fd, os.open(self.journal_path,
+                                             os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if old_fd is not None:
+            os.close(old_fd)
+        self.snapshot_seq = self.durable_seq = seq
+
+    def _fsync_dir(self) -> None:
+        dir_fd = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def close(self) -> None:
+        """Sync and release the directory (the lock goes with the descriptor)."""
+        if self._fd is not None:
+            self.sync()
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

@@ -1,0 +1,362 @@
+"""Request validation and the OpenAPI document, from one set of JSON Schemas.
+
+The schemas below are both what ``/openapi.json`` publishes and what :func:`validate`
+checks a request body against, so the two can never disagree.  They are built per
+cluster: ranges such as ``gpus <= num_gpus`` or ``cap_min_w <= max_cap_w <= cap_max_w``
+come from the cluster the service runs, so an out-of-range value is refused here with
+the field's path, before anything reaches the engine.
+
+The validator covers the subset of JSON Schema used here (type, nullable, properties,
+required, additionalProperties: false, minimum/maximum, minLength/maxLength, items,
+minItems/maxItems, anyOf, enum).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ..cluster import Cluster
+
+__all__ = ["RequestError", "parse_json", "validate", "request_schemas", "openapi_document"]
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_QUEUE = 10_000
+
+
+class RequestError(Exception):
+    """A request the service refuses; ``status`` is the HTTP code, ``field`` the path."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message if field is None else f"{field}: {message}")
+        self.status = status
+        self.field = field
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "field": self.field}
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a request body; RequestError 400 for anything that is not strict JSON."""
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body of {len(body)} bytes is over the "
+                                f"{MAX_BODY_BYTES} byte limit")
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+
+
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and (not isinstance(value, float) or math.isfinite(value)))
+    return isinstance(value, _JSON_TYPES[kind])
+
+
+def validate(value: Any, schema: dict[str, Any], where: str = "body") -> None:
+    """Raise RequestError(422) naming the first field of ``value`` that ``schema`` refuses."""
+    if value is None:
+        if schema.get("nullable"):
+            return
+        raise RequestError(422, "must not be null", where)
+    if "anyOf" in schema:
+        errors = []
+        for option in schema["anyOf"]:
+            try:
+                validate(value, option, where)
+                return
+            except RequestError as exc:
+                errors.append(exc.message)
+        raise RequestError(422, " or ".join(dict.fromkeys(errors)), where)
+    kind = schema.get("type")
+    if kind is not None and not _type_ok(value, kind):
+        raise RequestError(422, f"must be {'an' if kind[0] in 'aeio' else 'a'} {kind}, got "
+                                f"{_short(value)}", where)
+    if "enum" in schema and value not in schema["enum"]:
+        raise RequestError(422, f"must be one of {schema['enum']}, got {_short(value)}", where)
+    if kind in ("integer", "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise RequestError(422, f"must be >= {schema['minimum']}, got {value}", where)
+        if "maximum" in schema and value > schema["maximum"]:
+            raise RequestError(422, f"must be <= {schema['maximum']}, got {value}", where)
+    elif kind == "string":
+        if len(value) < schema.get("minLength", 0):
+            raise RequestError(422, f"must have at least {schema['minLength']} character(s)",
+                               where)
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise RequestError(422, f"must have at most {schema['maxLength']} characters",
+                               where)
+    elif kind == "array":
+        if len(value) < schema.get("minItems", 0):
+            raise RequestError(422, f"must hold at least {schema['minItems']} item(s)", where)
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise RequestError(422, f"must hold at most {schema['maxItems']} items", where)
+        for i, item in enumerate(value):
+            validate(item, schema.get("items", {}), f"{where}[{i}]")
+    elif kind == "object":
+        props = schema.get("properties", {})
+        if schema.get("additionalProperties") is False:
+            unknown = sorted(k for k in value if k not in props)
+            if unknown:
+                raise RequestError(422, f"unknown field {unknown[0]!r}; valid fields are "
+                                        f"{sorted(props)}", f"{where}.{unknown[0]}")
+        for key in schema.get("required", []):
+            if key not in value:
+                raise RequestError(422, "is required", f"{where}.{key}")
+        for key, sub in props.items():
+            if key in value:
+                validate(value[key], sub, f"{where}.{key}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ======================================================================================
+# The schemas
+# ======================================================================================
+
+def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """Named JSON Schemas (OpenAPI 3.0 dialect) for this cluster's requests and replies."""
+    power = cluster.power
+    cap = {"type": "integer", "minimum": power.cap_min_w, "maximum": power.cap_max_w}
+    job = {
+        "type": "object", "additionalProperties": False, "required": ["id", "gpus"],
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": 256},
+            "gpus": {"type": "integer", "minimum": 1, "maximum": cluster.num_gpus,
+                     "description": f"1..{cluster.gpus_per_node} on one node, above that a "
+                                    f"multiple of {cluster.gpus_per_node} (whole nodes)"},
+            "max_cap_w": {**cap, "description": "the cap the job would like, W"},
+            "min_cap_w": {**cap, "nullable": True,
+                          "description": "lowest acceptable cap, W; null: rigid"},
+            "weight": {"type": "number", "minimum": 0, "maximum": 1e9},
+            "sensitivity": {"type": "number", "minimum": 0, "maximum": 1e3},
+        },
+    }
+    pod = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": cluster.num_pods - 1},
+                     {"type": "string", "enum": list(cluster.pod_names)}],
+           "nullable": True, "description": "restrict to one pod, by index or name"}
+    job_ref = {"$ref": "#/components/schemas/Job"}
+    placement = {
+        "type": "object", "required": ["job_id", "nodes", "gpus_per_node", "cap_w",
+                                       "node_names"],
+        "properties": {"job_id": {"type": "string"},
+                       "nodes": {"type": "array", "items": {"type": "integer"}},
+                       "node_names": {"type": "array", "items": {"type": "string"}},
+                       "gpus_per_node": {"type": "integer"}, "cap_w": {"type": "integer"}},
+    }
+    explanation = {
+        "type": "object",
+        "required": ["job_id", "status", "cap_w", "nodes", "binding", "binding_kind",
+                     "message"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "status": {"type": "string", "enum": ["placeable", "no-capacity", "no-power"]},
+            "cap_w": {"type": "integer", "nullable": True},
+            "nodes": {"type": "array", "items": {"type": "integer"}},
+            "node_names": {"type": "array", "items": {"type": "string"}},
+            "binding": {"type": "string", "nullable": True},
+            "binding_kind": {"type": "string", "nullable": True},
+            "message": {"type": "string"},
+        },
+    }
+    free_object = {"type": "object"}
+    return {
+        "Job": job,
+        "PlaceRequest": {"type": "object", "additionalProperties": False, "required": ["job"],
+                         "properties": {"job": job_ref, "pod": pod}},
+        "ReleaseRequest": {"type": "object", "additionalProperties": False,
+                           "required": ["job_id"],
+                           "properties": {"job_id": {"type": "string", "minLength": 1,
+                                                     "maxLength": 256}}},
+        "RebalanceRequest": {"type": "object", "additionalProperties": False,
+                             "properties": {"apply": {"type": "boolean"}}},
+        "AllocateRequest": {
+            "type": "object", "additionalProperties": False, "required": ["queue"],
+            "properties": {"queue": {"type": "array", "items": job_ref, "maxItems": MAX_QUEUE},
+                           "time_limit_s": {"type": "number", "minimum": 0.001,
+                                            "maximum": 600},
+                           "apply": {"type": "boolean"}}},
+        "Placement": placement,
+        "Explanation": explanation,
+        "PlaceResponse": {
+            "type": "object", "required": ["placed", "placement", "explanation"],
+            "properties": {"placed": {"type": "boolean"},
+                           "placement": {**placement, "nullable": True},
+                           "explanation": {**explanation, "nullable": True}}},
+        "ReleaseResponse": {"type": "object", "required": ["released"],
+                            "properties": {"released": placement}},
+        "PlacementList": {"type": "object", "required": ["placements"],
+                          "properties": {"placements": {"type": "array", "items": placement}}},
+        "StateSummary": {
+            "type": "object",
+            "required": ["cluster", "backend", "gpus", "free_gpus", "jobs", "total_power_w",
+                         "journal_seq", "tightest_rows"],
+            "properties": {
+                "cluster": {"type": "string"}, "backend": {"type": "string"},
+                "gpus": {"type": "integer"}, "free_gpus": {"type": "integer"},
+                "jobs": {"type": "integer"}, "total_power_w": {"type": "integer"},
+                "journal_seq": {"type": "integer"}, "gangs": {"type": "integer"},
+                "tightest_rows": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "kind", "load", "limit"],
+                    "properties": {"name": {"type": "string"}, "kind": {"type": "string"},
+                                   "load": {"type": "number"}, "limit": {"type": "number"}}}},
+            }},
+        "Health": {"type": "object", "required": ["status"],
+                   "properties": {"status": {"type": "string", "enum": ["ok"]},
+                                  "backend": {"type": "string"},
+                                  "journal_seq": {"type": "integer"}}},
+        "CapPlan": {**free_object, "description": "gpusched.allocate.rebalance_caps result: "
+                                                  "cap_w per job, objective, duals, binding"},
+        "AllocateResponse": {**free_object, "description": "gpusched.allocate.allocate "
+                                                           "result, and placements if applied"},
+        "Error": {"type": "object", "required": ["error"],
+                  "properties": {"error": {"type": "string"},
+                                 "field": {"type": "string", "nullable": True}}},
+        # kube-scheduler extender protocol (k8s.io/kube-scheduler/extender/v1): Go field
+        # names without JSON tags, so the keys are the capitalised field names.
+        "ExtenderArgs": {
+            "type": "object", "required": ["Pod"],
+            "properties": {"Pod": {"type": "object"},
+                           "Nodes": {"type": "object", "nullable": True},
+                           "NodeNames": {"type": "array", "items": {"type": "string"},
+                                         "nullable": True}}},
+        "ExtenderFilterResult": {
+            "type": "object",
+            "properties": {
+                "Nodes": {"type": "object", "nullable": True},
+                "NodeNames": {"type": "array", "items": {"type": "string"}, "nullable": True},
+                "FailedNodes": {"type": "object", "additionalProperties": {"type": "string"}},
+                "FailedAndUnresolvableNodes": {"type": "object",
+                                               "additionalProperties": {"type": "string"}},
+                "Error": {"type": "string"}}},
+        "HostPriorityList": {"type": "array", "items": {
+            "type": "object", "required": ["Host", "Score"],
+            "properties": {"Host": {"type": "string"},
+                           "Score": {"type": "integer", "minimum": 0, "maximum": 10}}}},
+        "ExtenderBindingArgs": {
+            "type": "object", "required": ["PodName", "PodNamespace", "Node"],
+            "properties": {"PodName": {"type": "string"}, "PodNamespace": {"type": "string"},
+                           "PodUID": {"type": "string"}, "Node": {"type": "string"}}},
+        "ExtenderBindingResult": {"type": "object",
+                                  "properties": {"Error": {"type": "string"}}},
+        "GangList": {"type": "object", "required": ["gangs"],
+                     "properties": {"gangs": {"type": "array", "items": {"type": "object"}}}},
+    }
+
+
+def resolve(schema: dict[str, Any], schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``schema`` with its ``$ref``s replaced by the named schemas (for validate)."""
+    if "$ref" in schema:
+        return resolve(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {k: resolve(v, schemas) for k, v in value.items()}
+        elif key in ("items",) and isinstance(value, dict):
+            out[key] = resolve(value, schemas)
+        elif key == "anyOf":
+            out[key] = [resolve(v, schemas) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _reply(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def openapi_document(cluster: Cluster, *, token_required: bool,
+                     k8s_open: bool = False) -> dict[str, Any]:
+    """The service's OpenAPI 3.0 document for ``cluster``."""
+    schemas = request_schemas(cluster)
+    errors = {"400": _reply("the body is not JSON", "Error"),
+              "413": _reply("the body is too large", "Error"),
+              "422": _reply("a field is missing, unknown or out of range; the message "
+                            "names it", "Error")}
+    auth = {"401": _reply("missing or wrong bearer token", "Error")} if token_required else {}
+    secured = [{"bearer": []}] if token_required else []
+
+    def post(summary: str, request: str, ok: dict[str, Any], *, mutating: bool,
+             extra: dict[str, Any] | None = None, k8s: bool = False) -> dict[str, Any]:
+        guarded = mutating and not (k8s and k8s_open)
+        op: dict[str, Any] = {
+            "summary": summary,
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref(request)}}},
+            "responses": {"200": ok, **errors, **(auth if guarded else {}), **(extra or {})},
+        }
+        if guarded and secured:
+            op["security"] = secured
+        return {"post": op}
+
+    def get(summary: str, ok: dict[str, Any], extra: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": {"200": ok, **(extra or {})}}}
+
+    conflict = {"409": _reply("a job with this id is already placed", "Error")}
+    unavailable = {"501": _reply("gpusched.allocate is not installed in this build", "Error"),
+                   "409": _reply("the plan could not be applied; nothing changed", "Error")}
+    doc: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {"title": "gpusched placement service", "version": "1",
+                 "description": f"Power- and cooling-aware gang placement on cluster "
+                                f"{cluster.name!r} ({cluster.num_gpus} GPUs). Every accepted "
+                                "place or release is journaled and fsynced before the reply."},
+        "paths": {
+            "/v1/health": get("liveness, backend and journal position",
+                              _reply("the service is up", "Health")),
+            "/v1/state": get("state summary: GPUs, power, the tightest limits",
+                             _reply("the summary", "StateSummary")),
+            "/v1/placements": get("every placement", _reply("placements", "PlacementList")),
+            "/v1/place": post("place a gang-scheduled job (nodes and a power cap)",
+                              "PlaceRequest", _reply("placed, or why not", "PlaceResponse"),
+                              mutating=True, extra=conflict),
+            "/v1/release": post("release a placed job", "ReleaseRequest",
+                                _reply("what was released", "ReleaseResponse"), mutating=True,
+                                extra={"404": _reply("no such job is placed", "Error")}),
+            "/v1/explain": post("say whether a job fits now and which limit binds",
+                                "PlaceRequest", _reply("the explanation", "Explanation"),
+                                mutating=False, extra=conflict),
+            "/v1/rebalance-caps": post("LP re-balance of running jobs' caps (dual prices)",
+                                       "RebalanceRequest", _reply("the cap plan", "CapPlan"),
+                                       mutating=True, extra=unavailable),
+            "/v1/allocate": post("MILP admission of a queue (and placement with apply)",
+                                 "AllocateRequest", _reply("the allocation",
+                                                           "AllocateResponse"),
+                                 mutating=True, extra=unavailable),
+            "/v1/k8s/filter": post("kube-scheduler extender filter verb", "ExtenderArgs",
+                                   _reply("ExtenderFilterResult", "ExtenderFilterResult"),
+                                   mutating=True, k8s=True),
+            "/v1/k8s/prioritize": post("kube-scheduler extender prioritize verb",
+                                       "ExtenderArgs",
+                                       _reply("HostPriorityList", "HostPriorityList"),
+                                       mutating=False, k8s=True),
+            "/v1/k8s/bind": post("kube-scheduler extender bind verb", "ExtenderBindingArgs",
+                                 _reply("ExtenderBindingResult", "ExtenderBindingResult"),
+                                 mutating=True, k8s=True),
+            "/v1/k8s/gangs": get("gang reservations", _reply("gangs", "GangList")),
+        },
+        "components": {"schemas": schemas},
+    }
+    if token_required:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return doc

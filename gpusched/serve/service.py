@@ -1,0 +1,363 @@
+"""The placement service's core: one engine, one lock, one journal.
+
+:class:`PlacementService` is the HTTP-free heart of ``gpusched serve``: it validates
+request bodies, runs them on the engine under its lock, appends what changed to the
+write-ahead journal and returns plain dicts.  The Starlette layer (``app.py``) only
+parses bytes, checks the token, waits for the journal's fsync and writes the reply.
+
+Journal entries (``op``):
+
+``place``    ``job`` (Job.to_dict), ``nodes``, ``gpus_per_node``, ``cap_w`` and, for a
+             Kubernetes gang reservation, ``gang`` (its metadata); replay calls
+             ``engine._apply`` on exactly those nodes, so it is deterministic.
+``release``  ``job_id``.
+``set-cap``  ``job_id``, ``cap_w`` (rebalance-caps with apply).
+``bind``     ``gang``, ``pod``, ``node``: a Kubernetes pod bound inside its reservation.
+``unbind``   ``gang``, ``pod``: the API server refused that binding; the slot is free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..cluster import Cluster
+from ..engine import Engine
+from ..errors import (DuplicateJobError, GpuschedError, JobError, PlacementError,
+                      SnapshotError, UnknownJobError)
+from ..job import Job, Placement
+from .journal import Journal
+from .schemas import RequestError, request_schemas, resolve, validate
+
+__all__ = ["PlacementService"]
+
+_FIELD_IN_MESSAGE = re.compile(r"\b(gpus|max_cap_w|min_cap_w|weight|sensitivity|pod)=")
+
+
+def _job_error(exc: GpuschedError, where: str) -> RequestError:
+    """A 4xx for an engine error, naming the field when the message does."""
+    match = _FIELD_IN_MESSAGE.search(str(exc))
+    if isinstance(exc, DuplicateJobError):
+        return RequestError(409, str(exc), f"{where}.id")
+    field = None if match is None else (
+        "body.pod" if match.group(1) == "pod" else f"{where}.{match.group(1)}")
+    status = 409 if isinstance(exc, DuplicateJobError) else (
+        404 if isinstance(exc, UnknownJobError) else 422)
+    return RequestError(status, str(exc), field)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of an allocate result (dataclasses, numpy arrays, Placements)."""
+    if isinstance(value, Placement):
+        return value.to_dict()
+    if isinstance(value, Job):
+        return value.to_dict()
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class PlacementService:
+    """Engine + journal + Kubernetes gangs, thread-safe behind one lock.
+
+    Parameters
+    ----------
+    cluster : Cluster
+    state_dir : path
+        The journal and snapshots live here; the state found there is recovered.
+    backend : str, optional
+        Engine backend (default: the compiled core when available).
+    snapshot_every : int
+        Take a snapshot and empty the journal after this many entries.
+    gang_timeout_s : float
+        A Kubernetes gang reservation whose pods are not all bound within this many
+        seconds is released (HiveD-style gang expiry).
+    clock : callable
+        Monotonic seconds; tests pass a fake one.
+    binder : callable, optional
+        ``binder(namespace, pod, uid, node)`` for the k8s bind verb (see ``k8s.GangBook``).
+    """
+
+    def __init__(self, cluster: Cluster, state_dir: str | os.PathLike[str], *,
+                 backend: str | None = None, snapshot_every: int = 10_000,
+                 gang_timeout_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 binder: Callable[[str, str, str, str], None] | None = None) -> None:
+        from .k8s import GangBook
+
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every={snapshot_every} must be >= 1")
+        self.cluster = cluster
+        self.lock = threading.Lock()
+        self.snapshot_every = snapshot_every
+        self.engine = Engine(cluster, backend=backend)
+        self.gangs = GangBook(self, timeout_s=gang_timeout_s, clock=clock, binder=binder)
+        self.schemas = request_schemas(cluster)
+        self._resolved: dict[str, dict[str, Any]] = {}
+        self.journal = Journal(state_dir)
+        try:
+            self._recover()
+        except BaseException:
+            self.journal.close()
+            raise
+
+    # ---- recovery -------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        recovery = self.journal.recover()
+        if recovery.snapshot is not None:
+            self.engine.load_snapshot(recovery.snapshot)
+            self.gangs.load(recovery.snapshot.get("k8s_gangs", []))
+        for entry in recovery.entries:
+            try:
+                self._replay(entry)
+            except (GpuschedError, KeyError, TypeError, ValueError) as exc:
+                raise SnapshotError(f"{self.journal.journal_path}: entry seq {entry['seq']} "
+                                    f"({entry.get('op')!r}) does not replay: {exc}") from exc
+        self.recovered_entries = len(recovery.entries)
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        op = entry["op"]
+        if op == "place":
+            job = Job.from_dict(entry["job"])
+            self.engine._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
+            if entry.get("gang") is not None:
+                self.gangs.restore_one(entry["gang"])
+        elif op == "release":
+            self.engine.release(entry["job_id"])
+            self.gangs.forget_job(entry["job_id"])
+        elif op == "set-cap":
+            self.engine.set_cap(entry["job_id"], entry["cap_w"])
+        elif op == "bind":
+            self.gangs.replay_bind(entry["gang"], entry["pod"], entry["node"])
+        elif op == "unbind":
+            self.gangs.replay_unbind(entry["gang"], entry["pod"])
+        else:
+            raise ValueError(f"unknown journal op {op!r}")
+
+    # ---- journaling (caller holds self.lock) -------------------------------------------
+
+    def record(self, entry: dict[str, Any]) -> int:
+        """Append ``entry`` to the journal; the reply must wait for its fsync."""
+        return self.journal.write(entry)
+
+    def record_place(self, job: Job, placement: Placement,
+                     gang: dict[str, Any] | None = None) -> int:
+        entry: dict[str, Any] = {"op": "place", "job": job.to_dict(),
+                                 "nodes": list(placement.nodes),
+                                 "gpus_per_node": placement.gpus_per_node,
+                                 "cap_w": placement.cap_w}
+        if gang is not None:
+            entry["gang"] = gang
+        return self.record(entry)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.engine.snapshot(), "k8s_gangs": self.gangs.dump()}
+
+    def maybe_checkpoint(self) -> bool:
+        """Snapshot and empty the journal if it is long and no fsync is in flight."""
+        with self.lock:
+            if (self.journal.entries_since_snapshot < self.snapshot_every
+                    or self.journal.flushing):
+                return False
+            self.journal.checkpoint(self.snapshot())
+            return True
+
+    def checkpoint(self) -> None:
+        with self.lock:
+            self.journal.checkpoint(self.snapshot())
+
+    def close(self) -> None:
+        """Snapshot (so the next start replays nothing) and release the directory."""
+        with self.lock:
+            if self.journal.entries_since_snapshot and not self.journal.flushing:
+                self.journal.checkpoint(self.snapshot())
+            self.journal.close()
+
+    # ---- validation -----------------------------------------------------------------
+
+    def check(self, schema_name: str, body: Any) -> None:
+        schema = self._resolved.get(schema_name)
+        if schema is None:
+            schema = self._resolved[schema_name] = resolve(self.schemas[schema_name],
+                                                           self.schemas)
+        validate(body, schema)
+
+    @staticmethod
+    def _job(data: dict[str, Any], where: str) -> Job:
+        try:
+            return Job.from_dict(data)
+        except JobError as exc:
+            raise _job_error(exc, where) from None
+
+    def _placement_dict(self, placement: Placement) -> dict[str, Any]:
+        names = self.cluster.node_names
+        return {**placement.to_dict(), "node_names": [names[n] for n in placement.nodes]}
+
+    # ---- operations: each returns (reply dict, journal seq to wait for or 0) ----------
+
+    def place(self, body: Any) -> tuple[dict[str, Any], int]:
+        self.check("PlaceRequest", body)
+        job = self._job(body["job"], "body.job")
+        pod = body.get("pod")
+        with self.lock:
+            try:
+                placement = self.engine.place(job, pod=pod)
+                if placement is None:
+                    explanation = self.engine.explain(job, pod=pod)
+            except GpuschedError as exc:
+                raise _job_error(exc, "body.job") from None
+            if placement is None:
+                return {"placed": False, "placement": None,
+                        "explanation": self._explanation_dict(explanation)}, 0
+            seq = self.record_place(job, placement)
+        return {"placed": True, "placement": self._placement_dict(placement),
+                "explanation": None}, seq
+
+    def release(self, body: Any) -> tuple[dict[str, Any], int]:
+        self.check("ReleaseRequest", body)
+        job_id = body["job_id"]
+        with self.lock:
+            try:
+                placement = self.engine.release(job_id)
+            except UnknownJobError as exc:
+                raise RequestError(404, str(exc), "body.job_id") from None
+            seq = self.record({"op": "release", "job_id": job_id})
+            self.gangs.forget_job(job_id)
+        return {"released": self._placement_dict(placement)}, seq
+
+    def explain(self, body: Any) -> dict[str, Any]:
+        self.check("PlaceRequest", body)
+        job = self._job(body["job"], "body.job")
+        with self.lock:
+            try:
+                explanation = self.engine.explain(job, pod=body.get("pod"))
+            except GpuschedError as exc:
+                raise _job_error(exc, "body.job") from None
+        return self._explanation_dict(explanation)
+
+    def _explanation_dict(self, explanation: Any) -> dict[str, Any]:
+        names = self.cluster.node_names
+        return {"job_id": explanation.job_id, "status": explanation.status,
+                "cap_w": explanation.cap_w, "nodes": list(explanation.nodes),
+                "node_names": [names[n] for n in explanation.nodes],
+                "binding": explanation.binding, "binding_kind": explanation.binding_kind,
+                "message": explanation.message}
+
+    def state(self, top: int = 5) -> dict[str, Any]:
+        with self.lock:
+            rack_power_w = self.engine.rack_power_w()
+            summary = {"cluster": self.cluster.name, "backend": self.engine.backend,
+                       "gpus": self.cluster.num_gpus, "free_gpus": self.engine.free_gpus(),
+                       "jobs": len(self.engine), "total_power_w": int(rack_power_w.sum()),
+                       "journal_seq": self.journal.written_seq, "gangs": len(self.gangs)}
+        c = self.cluster.constraints
+        load = c.A @ rack_power_w.astype(float)
+        used = load / np.maximum(c.b, 1e-9)
+        order = np.argsort(-used, kind="stable")[:top]
+        summary["tightest_rows"] = [{"name": c.names[i], "kind": c.kinds[i],
+                                     "load": round(float(load[i]), 3),
+                                     "limit": float(c.b[i])} for i in order]
+        return summary
+
+    def placements(self) -> dict[str, Any]:
+        with self.lock:
+            placements = self.engine.placements()
+        return {"placements": [self._placement_dict(p) for p in placements]}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "backend": self.engine.backend,
+                "journal_seq": self.journal.written_seq}
+
+    # ---- allocate (gpusched.allocate, written separately; 501 until it exists) -----------
+
+    @staticmethod
+    def _allocate_module() -> Any:
+        try:
+            return importlib.import_module("gpusched.allocate")
+        except ImportError as exc:
+            raise RequestError(501, f"gpusched.allocate is not available: {exc}") from None
+
+    def rebalance_caps(self, body: Any) -> tuple[dict[str, Any], int]:
+        self.check("RebalanceRequest", body)
+        allocate = self._allocate_module()
+        apply = bool(body.get("apply", False))
+        with self.lock:
+            plan = allocate.rebalance_caps(self.engine, apply=False)
+            reply = _plain(plan)
+            seq = 0
+            if apply:
+                seq = self._apply_caps(dict(getattr(plan, "cap_w", {}) or {}))
+        reply["applied"] = apply
+        return reply, seq
+
+    def _apply_caps(self, cap_w: dict[str, Any]) -> int:
+        """Set new caps, lowering ones first so no row breaks on the way; journaled."""
+        current = {p.job_id: p.cap_w for p in self.engine.placements()}
+        changes = sorted(((int(round(float(c))) - current[j], j, int(round(float(c))))
+                          for j, c in cap_w.items() if j in current
+                          and int(round(float(c))) != current[j]))
+        done: list[tuple[str, int]] = []
+        try:
+            for _, job_id, cap in changes:
+                self.engine.set_cap(job_id, cap)
+                done.append((job_id, current[job_id]))
+        except GpuschedError as exc:
+            for job_id, old in reversed(done):
+                self.engine.set_cap(job_id, old)
+            raise RequestError(409, f"the cap plan does not apply ({exc}); nothing "
+                                    "changed") from None
+        seq = 0
+        for job_id, _ in done:
+            seq = self.record({"op": "set-cap", "job_id": job_id,
+                               "cap_w": self.engine.placement(job_id).cap_w})
+        return seq
+
+    def allocate(self, body: Any) -> tuple[dict[str, Any], int]:
+        self.check("AllocateRequest", body)
+        allocate = self._allocate_module()
+        queue = [self._job(j, f"body.queue[{i}]") for i, j in enumerate(body["queue"])]
+        if len({j.id for j in queue}) != len(queue):
+            raise RequestError(422, "job ids in the queue must be distinct", "body.queue")
+        time_limit_s = float(body.get("time_limit_s", 1.0))
+        with self.lock:
+            try:
+                allocation = allocate.allocate(self.engine, queue, time_limit_s=time_limit_s)
+            except GpuschedError as exc:
+                raise _job_error(exc, "body.queue") from None
+            reply: dict[str, Any] = {"allocation": _plain(allocation), "applied": False}
+            seq = 0
+            if body.get("apply"):
+                try:
+                    placed = allocate.apply(self.engine, allocation)
+                except (PlacementError, JobError) as exc:
+                    raise RequestError(409, f"the allocation does not apply: {exc}") from None
+                by_id = {j.id: j for j in queue}
+                for job_id, placement in placed.items():
+                    seq = self.record_place(by_id[job_id], placement)
+                reply["applied"] = True
+                reply["placements"] = {j: self._placement_dict(p) for j, p in placed.items()}
+        return reply, seq
+
+    @property
+    def state_dir(self) -> Path:
+        return self.journal.state_dir
