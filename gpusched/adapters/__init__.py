@@ -1,0 +1,1 @@
+"""Adapters between gpusched and the schedulers that embed it (Slurm today)."""

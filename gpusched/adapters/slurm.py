@@ -1,0 +1,453 @@
+"""Slurm: build a Cluster from topology.conf plus a power overlay; write hostlists.
+
+topology.conf (Slurm's ``topology.conf(5)``) describes the network only.  Two plugins'
+forms are read:
+
+* ``topology/tree``: lines ``SwitchName=<name> [Nodes=<hostlist>] [Switches=<hostlist>]
+  [LinkSpeed=<n>]``.  The switches that list ``Nodes`` are the leaves; each leaf becomes
+  a gpusched pod (a network block: nodes under one leaf talk at full speed).
+* ``topology/block``: lines ``BlockName=<name> Nodes=<hostlist>`` and one optional
+  ``BlockSizes=<n>[,<n>...]``; each block becomes a pod.
+
+As in Slurm, parameter names are case-insensitive, ``#`` starts a comment, and node
+lists are hostlist expressions (``gpu[0001-0512]``, ``tux[0-3,12,18-20]``,
+``r[1-2]n[01-04]``).  Any line that cannot be read raises :class:`SpecError` with
+``field="line N"``.
+
+Power and cooling are not in topology.conf, so a small TOML overlay adds them::
+
+    name = "my-site"                 # cluster name (default "slurm")
+    [power]                          # optional PowerModel fields (gpus_per_node, ...)
+    [facility]
+    it_limit_w = 4.0e6
+    [[halls]]
+    name = "hall-1"
+    switchboard_w = 2.5e6            # cooling_w defaults to switchboard_w
+    [racks]                          # every rack, unless a [[rack_groups]] entry matches
+    nodes_per_rack = 8               # consecutive nodes of a pod, in topology order
+    kind = "liquid"
+    feed_w = 88000
+    cdu_w = 90000
+    residual_air_w = 10000
+    [[rack_groups]]                  # racks whose nodes are in `nodes` take these fields
+    nodes = "gpu[0257-0512]"
+    kind = "air"
+    nodes_per_rack = 4
+    feed_w = 40800
+    air_cooling_w = 40800
+    [[rows]]                         # power rows: a busway feeding the racks of `nodes`
+    name = "row-a"
+    hall = "hall-1"
+    busway_w = 600000
+    nodes = "gpu[0001-0256]"
+
+A ``[[rack_groups]]`` entry that changes ``kind`` replaces the ``[racks]`` fields
+instead of adding to them (liquid and air racks have different limits).  Racks are cut
+from each pod's nodes in topology order (a rack never spans two pods);
+rack ``k`` of pod ``p`` is named ``<p>-r<k>``.  Every rack must lie inside one row.
+Node names are kept, so a Placement maps back to Slurm names and
+:func:`placement_nodelist` writes them as a ``--nodelist`` hostlist.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..cluster import Cluster
+from ..errors import SpecError
+from ..job import Placement
+
+__all__ = ["Topology", "expand_hostlist", "compress_hostlist", "parse_topology",
+           "read_topology", "load_overlay", "cluster_from_topology", "read_cluster",
+           "placement_nodelist"]
+
+_MAX_HOSTS = 2_000_000
+
+
+# ======================================================================================
+# Hostlists
+# ======================================================================================
+
+def _split_top(expr: str) -> list[str]:
+    """Split at commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(expr):
+        if ch == "[":
+            depth += 1
+            if depth > 1:
+                raise ValueError(f"nested '[' in {expr!r}")
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"']' without '[' in {expr!r}")
+        elif ch == "," and depth == 0:
+            parts.append(expr[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"'[' without ']' in {expr!r}")
+    parts.append(expr[start:])
+    return parts
+
+
+def _expand_range(body: str, expr: str) -> list[str]:
+    out: list[str] = []
+    for item in body.split(","):
+        lo, dash, hi = item.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f"range {item!r} in {expr!r} is not N or N-M with digits")
+        if not dash:
+            out.append(lo)
+            continue
+        start, stop = int(lo), int(hi)
+        if stop < start:
+            raise ValueError(f"range {item!r} in {expr!r} runs backwards")
+        if stop - start >= _MAX_HOSTS:
+            raise ValueError(f"range {item!r} in {expr!r} has more than {_MAX_HOSTS} hosts")
+        # Slurm pads every number to the width of the lower bound when it has a leading 0.
+        width = len(lo) if lo.startswith("0") and len(lo) > 1 else 0
+        out.extend(str(n).zfill(width) for n in range(start, stop + 1))
+    return out
+
+
+def expand_hostlist(expr: str) -> list[str]:
+    """Names in a Slurm hostlist expression, in order (``gpu[01-03,07]`` -> 4 names).
+
+    Raises ValueError for unbalanced brackets, empty names or backwards ranges.
+    """
+    if not isinstance(expr, str) or not expr.strip():
+        raise ValueError(f"hostlist {expr!r} is empty")
+    names: list[str] = []
+    for part in _split_top(expr.strip()):
+        if not part:
+            raise ValueError(f"empty name in hostlist {expr!r}")
+        pieces = re.split(r"(\[[^\]]*\])", part)
+        combos = [""]
+        for piece in pieces:
+            if piece.startswith("["):
+                options = _expand_range(piece[1:-1], expr)
+            else:
+                if any(c in piece for c in "[], \t="):
+                    raise ValueError(f"bad character in host name {piece!r} of {expr!r}")
+                options = [piece]
+            combos = [c + o for c in combos for o in options]
+            if len(combos) > _MAX_HOSTS:
+                raise ValueError(f"hostlist {expr!r} names more than {_MAX_HOSTS} hosts")
+        names.extend(combos)
+    return names
+
+
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
+
+
+def compress_hostlist(names: Iterable[str]) -> str:
+    """A hostlist expression for ``names`` (sorted, ranges merged, zero padding kept).
+
+    ``["gpu0001", "gpu0002", "gpu0003", "gpu0007"]`` -> ``"gpu[0001-0003,0007]"``.
+    The last run of digits in a name is the one ranged over; names whose numbers have
+    different zero-padded widths go into separate brackets so padding survives.
+    """
+    groups: dict[tuple[str, str, int], set[int]] = {}
+    plain: set[str] = set()
+    for name in names:
+        match = _TRAILING_NUMBER.match(name)
+        if match is None:
+            plain.add(name)
+            continue
+        prefix, digits, suffix = match.groups()
+        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
+        groups.setdefault((prefix, suffix, width), set()).add(int(digits))
+    parts = sorted(plain)
+    for (prefix, suffix, width), numbers in sorted(groups.items()):
+        ordered = sorted(numbers)
+        ranges: list[tuple[int, int]] = []
+        for n in ordered:
+            if ranges and n == ranges[-1][1] + 1:
+                ranges[-1] = (ranges[-1][0], n)
+            else:
+                ranges.append((n, n))
+        def fmt(n: int) -> str:
+            return str(n).zfill(width)
+        if len(ordered) == 1:
+            parts.append(f"{prefix}{fmt(ordered[0])}{suffix}")
+            continue
+        body = ",".join(fmt(a) if a == b else f"{fmt(a)}-{fmt(b)}" for a, b in ranges)
+        parts.append(f"{prefix}[{body}]{suffix}")
+    return ",".join(parts)
+
+
+# ======================================================================================
+# topology.conf
+# ======================================================================================
+
+@dataclass
+class Topology:
+    """What topology.conf says: the pods (leaf switches or blocks) and their nodes."""
+
+    plugin: str                                   # "tree" or "block"
+    pods: dict[str, list[str]]                    # pod name -> node names, in file order
+    switches: dict[str, list[str]] = field(default_factory=dict)  # tree: children
+    block_sizes: list[int] = field(default_factory=list)
+    source: str = "topology.conf"
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n for nodes in self.pods.values() for n in nodes]
+
+
+_TREE_KEYS = {"switchname", "switches", "nodes", "linkspeed"}
+_BLOCK_KEYS = {"blockname", "nodes"}
+
+
+def parse_topology(text: str, source: str = "topology.conf") -> Topology:
+    """Parse topology.conf text (tree or block form); SpecError(field="line N") if bad."""
+    plugin: str | None = None
+    pods: dict[str, list[str]] = {}
+    switches: dict[str, list[str]] = {}
+    switch_line: dict[str, int] = {}
+    node_where: dict[str, tuple[str, int]] = {}
+    block_sizes: list[int] = []
+    sizes_line = 0
+
+    def fail(number: int, message: str) -> SpecError:
+        return SpecError(f"{source}: {message}", field=f"line {number}")
+
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        params: dict[str, str] = {}
+        for token in line.split():
+            key, eq, value = token.partition("=")
+            if not eq or not key or not value:
+                raise fail(number, f"{token!r} is not Key=Value")
+            lower = key.lower()
+            if lower in params:
+                raise fail(number, f"{key} is given twice")
+            params[lower] = value
+        if "blocksizes" in params:
+            if len(params) != 1:
+                raise fail(number, "BlockSizes= stands on its own line")
+            if sizes_line:
+                raise fail(number, f"BlockSizes is given twice (also line {sizes_line})")
+            try:
+                block_sizes = [int(v) for v in params["blocksizes"].split(",")]
+            except ValueError:
+                raise fail(number, f"BlockSizes={params['blocksizes']!r} must be a comma "
+                                   "list of whole numbers") from None
+            base = block_sizes[0]
+            if base < 1 or any(b <= a or b % base or (b // base) & (b // base - 1)
+                               for a, b in zip(block_sizes, block_sizes[1:])):
+                raise fail(number, f"BlockSizes={params['blocksizes']} must be positive and "
+                                   "ascending, each a power-of-two multiple of the first")
+            sizes_line = number
+            plugin = plugin or "block"
+            if plugin != "block":
+                raise fail(number, "BlockSizes belongs to topology/block, but this file "
+                                   "uses SwitchName (topology/tree)")
+            continue
+        if "switchname" in params:
+            kind, allowed, name_key = "tree", _TREE_KEYS, "switchname"
+        elif "blockname" in params:
+            kind, allowed, name_key = "block", _BLOCK_KEYS, "blockname"
+        else:
+            raise fail(number, "a line must start a switch (SwitchName=), a block "
+                               "(BlockName=) or be BlockSizes=")
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise fail(number, f"unknown parameter(s) {unknown} for "
+                               f"{'a switch' if kind == 'tree' else 'a block'}; valid: "
+                               f"{sorted(allowed)}")
+        if plugin is not None and plugin != kind:
+            raise fail(number, f"this file mixes topology/tree (SwitchName) and "
+                               "topology/block (BlockName) lines")
+        plugin = kind
+        name = params[name_key]
+        if not re.fullmatch(r"[A-Za-z0-9_.:\-]+", name):
+            raise fail(number, f"name {name!r} has characters other than letters, digits, "
+                               "'_', '.', ':' and '-'")
+        if name in switch_line:
+            raise fail(number, f"{name!r} is defined twice (also line {switch_line[name]})")
+        switch_line[name] = number
+        if "linkspeed" in params and not params["linkspeed"].isdigit():
+            raise fail(number, f"LinkSpeed={params['linkspeed']!r} must be a whole number")
+        if "nodes" in params and "switches" in params:
+            raise fail(number, "a switch lists either Nodes= (a leaf) or Switches=, not both")
+        if "switches" in params:
+            try:
+                switches[name] = expand_hostlist(params["switches"])
+            except ValueError as exc:
+                raise fail(number, f"Switches: {exc}") from None
+            continue
+        if "nodes" not in params:
+            raise fail(number, f"{name!r} lists no Nodes=" +
+                       (" or Switches=" if kind == "tree" else ""))
+        try:
+            nodes = expand_hostlist(params["nodes"])
+        except ValueError as exc:
+            raise fail(number, f"Nodes: {exc}") from None
+        for node in nodes:
+            if node in node_where:
+                other, other_line = node_where[node]
+                raise fail(number, f"node {node!r} is already under {other!r} (line "
+                                   f"{other_line}); a node belongs to one "
+                                   f"{'leaf switch' if kind == 'tree' else 'block'}")
+            node_where[node] = (name, number)
+        pods[name] = nodes
+    if plugin is None or not pods:
+        raise SpecError(f"{source}: no SwitchName= with Nodes= or BlockName= line found",
+                        field="line 0")
+    for name, children in switches.items():
+        for child in children:
+            if child not in switch_line:
+                raise fail(switch_line[name], f"switch {name!r} lists {child!r}, which is "
+                                              "not defined")
+    return Topology(plugin, pods, switches, block_sizes, source)
+
+
+def read_topology(path: str | os.PathLike[str]) -> Topology:
+    """Parse a topology.conf file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read {path}: {exc}", field="path") from None
+    return parse_topology(text, source=str(path))
+
+
+# ======================================================================================
+# The overlay and the Cluster
+# ======================================================================================
+
+_OVERLAY_KEYS = {"name", "power", "facility", "halls", "racks", "rack_groups", "rows"}
+_RACK_FIELDS = {"kind", "nodes_per_rack", "feed_w", "cdu_w", "liquid_fraction",
+                "residual_air_w", "air_cooling_w"}
+_ROW_FIELDS = {"name", "hall", "busway_w", "nodes"}
+
+
+def load_overlay(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the TOML power overlay (see the module docstring)."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}", field="overlay") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read {path}: {exc}", field="overlay") from None
+
+
+def _keys(table: Any, allowed: set[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(table, Mapping):
+        raise SpecError(f"must be a table, got {type(table).__name__}", field=where)
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SpecError(f"unknown key(s) {unknown}; valid keys are {sorted(allowed)}",
+                        field=where)
+    return table
+
+
+def _hosts(expr: Any, where: str) -> set[str]:
+    try:
+        return set(expand_hostlist(expr))
+    except ValueError as exc:
+        raise SpecError(str(exc), field=where) from None
+
+
+def cluster_from_topology(topology: Topology, overlay: Mapping[str, Any]) -> Cluster:
+    """Build the gpusched Cluster of a Slurm site; SpecError names the overlay field."""
+    _keys(overlay, _OVERLAY_KEYS, "overlay")
+    known = set(topology.node_names)
+    defaults = dict(_keys(overlay.get("racks", {}), _RACK_FIELDS, "overlay.racks"))
+    groups = []
+    for i, group in enumerate(overlay.get("rack_groups", [])):
+        where = f"overlay.rack_groups[{i}]"
+        _keys(group, _RACK_FIELDS | {"nodes"}, where)
+        if "nodes" not in group:
+            raise SpecError("is missing (a hostlist)", field=f"{where}.nodes")
+        hosts = _hosts(group["nodes"], f"{where}.nodes")
+        stray = sorted(hosts - known)
+        if stray:
+            raise SpecError(f"names node(s) not in {topology.source}: "
+                            f"{compress_hostlist(stray[:20])}", field=f"{where}.nodes")
+        groups.append((hosts, {k: v for k, v in group.items() if k != "nodes"}))
+
+    def rack_fields(node: str) -> dict[str, Any]:
+        fields = dict(defaults)
+        for hosts, values in groups:
+            if node in hosts:
+                if values.get("kind", fields.get("kind")) != fields.get("kind"):
+                    # a group that changes the kind starts from a clean slate of limits
+                    fields = {}
+                fields.update(values)
+        return fields
+
+    rows_raw = overlay.get("rows")
+    if not isinstance(rows_raw, list) or not rows_raw:
+        raise SpecError("is missing: list the power rows as [[rows]] with name, hall, "
+                        "busway_w and nodes", field="overlay.rows")
+    rows = []
+    node_row: dict[str, int] = {}
+    for i, row in enumerate(rows_raw):
+        where = f"overlay.rows[{i}]"
+        _keys(row, _ROW_FIELDS, where)
+        for key in ("name", "hall", "busway_w", "nodes"):
+            if key not in row:
+                raise SpecError("is missing", field=f"{where}.{key}")
+        for node in _hosts(row["nodes"], f"{where}.nodes"):
+            if node in node_row:
+                raise SpecError(f"node {node!r} is also in rows[{node_row[node]}]",
+                                field=f"{where}.nodes")
+            node_row[node] = i
+        rows.append({"name": row["name"], "hall": row["hall"], "busway_w": row["busway_w"]})
+
+    racks = []
+    for pod, nodes in topology.pods.items():
+        start = 0
+        k = 0
+        while start < len(nodes):
+            fields = rack_fields(nodes[start])
+            per_rack = fields.pop("nodes_per_rack", None)
+            if isinstance(per_rack, bool) or not isinstance(per_rack, int) or per_rack < 1:
+                raise SpecError(f"must be a whole number >= 1 for the racks of node "
+                                f"{nodes[start]!r}, got {per_rack!r}",
+                                field="overlay.racks.nodes_per_rack")
+            members = nodes[start:start + per_rack]
+            k += 1
+            name = f"{pod}-r{k}"
+            row_index = {node_row.get(n) for n in members}
+            if None in row_index:
+                missing = [n for n in members if n not in node_row]
+                raise SpecError(f"node(s) {compress_hostlist(missing)} of rack {name!r} are "
+                                "in no row", field="overlay.rows")
+            if len(row_index) > 1:
+                raise SpecError(f"rack {name!r} ({compress_hostlist(members)}) spans rows "
+                                f"{sorted(rows[i]['name'] for i in row_index)}; a rack "
+                                "hangs off one busway", field="overlay.rows")
+            racks.append({"name": name, "pod": pod, "row": rows[row_index.pop()]["name"],
+                          "nodes": len(members), "node_names": members, **fields})
+            start += per_rack
+    spec: dict[str, Any] = {"name": overlay.get("name", "slurm"),
+                            "facility": overlay.get("facility"),
+                            "halls": overlay.get("halls"), "rows": rows,
+                            "pods": [{"name": p} for p in topology.pods], "racks": racks}
+    if spec["facility"] is None:
+        raise SpecError("is missing ([facility] with it_limit_w)", field="overlay.facility")
+    if "power" in overlay:
+        spec["power"] = overlay["power"]
+    return Cluster.from_dict(spec)
+
+
+def read_cluster(topology_path: str | os.PathLike[str],
+                 overlay_path: str | os.PathLike[str]) -> Cluster:
+    """A Cluster from a topology.conf file and its TOML power overlay."""
+    return cluster_from_topology(read_topology(topology_path), load_overlay(overlay_path))
+
+
+def placement_nodelist(cluster: Cluster, placement: Placement | Sequence[int]) -> str:
+    """The nodes of ``placement`` as a Slurm hostlist, ready for ``--nodelist``."""
+    nodes = placement.nodes if isinstance(placement, Placement) else placement
+    return compress_hostlist(cluster.node_names[n] for n in nodes)

@@ -1,0 +1,259 @@
+"""The Kubernetes scheduler-extender front: kube-scheduler's JSON shapes, gangs, expiry.
+
+Requests are the fixtures under tests/fixtures/k8s/, in exactly the shapes kube-scheduler
+sends (k8s.io/kube-scheduler/extender/v1 has no JSON tags: keys are the Go field names).
+The cluster is two DGX SuperPOD SUs read from a Slurm topology.conf, so node names are
+real host names (dgx0001...).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from gpusched.adapters.slurm import read_cluster
+
+starlette = pytest.importorskip("starlette")
+with warnings.catch_warnings():  # starlette 1.x asks for httpx2; httpx is what we have
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
+
+from gpusched.serve import PlacementService, create_app  # noqa: E402
+from tests.verify import check_engine  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GANG_JOB = "k8s:training/llama-70b"
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / "k8s" / name).read_text())
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    return read_cluster(FIXTURES / "slurm" / "tree.conf", FIXTURES / "slurm" / "tree_overlay.toml")
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def make(tmp_path, cluster, clock, backend):
+    made = []
+
+    def build(state_dir=tmp_path / "state"):
+        service = PlacementService(cluster, state_dir, backend=backend, gang_timeout_s=60,
+                                   clock=clock)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client = TestClient(create_app(service))
+        client.__enter__()
+        made.append(client)
+        return service, client
+
+    yield build
+    for client in made:
+        client.__exit__(None, None, None)
+
+
+def pod_args(name: str, *, node_names: bool = True, gang: str = "llama-70b", size: str = "4",
+             gpus: str = "8") -> dict:
+    args = copy.deepcopy(fixture("filter_args_nodenames.json" if node_names
+                                 else "filter_args_nodes.json"))
+    meta = args["Pod"]["metadata"]
+    meta["name"] = name
+    meta["uid"] = f"uid-{name}"
+    meta["annotations"]["gpusched.io/gang-name"] = gang
+    meta["annotations"]["gpusched.io/gang-size"] = size
+    args["Pod"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = gpus
+    args["Pod"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = gpus
+    return args
+
+
+def bind_args(name: str, node: str) -> dict:
+    args = fixture("bind_args.json")
+    args.update(PodName=name, PodUID=f"uid-{name}", Node=node)
+    return args
+
+
+def test_filter_with_a_node_list_reserves_the_whole_gang(make):
+    service, client = make()
+    args = fixture("filter_args_nodes.json")
+    reply = client.post("/v1/k8s/filter", json=args)
+    assert reply.status_code == 200
+    result = reply.json()
+    # the ExtenderFilterResult shape, field for field
+    assert set(result) == {"Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes",
+                           "Error"}
+    assert result["Error"] == "" and result["NodeNames"] is None
+    passed = [item["metadata"]["name"] for item in result["Nodes"]["items"]]
+    # the node objects come back as they were sent
+    sent = {item["metadata"]["name"]: item for item in args["Nodes"]["items"]}
+    assert all(item == sent[item["metadata"]["name"]] for item in result["Nodes"]["items"])
+    placement = service.engine.placement(GANG_JOB)
+    names = service.cluster.node_names
+    assert passed == [names[n] for n in placement.nodes]
+    assert placement.gpus == 32 and placement.cap_w >= 450  # 4 pods x 8 GPUs, min cap
+    assert set(result["FailedNodes"]) == set(sent) - set(passed)
+    assert all(msg.startswith("gpusched:") for msg in result["FailedNodes"].values())
+    check_engine(service.engine)
+
+
+def test_gang_pods_are_filtered_prioritized_and_bound_to_the_reservation(make):
+    service, client = make()
+    first = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()
+    reserved = first["NodeNames"]
+    assert len(reserved) == 4 and first["Nodes"] is None
+    scores = client.post("/v1/k8s/prioritize", json=fixture("prioritize_args.json")).json()
+    assert [s["Host"] for s in scores] == fixture("prioritize_args.json")["NodeNames"]
+    assert {s["Host"] for s in scores if s["Score"] == 10} == set(reserved)
+    assert all(s["Score"] == 0 for s in scores if s["Host"] not in reserved)
+    for i in range(4):
+        name = f"llama-70b-{i}"
+        nodes = client.post("/v1/k8s/filter", json=pod_args(name)).json()["NodeNames"]
+        # each bound pod takes its node's only slot, so later pods see fewer nodes
+        assert nodes == reserved[i:]
+        assert client.post("/v1/k8s/bind", json=bind_args(name, nodes[0])).json() == {
+            "Error": ""}
+    gang = client.get("/v1/k8s/gangs").json()["gangs"][0]
+    assert gang["complete"] and gang["expires_in_s"] is None
+    assert sorted(gang["bound"].values()) == sorted(reserved)
+    # the gang holds exactly one engine job, whatever the number of pods
+    assert len(service.engine) == 1
+
+
+def test_bind_refuses_a_node_outside_the_reservation_or_without_a_slot(make):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/filter", json=pod_args("llama-70b-1"))
+    outside = next(n for n in fixture("filter_args_nodenames.json")["NodeNames"]
+                   if n not in reserved)
+    assert "no free slot" in client.post("/v1/k8s/bind", json=bind_args("llama-70b-0",
+                                                                        outside)).json()["Error"]
+    assert client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0])).json() == {
+        "Error": ""}
+    # retrying the same bind is idempotent; a second pod on a full node is refused
+    assert client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0])).json() == {
+        "Error": ""}
+    assert "no free slot" in client.post("/v1/k8s/bind", json=bind_args("llama-70b-1",
+                                                                       reserved[0])).json()["Error"]
+    assert "no gang reservation" in client.post(
+        "/v1/k8s/bind", json=bind_args("never-filtered", reserved[1])).json()["Error"]
+
+
+def test_small_gang_shares_one_node_in_pod_slots(make):
+    service, client = make()
+    result = client.post("/v1/k8s/filter", json=pod_args("pair-0", gang="pair", size="2",
+                                                         gpus="4")).json()
+    assert len(result["NodeNames"]) == 1
+    node = result["NodeNames"][0]
+    assert service.engine.placement("k8s:training/pair").gpus == 8
+    client.post("/v1/k8s/bind", json=bind_args("pair-0", node))
+    second = client.post("/v1/k8s/filter", json=pod_args("pair-1", gang="pair", size="2",
+                                                         gpus="4")).json()
+    assert second["NodeNames"] == [node]  # the node's second slot is still free
+    client.post("/v1/k8s/bind", json=bind_args("pair-1", node))
+    third = client.post("/v1/k8s/filter", json=pod_args("pair-2", gang="pair", size="2",
+                                                        gpus="4")).json()
+    assert third["NodeNames"] == []
+
+
+def test_incomplete_gang_expires_and_frees_its_gpus(make, clock):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    free_while_reserved = service.engine.free_gpus()
+    clock.now += 59
+    assert GANG_JOB in service.engine
+    clock.now += 2  # past the 60 s timeout with 1 of 4 pods bound
+    assert client.get("/v1/k8s/gangs").json() == {"gangs": []}
+    assert GANG_JOB not in service.engine
+    assert service.engine.free_gpus() == free_while_reserved + 32
+    check_engine(service.engine)
+
+
+def test_complete_gang_does_not_expire_and_releases_by_job_id(make, clock):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("p-0", size="1")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("p-0", reserved[0]))
+    clock.now += 10_000
+    assert len(client.get("/v1/k8s/gangs").json()["gangs"]) == 1
+    reply = client.post("/v1/release", json={"job_id": GANG_JOB})
+    assert reply.status_code == 200
+    assert client.get("/v1/k8s/gangs").json() == {"gangs": []}
+
+
+def test_reservations_and_binds_survive_a_restart(make, tmp_path, clock):
+    service, client = make(tmp_path / "a")
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    before = service.engine.placement(GANG_JOB)
+    # no clean shutdown: copy the directory as a crash would leave it
+    service.journal.sync()
+    import shutil
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("lock"))
+    again, client2 = make(tmp_path / "b")
+    assert again.engine.placement(GANG_JOB) == before
+    gang = client2.get("/v1/k8s/gangs").json()["gangs"][0]
+    assert gang["bound"] == {"training/llama-70b-0": reserved[0]}
+    nodes = client2.post("/v1/k8s/filter", json=pod_args("llama-70b-1")).json()["NodeNames"]
+    assert nodes == reserved[1:]
+
+
+def test_cpu_pod_passes_every_node_and_reserves_nothing(make):
+    service, client = make()
+    args = fixture("filter_args_cpu_pod.json")
+    result = client.post("/v1/k8s/filter", json=args).json()
+    assert result["NodeNames"] == args["NodeNames"] and result["FailedNodes"] == {}
+    assert len(service.engine) == 0
+
+
+def test_bad_annotation_is_an_extender_error_and_changes_nothing(make):
+    service, client = make()
+    result = client.post("/v1/k8s/filter", json=fixture("filter_args_bad_annotation.json")).json()
+    assert "gpusched.io/gang-size" in result["Error"] and result["NodeNames"] == []
+    assert len(service.engine) == 0 and service.journal.written_seq == 0
+
+
+def test_gang_too_big_for_the_cluster_fails_every_node(make):
+    service, client = make()
+    result = client.post("/v1/k8s/filter", json=pod_args("huge-0", gang="huge",
+                                                         size="65")).json()
+    assert result["NodeNames"] == [] and len(result["FailedNodes"]) == 8
+    assert all("gpus=520" in msg for msg in result["FailedNodes"].values())
+    assert len(service.engine) == 0
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "body.Pod"),
+    ({"Pod": "not-a-pod", "NodeNames": []}, "body.Pod"),
+    ({"Pod": {"metadata": {"name": "x"}}, "Nodes": {"items": [{"metadata": {}}]}},
+     "body.Nodes.items[0].metadata.name"),
+])
+def test_malformed_extender_args_get_422_naming_the_field(make, body, field):
+    service, client = make()
+    reply = client.post("/v1/k8s/filter", json=body)
+    assert reply.status_code == 422 and reply.json()["field"] == field
+    assert len(service.engine) == 0
+
+
+def test_lower_case_keys_are_accepted_like_go_does(make):
+    service, client = make()
+    args = pod_args("llama-70b-0")
+    lower = {"pod": args["Pod"], "nodenames": args["NodeNames"]}
+    result = client.post("/v1/k8s/filter", json=lower).json()
+    assert len(result["NodeNames"]) == 4
