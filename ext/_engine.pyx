@@ -796,6 +796,16 @@ cdef class EngineCore:
         self._commit_placement(placement, 1)
         self._jobs[job.id] = (job, placement)
 
+    def _replace(self, job, old, new):
+        """Swap a job's placement for a checked one, keeping its place in the order."""
+        self.lock.enter()
+        try:
+            self._commit_placement(old, -1)
+            self._commit_placement(new, 1)
+            self._jobs[job.id] = (job, new)
+        finally:
+            self.lock.exit()
+
     def _search(self, int gpus, int max_cap, int min_cap, index_t pod):
         """(status, cap_w, nodes, row) as in the Python twin; changes nothing."""
         cdef SearchResult res = self.c_search(gpus, max_cap, min_cap, pod)

@@ -439,6 +439,13 @@ class EngineCore:
         self._commit(placement.nodes, placement.gpus_per_node, placement.cap_w, +1)
         self._jobs[job.id] = (job, placement)
 
+    def _replace(self, job: Job, old: Placement, new: Placement) -> None:
+        """Swap a job's placement for a checked one, keeping its place in the order."""
+        with self._lock:
+            self._commit(old.nodes, old.gpus_per_node, old.cap_w, -1)
+            self._commit(new.nodes, new.gpus_per_node, new.cap_w, +1)
+            self._jobs[job.id] = (job, new)
+
     # ==================================================================================
     # Read-only views
     # ==================================================================================

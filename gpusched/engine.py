@@ -143,6 +143,7 @@ class Engine:
         def __contains__(self, job_id: object) -> bool: ...
         def _search(self, gpus: int, max_cap: int, min_cap: int, pod: int) -> tuple[int, int, list[int], int]: ...
         def _insert(self, job: Job, placement: Placement) -> None: ...
+        def _replace(self, job: Job, old: Placement, new: Placement) -> None: ...
         def _reset(self) -> None: ...
         _lock: Any
 
@@ -298,17 +299,32 @@ class Engine:
         """Change the power cap of a running job, keeping its nodes; atomic and checked.
 
         ``cap_w`` must lie in the job's ``[min_cap_w, max_cap_w]``; raises PlacementError
-        (and changes nothing) if a row of A·P <= b would break at the new cap.
+        (and changes nothing) if a row of A·P <= b would break at the new cap.  The job
+        keeps its place in ``placements()`` order.
         """
         with self._lock:
             old = self.placement(job_id)
             job = next(j for j in self.jobs() if j.id == job_id)
-            self.release(job_id)
             try:
-                return self._apply(job, old.nodes, old.gpus_per_node, cap_w)
-            except Exception:
-                self._insert(job, old)
-                raise
+                cap_w = operator.index(cap_w)
+            except TypeError:
+                raise PlacementError(f"Job {job_id!r}: cap_w={cap_w!r} must be a whole number "
+                                     "of watts") from None
+            if not job.min_cap_w <= cap_w <= job.max_cap_w:
+                raise PlacementError(f"Job {job_id!r}: cap_w={cap_w} is outside the job's "
+                                     f"[{job.min_cap_w}, {job.max_cap_w}] W")
+            # same nodes, so only the GPUs' caps change: gpus_per_node * (new - old) a node
+            rack_delta_w = np.bincount(self.cluster.node_rack[list(old.nodes)],
+                                       minlength=self.cluster.num_racks).astype(np.int64)
+            rack_delta_w *= old.gpus_per_node * (cap_w - old.cap_w)
+            row_delta = self.cluster.constraints.load_units(rack_delta_w)
+            broken = np.flatnonzero(row_delta > self.row_slack_units())
+            if broken.size:
+                raise PlacementError(f"Job {job_id!r}: at {cap_w} W it would break "
+                                     f"{self.cluster.constraints.names[broken[0]]!r}")
+            new = Placement(job_id, old.nodes, old.gpus_per_node, cap_w)
+            self._replace(job, old, new)
+            return new
 
     # ---- durable state (gpusched.state does the file format) -------------------------
 

@@ -145,7 +145,7 @@ BAD_CALLS: list[BadCall] = [
     BadCall("set_cap below the job's min", lambda e, c: e.set_cap(c.live, 199), PlacementError,
             ("cap_w=199", "outside")),
     BadCall("set_cap NaN", lambda e, c: e.set_cap(c.live, math.nan), PlacementError,
-            ("whole numbers",)),
+            ("whole number",)),
     BadCall("set_cap unknown id", lambda e, c: e.set_cap("never-placed", 500), UnknownJobError,
             ("never-placed",)),
     # -- snapshots

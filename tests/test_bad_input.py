@@ -49,17 +49,14 @@ def test_bad_call_raises_and_changes_nothing(row, tiny, backend):
     engine = _loaded_engine(tiny, backend)
     ctx = Ctx(live="a", live_gpus=1, released="gone", num_gpus=tiny.num_gpus,
               num_pods=tiny.num_pods, snapshot=engine.snapshot())
-    # set_cap re-inserts a job on failure, which reorders the listing (an engine bug,
-    # see test_failed_set_cap_keeps_job_order); everything else must be identical
-    ordered = not row.name.startswith("set_cap")
-    before = _state(engine, ordered=ordered)
+    before = _state(engine)
     with pytest.raises(row.error) as info:
         row.call(engine, ctx)
     assert isinstance(info.value, GpuschedError)
     message = str(info.value).lower()
     missing = [w for w in row.words if w.lower() not in message]
     assert not missing, f"message {str(info.value)!r} lacks {missing}"
-    assert _state(engine, ordered=ordered) == before
+    assert _state(engine) == before
     check_engine(engine)
     # and the engine still works after the error
     assert engine.place(Job("after", 1)) is not None
@@ -95,9 +92,6 @@ def test_set_cap_that_breaks_a_row_changes_nothing(tiny, backend):
     check_engine(engine)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (reported to the lead): a failed "
-                   "set_cap re-inserts the job at the end, so placements()/snapshot() "
-                   "change order")
 def test_failed_set_cap_keeps_job_order(tiny, backend):
     engine = _loaded_engine(tiny, backend)
     before = _state(engine)
