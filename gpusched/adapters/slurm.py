@@ -153,13 +153,21 @@ def compress_hostlist(names: Iterable[str]) -> str:
     """
     groups: dict[tuple[str, str, int], set[int]] = {}
     plain: set[str] = set()
+    split: list[tuple[str, str, str]] = []
+    padded: set[tuple[str, str, int]] = set()
     for name in names:
         match = _TRAILING_NUMBER.match(name)
         if match is None:
             plain.add(name)
             continue
         prefix, digits, suffix = match.groups()
-        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
+        split.append((prefix, digits, suffix))
+        if digits.startswith("0") and len(digits) > 1:
+            padded.add((prefix, suffix, len(digits)))
+    for prefix, digits, suffix in split:
+        # "1000" joins the gpu[0001-...] group of width 4: Slurm pads a range to the
+        # width of its lower bound, so gpu[0999-1000] expands to both names.
+        width = len(digits) if (prefix, suffix, len(digits)) in padded else 0
         groups.setdefault((prefix, suffix, width), set()).add(int(digits))
     parts = sorted(plain)
     for (prefix, suffix, width), numbers in sorted(groups.items()):
