@@ -686,6 +686,31 @@ cdef class EngineCore:
                 self.slack[self.rack_rows[k]] -= sign * self.rack_coef[k] * delta
         self.free_gpus_total -= sign * gpus_per_node * n_nodes
 
+    cdef int c_place(self, int gpus, int max_cap, int min_cap, index_t pod,
+                     index_t* nodes_out, index_t* n_nodes_out) noexcept nogil:
+        """Place a job given by numbers only; returns its cap, or -1 if it does not fit.
+
+        The caller guarantees what place() would check: 1 <= gpus <= cluster GPUs, whole
+        nodes above G, caps inside the power model's range, pod < num_pods (-1: any).
+        nodes_out must hold gpus / G + 1 entries.
+        """
+        cdef SearchResult res = self.c_search(gpus, max_cap, min_cap, pod)
+        cdef index_t i
+        cdef int gpn = gpus if gpus <= self.G else self.G
+        if res.status != FOUND:
+            n_nodes_out[0] = 0
+            return -1
+        for i in range(res.n_nodes):
+            nodes_out[i] = self.out_nodes[i]
+        n_nodes_out[0] = res.n_nodes
+        self.c_commit(nodes_out, res.n_nodes, gpn, res.cap_w, 1)
+        return res.cap_w
+
+    cdef void c_release(self, const index_t* nodes, index_t n_nodes, int gpus,
+                        int cap_w) noexcept nogil:
+        """Give back what c_place returned for a job of ``gpus`` GPUs at ``cap_w``."""
+        self.c_commit(nodes, n_nodes, gpus if gpus <= self.G else self.G, cap_w, -1)
+
     # ==================================================================================
     # Public hot path
     # ==================================================================================

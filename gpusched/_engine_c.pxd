@@ -92,10 +92,22 @@ cdef class EngineCore:
     cdef units_t[::1] row_used           # _spread_at's per-row use at the target cap
     cdef index_t[::1] used_rows          # rows with row_used != 0
 
+    # ---- the C-level API (no Python objects; call with or without the GIL) ----------
+    # c_search finds nodes and a cap for a job and writes the nodes, ascending, to
+    # out_nodes[:result.n_nodes]; it changes nothing.  c_commit takes (sign=+1) or gives
+    # back (sign=-1) gpus_per_node GPUs at cap_w on nodes.  c_place and c_release wrap
+    # the two for a caller that keeps its own job table: their placements count in
+    # every row and in free_gpus(), but are not in jobs() or snapshot().  The caller
+    # must hold no other reference into out_nodes across calls, and must serialise its
+    # calls with Python-level ones (the EngineLock, or a single thread).
     cdef SearchResult c_search(self, int gpus, int max_cap, int min_cap,
                                index_t pod) noexcept nogil
     cdef void c_commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
                        int cap_w, int sign) noexcept nogil
+    cdef int c_place(self, int gpus, int max_cap, int min_cap, index_t pod,
+                     index_t* nodes_out, index_t* n_nodes_out) noexcept nogil
+    cdef void c_release(self, const index_t* nodes, index_t n_nodes, int gpus,
+                        int cap_w) noexcept nogil
 
     # internals (declared here because every cdef method of a class with a .pxd must be)
     cdef void bit_set(self, int f, index_t n) noexcept nogil
