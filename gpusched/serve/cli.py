@@ -63,10 +63,15 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(service, token=token, k8s_open=args.k8s_open)
     # Bind the socket ourselves so --port 0 can report the port it got before serving.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only when it does,
+    # and without it Nagle's algorithm and delayed ACKs add ~40 ms to every reply.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
+        # Listen now, so clients that read the line below can connect at once (the
+        # kernel queues them until uvicorn's loop accepts).
+        sock.listen(2048)
     except OSError as exc:
         service.close()
         print(f"gpusched serve: cannot listen on {args.host}:{args.port}: {exc.strerror}",

@@ -1,0 +1,124 @@
+"""Load test of ``gpusched serve`` on loopback: place+release pairs per second, latency.
+
+Starts the real server (``python -m gpusched.cli serve``) on 127.0.0.1 with a port the
+OS picks and a fresh state directory, then drives it with C concurrent keep-alive
+connections, each sending place, then release, of an 8-GPU job, for a fixed number of
+pairs in all.  Every reply is journaled and fsynced before it is sent, so this measures
+the durable path; concurrent requests share an fsync (group commit).  The client is a
+minimal HTTP/1.1 writer on asyncio streams, so that client overhead does not hide the
+server's (both run on the same machine).
+
+    python benchmarks/bench_serve.py                       # concurrency 1, 8, 32
+    python benchmarks/bench_serve.py --pairs 4000 --concurrency 16 --json
+
+It prints numbers and asserts none (target: >= 2,000 pairs/s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def start_server(state_dir: str, cluster: str, backend: str | None) -> tuple[subprocess.Popen, int]:
+    command = [sys.executable, "-m", "gpusched.cli", "serve", "--cluster", cluster,
+               "--state", state_dir, "--port", "0", "--host", "127.0.0.1"]
+    if backend:
+        command += ["--backend", backend]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if "listening on http://" in line:
+            return proc, int(line.rsplit(":", 1)[1].split()[0].strip("/"))
+    raise SystemExit(f"the server did not start (exit {proc.wait()})")
+
+
+async def request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                  body: bytes) -> tuple[int, bytes]:
+    writer.write(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, await reader.readexactly(length)
+
+
+async def worker(port: int, worker_id: int, pairs: int, latencies_s: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in range(pairs):
+            job_id = f"w{worker_id}-{i}"
+            start = time.perf_counter()
+            status, body = await request(reader, writer, "/v1/place", json.dumps(
+                {"job": {"id": job_id, "gpus": 8, "min_cap_w": 400}}).encode())
+            if status != 200 or not json.loads(body)["placed"]:
+                raise SystemExit(f"place {job_id} failed: {status} {body[:200]!r}")
+            status, body = await request(reader, writer, "/v1/release",
+                                         json.dumps({"job_id": job_id}).encode())
+            if status != 200:
+                raise SystemExit(f"release {job_id} failed: {status} {body[:200]!r}")
+            latencies_s.append(time.perf_counter() - start)
+    finally:
+        writer.close()
+
+
+async def drive(port: int, pairs: int, concurrency: int) -> dict[str, float]:
+    latencies_s: list[float] = []
+    share = [pairs // concurrency + (1 if i < pairs % concurrency else 0)
+             for i in range(concurrency)]
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(port, i, n, latencies_s) for i, n in enumerate(share)))
+    elapsed_s = time.perf_counter() - start
+    ordered = sorted(latencies_s)
+    return {"concurrency": concurrency, "pairs": pairs, "elapsed_s": round(elapsed_s, 3),
+            "pairs_per_s": round(pairs / elapsed_s, 1),
+            "requests_per_s": round(2 * pairs / elapsed_s, 1),
+            "p50_pair_ms": round(statistics.median(ordered) * 1e3, 3),
+            "p99_pair_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+                                 * 1e3, 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=3000)
+    parser.add_argument("--concurrency", default="1,8,32",
+                        help="comma list of concurrent connections")
+    parser.add_argument("--cluster", default="colossus-100k")
+    parser.add_argument("--backend", default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="gpusched-bench-") as state_dir:
+        proc, port = start_server(state_dir, args.cluster, args.backend)
+        try:
+            asyncio.run(drive(port, min(200, args.pairs), 4))  # warm-up
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                results.append(asyncio.run(drive(port, args.pairs, concurrency)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    if args.json:
+        print(json.dumps({"cluster": args.cluster, "cpus": os.cpu_count(),
+                          "results": results}, indent=1))
+        return 0
+    print(f"gpusched serve on 127.0.0.1, {args.cluster}, {os.cpu_count()} CPUs; "
+          "place+release of 8-GPU jobs, each reply fsynced")
+    print(f"{'conns':>6}{'pairs':>8}{'pairs/s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    for r in results:
+        print(f"{r['concurrency']:>6}{r['pairs']:>8}{r['pairs_per_s']:>10,.0f}"
+              f"{r['requests_per_s']:>10,.0f}{r['p50_pair_ms']:>9.2f}{r['p99_pair_ms']:>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
