@@ -257,3 +257,74 @@ def test_lower_case_keys_are_accepted_like_go_does(make):
     lower = {"pod": args["Pod"], "nodenames": args["NodeNames"]}
     result = client.post("/v1/k8s/filter", json=lower).json()
     assert len(result["NodeNames"]) == 4
+
+
+# ---- binding through the API server -------------------------------------------------
+
+class FakeApiServer:
+    """A loopback HTTP server that records POSTed Bindings and answers a set status."""
+
+    def __init__(self, status: int = 201) -> None:
+        import http.server
+        import threading
+
+        self.status = status
+        self.requests: list[tuple[str, dict, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the stdlib's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, body, self.headers.get("Authorization")))
+                reply = json.dumps({"kind": "Status", "code": outer.status}).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [201, 409])
+def test_bind_posts_a_binding_to_the_api_server(tmp_path, cluster, clock, status):
+    from gpusched.serve.k8s import ApiServerBinder
+
+    api = FakeApiServer(status)
+    try:
+        binder = ApiServerBinder(api.url, token="sa-token")
+        service = PlacementService(cluster, tmp_path / "s", gang_timeout_s=60, clock=clock,
+                                   binder=binder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client = TestClient(create_app(service))
+        with client:
+            node = client.post("/v1/k8s/filter",
+                               json=pod_args("p-0", gang="p", size="1")).json()["NodeNames"][0]
+            result = client.post("/v1/k8s/bind", json=bind_args("p-0", node)).json()
+            path, body, auth = api.requests[0]
+            assert path == "/api/v1/namespaces/training/pods/p-0/binding"
+            assert body == {"apiVersion": "v1", "kind": "Binding",
+                            "metadata": {"name": "p-0", "namespace": "training",
+                                         "uid": "uid-p-0"},
+                            "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+            assert auth == "Bearer sa-token"
+            gang = client.get("/v1/k8s/gangs").json()["gangs"][0]
+            if status == 201:
+                assert result == {"Error": ""} and gang["complete"]
+            else:  # refused: the slot is free again, and stays free after a restart
+                assert "409" in result["Error"] and gang["bound"] == {}
+        again = PlacementService(cluster, tmp_path / "s", clock=clock)
+        assert again.gangs.reservations["training/p"].complete == (status == 201)
+        again.close()
+    finally:
+        api.close()

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -72,7 +73,8 @@ def create_app(service: PlacementService, *, token: str | None = None,
     Operation = Callable[[Any], "tuple[Any, int] | Any"]
 
     def endpoint(op: Operation, *, mutating: bool, durable: bool, k8s: bool = False,
-                 has_body: bool = True) -> Callable[[Request], Awaitable[Response]]:
+                 has_body: bool = True, threaded: bool = False
+                 ) -> Callable[[Request], Awaitable[Response]]:
         guarded = mutating and not (k8s and k8s_open)
 
         async def handle(request: Request) -> Response:
@@ -86,7 +88,10 @@ def create_app(service: PlacementService, *, token: str | None = None,
                                                "restart the server to recover from disk",
                                       "field": None}, status_code=503)
                 body = parse_json(await request.body()) if has_body else None
-                result = op(body) if has_body else op()  # type: ignore[call-arg]
+                if threaded:  # it may wait on the network: keep the event loop free
+                    result = await run_in_threadpool(op, body)
+                else:
+                    result = op(body) if has_body else op()  # type: ignore[call-arg]
                 seq = 0
                 if durable:
                     result, seq = result
@@ -143,7 +148,8 @@ def create_app(service: PlacementService, *, token: str | None = None,
               methods=["POST"]),
         Route("/v1/k8s/prioritize", endpoint(k8s.prioritize, mutating=False, durable=False,
                                              k8s=True), methods=["POST"]),
-        Route("/v1/k8s/bind", endpoint(k8s.bind, mutating=True, durable=True, k8s=True),
+        Route("/v1/k8s/bind", endpoint(k8s.bind, mutating=True, durable=True, k8s=True,
+                                       threaded=service.gangs.binder is not None),
               methods=["POST"]),
         Route("/v1/k8s/gangs", gangs, methods=["GET"]),
     ]

@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="journal entries between snapshots")
     parser.add_argument("--gang-timeout-s", type=float, default=300.0,
                         help="seconds a Kubernetes gang has to bind all its pods")
+    parser.add_argument("--kube-api", default=None, metavar="URL|in-cluster",
+                        help="bind k8s pods through this API server (the bind verb); "
+                             "'in-cluster' uses the pod's service account. Without it, "
+                             "bind only books the pod's slot in its gang reservation")
+    parser.add_argument("--kube-token-file", default=None,
+                        help="bearer token file for --kube-api URL")
+    parser.add_argument("--kube-ca-file", default=None, help="CA bundle for --kube-api URL")
     parser.add_argument("--backend", choices=available_backends(), default=None)
     parser.add_argument("--log-level", default="warning",
                         choices=["critical", "error", "warning", "info", "debug"])
@@ -56,10 +63,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"gpusched serve: --port {args.port} must be in 0..65535", file=sys.stderr)
         return 2
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    from .k8s import ApiServerBinder
+
+    binder = None
+    if args.kube_api == "in-cluster":
+        binder = ApiServerBinder.in_cluster()
+    elif args.kube_api:
+        kube_token = None
+        if args.kube_token_file:
+            with open(args.kube_token_file, encoding="utf-8") as f:
+                kube_token = f.read().strip()
+        binder = ApiServerBinder(args.kube_api, token=kube_token, ca_file=args.kube_ca_file)
     cluster = Cluster.resolve(args.cluster)
     service = PlacementService(cluster, args.state, backend=args.backend,
                                snapshot_every=args.snapshot_every,
-                               gang_timeout_s=args.gang_timeout_s)
+                               gang_timeout_s=args.gang_timeout_s, binder=binder)
     app = create_app(service, token=token, k8s_open=args.k8s_open)
     # Bind the socket ourselves so --port 0 can report the port it got before serving.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
