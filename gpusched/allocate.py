@@ -458,7 +458,6 @@ class _Model:
             if site.class_spannable[k]:
                 zone_span_nodes[site.class_zone[k]] += (site.class_nodes[k]
                                                         * site.class_count[k])
-        self.small_classes: set[int] = set()
         for a, jc in enumerate(order):
             places: list[tuple[int, int]] = []
             for k in range(site.num_classes):
@@ -477,12 +476,9 @@ class _Model:
                                             "can power")
                 continue
             for kind, place in places:
-                if kind == 0 and jc.size < G:
-                    # jobs of less than a node may leave one node per pod part-filled
-                    self.small_classes.add(place)
                 for level, cap in enumerate(jc.caps):
                     if jc.gpus <= G:
-                        pw = jc.gpus * (cap - idle) + busy * jc.size / G
+                        pw = jc.gpus * (cap - idle) + busy
                     else:
                         pw = jc.nodes * (busy + G * (cap - idle))
                     var_jc.append(a)
@@ -502,10 +498,7 @@ class _Model:
         span_zones = set(self.var_place[self.var_kind == 1].tolist())
         self.u_classes = [k for k in range(site.num_classes)
                           if site.class_spannable[k] and site.class_zone[k] in span_zones]
-        # h[k]: members of pod class k hosting jobs of less than a node (each may be
-        # left with one part-filled node whose busy step the per-GPU share misses)
-        self.h_classes = sorted(self.small_classes)
-        n_u = len(self.u_classes) + len(self.h_classes)
+        n_u = len(self.u_classes)
         self.n_y, self.n_u = n_y, n_u
         n = n_y + n_u
         rows: list[np.ndarray] = []
@@ -547,13 +540,6 @@ class _Model:
                     c = np.append(c, u_index[k])
                     v = np.append(v, cap)
                 add_row(c, v, float(cap * site.class_count[k]), f"class-{k}-size-{size}")
-        # h[k] counts the pods of class k with sub-node jobs: y_small <= jobs * h[k]
-        h_index = {k: n_y + len(self.u_classes) + i for i, k in enumerate(self.h_classes)}
-        for k in self.h_classes:
-            idx = np.flatnonzero(on_class & (self.var_place == k) & (var_size < site.G))
-            total = float(sum(len(order[a].jobs) for a in set(self.var_jc[idx].tolist())))
-            add_row(np.append(idx, h_index[k]), np.append(np.ones(idx.size), -total), 0.0,
-                    f"class-{k}-small-hosts")
         # spanning jobs take whole reserved pods of their zone
         for z in sorted(span_zones):
             idx = np.flatnonzero((self.var_kind == 1) & (self.var_place == z))
@@ -569,10 +555,19 @@ class _Model:
         class_of_pod = np.zeros(site.cluster.num_pods, dtype=np.int64)
         for k, pods in enumerate(site.class_pods):
             class_of_pod[pods] = k
-        reserve_w = site.power.busy_step_w
         self.power_rows: list[int] = []
         candidate_rows = list(site.zone_rows) + sorted(
             i for rows_ in site.binding_pod_rows.values() for i in rows_)
+        # Rows that load every place alike are parallel (a hall's switchboard and its
+        # cooling plant, both coefficient 1): only the tightest of them can bind.
+        tightest: dict[tuple, int] = {}
+        for i in candidate_rows:
+            coef_pod = site.row_pod_coef[i]
+            signature = tuple(sorted(coef_pod.items()))
+            j = tightest.get(signature)
+            if j is None or site.slack_w[i] < site.slack_w[j]:
+                tightest[signature] = i
+        candidate_rows = sorted(tightest.values())
         for i in candidate_rows:
             coef_pod = site.row_pod_coef[i]
             coef_class = np.zeros(site.num_classes)
@@ -597,14 +592,10 @@ class _Model:
             worst = np.zeros(len(order))
             np.maximum.at(worst, self.var_jc[idx], load)
             counts = np.array([len(jc.jobs) for jc in order], dtype=float)
-            hosts = [k for k in self.h_classes if coef_class[k] > 0]
-            reserve = sum(coef_class[k] * reserve_w * site.class_count[k] for k in hosts)
-            if float((worst * counts).sum()) + reserve <= limit:
+            if float((worst * counts).sum()) <= limit:
                 continue
             self.power_rows.append(i)
-            add_row(np.append(idx, [h_index[k] for k in hosts]),
-                    np.append(load, [coef_class[k] * reserve_w for k in hosts]), limit,
-                    cluster_c.names[i])
+            add_row(idx, load, limit, cluster_c.names[i])
         self.n_rows = r
         if r:
             self.A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows),
@@ -615,8 +606,7 @@ class _Model:
         self.c = np.concatenate([-self.var_value, np.zeros(n_u)])
         self.var_ub = np.concatenate([
             np.array([len(order[a].jobs) for a in var_jc], dtype=float),
-            site.class_count[self.u_classes].astype(float),
-            site.class_count[self.h_classes].astype(float)])
+            site.class_count[self.u_classes].astype(float)])
 
     def item_size(self, jc: _JobClass, k: int) -> int:
         """GPUs job class ``jc`` counts for in pod class ``k``'s capacity rows.
@@ -636,7 +626,8 @@ class _Model:
 
     # ---- solving ----------------------------------------------------------------------
 
-    def solve(self, time_limit_s: float, mip_rel_gap: float, exact_max_vars: int) -> "_Result":
+    def solve(self, time_limit_s: float, mip_rel_gap: float, exact_max_vars: int,
+              extra: int = 50) -> "_Result":
         """LP relaxation and fixing first, then the full MILP if it is small enough.
 
         Both are exact solves of the same model; the better incumbent and the tighter
@@ -659,24 +650,33 @@ class _Model:
         small = n <= min(exact_max_vars, 600)
         if not small:
             t = time.perf_counter()
-            lp = milp(self.c, constraints=cons, bounds=Bounds(np.zeros(n), self.var_ub),
-                      integrality=np.zeros(n),
-                      options={"time_limit": max(0.05, deadline - time.perf_counter())})
+            lp = linprog(self.c, A_ub=self.A if self.n_rows else None,
+                         b_ub=self.ub if self.n_rows else None,
+                         bounds=np.column_stack([np.zeros(n), self.var_ub]), method="highs",
+                         # presolve costs more than it saves on this wide, shallow LP
+                         options={"time_limit": max(0.05, deadline - time.perf_counter()),
+                                  "presolve": False})
             stats["lp_s"] = round(time.perf_counter() - t, 3)
             if lp.x is not None:
                 if lp.status == 0:
                     bound = -lp.fun
                 t = time.perf_counter()
-                allowed = self._neighbourhood(lp.x)
-                x = self._round(lp.x, allowed)
-                best_x, best_value = x, float(-self.c @ x)
-                stats["round_s"] = round(time.perf_counter() - t, 3)
-                stats["round_value"] = round(best_value, 3)
-                t = time.perf_counter()
-                x = self._fix(lp.x, allowed, mip_rel_gap, deadline, stats)
+                # reduced costs: how far each variable is from being worth taking
+                duals = (lp.ineqlin.marginals if self.n_rows and lp.status == 0
+                         else np.zeros(self.n_rows))
+                reduced = self.c - self.A.T @ duals if self.n_rows else self.c.copy()
+                allowed = self._neighbourhood(lp.x, reduced, extra)
+                # the restricted MILP gets a budget of its own: its first incumbents can
+                # be poor, and half a second more usually brings it within 0.1%
+                x = self._fix(lp.x, allowed, mip_rel_gap,
+                              time.perf_counter() + time_limit_s, stats)
                 stats["fix_s"] = round(time.perf_counter() - t, 3)
-                if x is not None and float(-self.c @ x) >= best_value:
-                    best_x, best_value = x, float(-self.c @ x)
+                if x is None:
+                    # no incumbent in time: round the LP instead (always feasible)
+                    t = time.perf_counter()
+                    x = self._round(lp.x, allowed, reduced)
+                    stats["round_s"] = round(time.perf_counter() - t, 3)
+                best_x, best_value = x, float(-self.c @ x)
         lp_gap = (bound - best_value) / max(bound, 1e-9) if math.isfinite(bound) else 1.0
         if (n <= exact_max_vars and lp_gap > mip_rel_gap
                 and (small or deadline - time.perf_counter() > 0.05)):
@@ -705,8 +705,14 @@ class _Model:
             status = "optimal" if optimal else "no-solution"
         return _Result(self, best_x, status, bound, best_method, stats)
 
-    def _neighbourhood(self, x_lp: np.ndarray) -> np.ndarray:
-        """Job variables in the LP's support, and the neighbouring cap levels of each."""
+    def _neighbourhood(self, x_lp: np.ndarray, reduced: np.ndarray,
+                       extra: int) -> np.ndarray:
+        """Job variables free in the restricted MILP.
+
+        The LP's support, the neighbouring cap levels of each of its variables, and the
+        ``extra`` variables outside it with the smallest reduced cost (the ones closest
+        to being worth taking: they fill the room a rounded-out job leaves).
+        """
         support = np.flatnonzero(x_lp[:self.n_y] > 1e-6)
         key = {(int(self.var_jc[v]), int(self.var_kind[v]), int(self.var_place[v]),
                 int(self.var_level[v])): int(v) for v in range(self.n_y)}
@@ -718,22 +724,39 @@ class _Model:
                 w = key.get((a, kind, place, other))
                 if w is not None:
                     allowed.add(w)
+        outside = np.setdiff1d(np.arange(self.n_y), np.fromiter(allowed, dtype=np.int64,
+                                                                  count=len(allowed)))
+        if extra > 0 and outside.size:
+            take = outside[np.argsort(reduced[outside], kind="stable")[:extra]]
+            allowed.update(take.tolist())
         return np.array(sorted(allowed), dtype=np.int64)
 
-    def _round(self, x_lp: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    def _round(self, x_lp: np.ndarray, allowed: np.ndarray,
+               reduced: np.ndarray) -> np.ndarray:
         """A feasible integer point near the LP optimum, fast (the fallback incumbent).
 
-        Job variables are rounded down and the reserved-pod and host counts up; while a
-        row is broken, the cheapest job variable in it gives one job back; then jobs are
-        added greedily, most valuable first, wherever every row still holds.
+        Job variables are rounded down; each zone then reserves the fewest whole pods
+        its spanning jobs need; while a row is broken, the cheapest job variable in it
+        gives one job back; then jobs are added greedily wherever every row still
+        holds, smallest reduced cost first (the LP's prices say which are worth most
+        for the power and room they take).
         """
         n = self.n_y + self.n_u
-        y = slice(0, self.n_y)
         x = np.zeros(n)
-        x[y] = np.floor(x_lp[y] + 1e-9)
-        x[self.n_y:] = np.minimum(np.ceil(x_lp[self.n_y:] - 1e-9), self.var_ub[self.n_y:])
+        x[:self.n_y] = np.floor(x_lp[:self.n_y] + 1e-9)
         if not self.n_rows:
             return x
+        site = self.site
+        spanning = self.var_kind == 1
+        for z in set(self.var_place[spanning].tolist()):
+            on_z = np.flatnonzero(spanning & (self.var_place == z))
+            need = float(sum(self.job_classes[self.var_jc[v]].nodes * x[v] for v in on_z))
+            for i, k in enumerate(self.u_classes):
+                if site.class_zone[k] != z or need <= 0:
+                    continue
+                take = min(int(site.class_count[k]), math.ceil(need / site.class_nodes[k]))
+                x[self.n_y + i] = take
+                need -= take * site.class_nodes[k]
         A = self.A.tocsc()
         load = self.A @ x
         value = -self.c
@@ -744,24 +767,41 @@ class _Model:
             row = self.A.getrow(broken[0])
             candidates = [v for v, a in zip(row.indices, row.data)
                           if v < self.n_y and a > 0 and x[v] > 0]
-            if not candidates:  # only reserved pods are short: give up the reserve
-                x[self.n_y:] = self.var_ub[self.n_y:]
-                load = self.A @ x
-                if (load > self.ub + 1e-6).any():
-                    return np.zeros(n)
-                break
+            if not candidates:
+                return np.zeros(n)
             v = min(candidates, key=lambda v: value[v])
             x[v] -= 1
             load -= A.getcol(v).toarray().ravel()
-        # greedy fill, most valuable first, over the LP's neighbourhood
-        for v in allowed[np.argsort(-value[allowed])]:
-            if x[v] >= self.var_ub[v]:
-                continue
-            col = A.indices[A.indptr[v]:A.indptr[v + 1]]
-            data = A.data[A.indptr[v]:A.indptr[v + 1]]
-            if (data > 0).any() and np.all(load[col] + data <= self.ub[col] + 1e-6):
+        # greedy fill over the LP's neighbourhood, most attractive at the LP's prices
+        # first; a spanning job may reserve more whole pods of its zone to fit
+        u_of_zone: dict[int, list[int]] = defaultdict(list)
+        for i, k in enumerate(self.u_classes):
+            u_of_zone[int(site.class_zone[k])].append(self.n_y + i)
+
+        def column(v: int) -> tuple[np.ndarray, np.ndarray]:
+            return A.indices[A.indptr[v]:A.indptr[v + 1]], A.data[A.indptr[v]:A.indptr[v + 1]]
+
+        for v in allowed[np.argsort(reduced[allowed], kind="stable")]:
+            rows_v, data_v = column(v)
+            while x[v] < self.var_ub[v]:
+                trial = load.copy()
+                trial[rows_v] += data_v
+                extra: list[int] = []
+                if self.var_kind[v] == 1:
+                    # reserve whole pods until the zone's spanning row holds again
+                    for w in u_of_zone[int(self.var_place[v])]:
+                        rows_w, data_w = column(w)
+                        while (np.any(trial[rows_w] > self.ub[rows_w] + 1e-6)
+                               and np.any(data_w < 0)
+                               and x[w] + len(extra) < self.var_ub[w]):
+                            trial[rows_w] += data_w
+                            extra.append(w)
+                if np.any(trial > self.ub + 1e-6):
+                    break
                 x[v] += 1
-                load[col] += data
+                for w in extra:
+                    x[w] += 1
+                load = trial
         return x
 
     def _fix(self, x_lp: np.ndarray, allowed: np.ndarray, mip_rel_gap: float,
