@@ -315,15 +315,15 @@ class SiteModel:
                 raise ModelViolation(f"gang {placement} uses {len(racks_used)} racks of pod {p};"
                                      f" {fewest} would do")
         else:
-            fewest, left = 0, k
-            for e in sorted(empty_in_pod, reverse=True):
-                if left <= 0:
-                    break
-                fewest += 1
-                left -= e
-            if len(pods_used) != fewest:
-                raise ModelViolation(f"gang {placement} spans {len(pods_used)} pods; {fewest} "
-                                     "would do")
+            # No pod holds it: pods are taken whole (skipping any that would break a row,
+            # so not always the fewest pods) and the remainder goes in one more pod.
+            taken = [0] * self.num_pods
+            for n in nodes:
+                taken[self.node_pod[n]] += 1
+            partial = [p for p in pods_used if taken[p] != empty_in_pod[p]]
+            if len(partial) > 1:
+                raise ModelViolation(f"gang {placement} takes part of pods {partial}; only "
+                                     "the remainder pod may be partial")
         self.check_cap(nodes, self.G, max_cap, min_cap, placement.cap_w, used, cap_sum)
 
     def check_cap(self, nodes: tuple[int, ...], gpus_per_node: int, max_cap: int,

@@ -12,15 +12,19 @@ NODE_FULL_W = 2800 + 8 * 700
 
 @st.composite
 def cluster_specs(draw, max_pods: int = 6, max_racks_per_pod: int = 4,
-                  max_nodes_per_rack: int = 8):
+                  max_nodes_per_rack: int = 8, spread_tightness: bool = False):
     """A valid spec dict: 1..max_pods pods, liquid and air racks, loose to tight limits.
 
     Each limit is idle power plus a drawn fraction (0.05 to 1.3) of the headroom full
-    power would need, so some clusters take everything and some almost nothing.
+    power would need, so some clusters take everything and some almost nothing.  With
+    many limits the tightest one is usually near 0.05; ``spread_tightness=True`` first
+    draws a floor for the fraction (0.05, 0.3, 0.6 or 0.9), so loose clusters where big
+    gangs fit come up as often as tight ones.
     """
     n_pods = draw(st.integers(1, max_pods))
     n_halls = draw(st.integers(1, min(2, n_pods)))
-    tightness = st.floats(0.05, 1.3)
+    floor = draw(st.sampled_from([0.05, 0.3, 0.6, 0.9])) if spread_tightness else 0.05
+    tightness = st.floats(floor, 1.3)
     spec = {"name": "drawn", "halls": [], "rows": [], "pods": [], "racks": []}
     hall_idle = [0.0] * n_halls
     hall_full = [0.0] * n_halls

@@ -1,0 +1,363 @@
+"""A hypothesis state machine that drives the Cython core and the pure-Python twin in lockstep.
+
+Each run draws a cluster (1 to 6 pods, racks of 1 to 8 nodes, liquid and air, limits
+from loose to so tight that little fits) and then a sequence of operations: place with
+and without a pod hint (sometimes after ``explain``), ``place_many``, release, release of
+an unknown or released id, place of a duplicate id, ``set_cap``, snapshot and restore
+(the run continues on the restored engines, each restored from the *other* twin's
+snapshot), a row of the bad-input table, and releasing everything.
+
+After every step:
+- both twins returned the same thing, or raised the same error with the same message;
+- both hold the same state, down to every derived index (``_index_state()``);
+- the independent model (``tests/model.py``, no engine code) recomputes GPU use per node
+  and rack power from its own ledger of placements and checks GPU capacity, every row of
+  A·P <= b, and the engines' views.  For jobs of 8 GPUs or fewer it also says, by brute
+  force over every node, exactly which node and cap ``place`` must return; for gangs it
+  checks whole empty nodes, the pod rules, the fewest racks and the highest cap.
+Releasing everything returns each engine to the state of a fresh one.
+
+Without the compiled core (``GPUSCHED_NO_EXTENSIONS=1``) the lockstep test skips and the
+same machine runs the Python twin alone against the model.  ``tests/test_fuzz_finds_bugs.py``
+subclasses :class:`EngineMachine` with deliberately broken twins.
+
+Run it longer with ``HYPOTHESIS_PROFILE=long`` (a soak of 30 minutes or more).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import pytest
+from hypothesis import event, note, strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
+                                 rule)
+
+from gpusched import Cluster, Engine, Job
+from gpusched.engine import available_backends
+from gpusched.errors import (DuplicateJobError, GpuschedError, PlacementError,
+                             UnknownJobError)
+
+from .bad_inputs import BAD_CALLS, Ctx
+from .model import Live, ModelViolation, SiteModel
+from .strategies import cluster_specs, jobs
+
+HAVE_CYTHON = "cython" in available_backends()
+
+
+class TwinMismatch(AssertionError):
+    """The two twins answered differently."""
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
+    """('ok', value) or ('error', type, message): comparable across twins."""
+    try:
+        return ("ok", call())
+    except GpuschedError as exc:
+        return ("error", type(exc), str(exc))
+
+
+def _view(engine: Engine, ordered: bool = True) -> Any:
+    snap = engine.snapshot()
+    if not ordered:
+        snap["jobs"].sort(key=lambda entry: entry["job"]["id"])
+    return json.dumps(snap, sort_keys=True), engine._index_state()
+
+
+class EngineMachine(RuleBasedStateMachine):
+    """Both twins (or the Python twin alone) against each other and the model.
+
+    Subclasses set ``python_engine`` to another engine class (a planted bug) and
+    ``use_cython`` to compare against the compiled core or only against the model.
+    """
+
+    #: Engine class standing in for the pure-Python twin; None means the real one.
+    python_engine: type | None = None
+    #: Drive the compiled core as well (when it is built).
+    use_cython: bool = HAVE_CYTHON
+    #: Check against the independent model; off only to show what the twin comparison
+    #: catches by itself (tests/test_fuzz_finds_bugs.py).
+    check_model: bool = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engines: dict[str, Engine] = {}
+        self.serial = 0
+        self.released: list[str] = []
+
+    # ---- engines --------------------------------------------------------------------
+
+    def _new(self, backend: str) -> Engine:
+        if backend == "python" and self.python_engine is not None:
+            return self.python_engine(self.cluster)
+        return Engine(self.cluster, backend=backend)
+
+    def _restored(self, backend: str, snapshot: dict[str, Any]) -> Engine:
+        if backend == "python" and self.python_engine is not None:
+            engine = self.python_engine(self.cluster)
+            engine.load_snapshot(snapshot)
+            return engine
+        return Engine.restore(self.cluster, snapshot, backend=backend)
+
+    def _each(self, call: Callable[[Engine], Any]) -> tuple[Any, ...]:
+        """Run ``call`` on every engine; the outcomes must be identical.  Returns one."""
+        outcomes = {name: _outcome(lambda e=engine: call(e))
+                    for name, engine in self.engines.items()}
+        first, *rest = outcomes.values()
+        for other in rest:
+            if other != first:
+                raise TwinMismatch(f"twins differ: {outcomes}")
+        return first
+
+    def _unchanged(self, call: Callable[[Engine], Any], *, ordered: bool = True) -> tuple:
+        """Run ``call`` (which must fail or be read-only); every engine's state is kept."""
+        before = {name: _view(e, ordered) for name, e in self.engines.items()}
+        outcome = self._each(call)
+        for name, engine in self.engines.items():
+            if _view(engine, ordered) != before[name]:
+                raise ModelViolation(f"{name}: state changed by {outcome}")
+        return outcome
+
+    @property
+    def live(self) -> list[str]:
+        return list(self.model.ledger)
+
+    def _next_id(self) -> str:
+        self.serial += 1
+        return f"j{self.serial}"
+
+    # ---- set-up ---------------------------------------------------------------------
+
+    @initialize(spec=cluster_specs(spread_tightness=True))
+    def build(self, spec: dict[str, Any]) -> None:
+        self.cluster = Cluster.from_dict(spec)
+        note(f"cluster: {self.cluster!r}")
+        self.model = SiteModel(self.cluster.to_dict())
+        if self.check_model:
+            self.model.check_constraints(self.cluster)
+        names = ["python"] + (["cython"] if self.use_cython else [])
+        self.engines = {name: self._new(name) for name in names}
+        self.fresh = {name: _view(Engine(self.cluster, backend="python"))[1]
+                      for name in names}
+
+    def _draw_job(self, data: st.DataObject) -> Job:
+        # gangs of 2 nodes up to half the cluster (at least 2), so that several fit
+        max_gpus = self.model.G * max(2, min(32, self.cluster.num_nodes // 2))
+        job = data.draw(jobs(self._next_id(), max_gpus=max_gpus), label="job")
+        if job.gpus > self.cluster.num_gpus:  # a one-node cluster has no room for gangs
+            job = job.replace(gpus=self.model.G)
+        return job
+
+    def _draw_pod(self, data: st.DataObject) -> Any:
+        pod = data.draw(st.one_of(st.none(), st.integers(0, self.cluster.num_pods - 1)),
+                        label="pod")
+        if pod is not None and data.draw(st.booleans(), label="pod by name"):
+            return self.cluster.pod_names[pod]
+        return pod
+
+    # ---- rules ----------------------------------------------------------------------
+
+    @rule(data=st.data(), explain_first=st.booleans())
+    def place(self, data: st.DataObject, explain_first: bool) -> None:
+        job = self._draw_job(data)
+        pod = self._draw_pod(data)
+        pod_index = (None if pod is None else
+                     pod if isinstance(pod, int) else self.cluster.pod_names.index(pod))
+        G = self.model.G
+        small = (self.model.expect_small(job.gpus, job.max_cap_w, job.min_cap_w, pod_index)
+                 if job.gpus <= G and self.check_model else None)
+        if explain_first:
+            kind, why = self._unchanged(lambda e: e.explain(job, pod))[:2]
+            assert kind == "ok", why
+            note(f"explain -> {why}")
+            if small is not None and why.status != small[0]:
+                raise ModelViolation(f"explain says {why.status}, the model {small}")
+            if (job.gpus > G and self.check_model
+                    and self.model.gang_status(job.gpus, pod_index) == "no-capacity"):
+                assert why.status == "no-capacity", why
+        outcome = self._each(lambda e: e.place(job, pod))
+        assert outcome[0] == "ok", outcome
+        placement = outcome[1]
+        note(f"place {job!r} pod={pod!r} -> {placement!r}")
+        if explain_first and self.check_model:
+            if why.placeable != (placement is not None) or (
+                    placement is not None
+                    and (why.nodes, why.cap_w) != (placement.nodes, placement.cap_w)):
+                raise ModelViolation(f"explain said {why}, place gave {placement}")
+        self._check_and_record(job, pod_index, placement, small, "place")
+
+    def _check_and_record(self, job: Job, pod_index: int | None, placement: Any,
+                          small: tuple | None, label: str) -> None:
+        """Hold ``placement`` to the model (state before it), then add it to the ledger."""
+        if small is not None:
+            status, nodes, cap = small
+            got = None if placement is None else (placement.nodes, placement.cap_w)
+            want = None if status != "placeable" else (nodes, cap)
+            if got != want or (placement is not None and placement.gpus_per_node != job.gpus):
+                raise ModelViolation(f"{job!r} pod={pod_index!r}: engine {placement}, the "
+                                     f"model says {status} {want}")
+        elif placement is not None and self.check_model:
+            self.model.check_gang(job.gpus, job.max_cap_w, job.min_cap_w, pod_index, placement)
+        size = "small" if job.gpus <= self.model.G else "gang"
+        result = ("refused" if placement is None else
+                  "capped" if placement.cap_w < job.max_cap_w else "placed")
+        event(f"{label} {size}: {result}")
+        if placement is not None:
+            self._record(job, placement)
+
+    def _record(self, job: Job, placement: Any) -> None:
+        self.model.ledger[job.id] = Live(job.gpus, job.max_cap_w, job.min_cap_w,
+                                         tuple(placement.nodes), placement.gpus_per_node,
+                                         placement.cap_w)
+
+    @rule(data=st.data(), n=st.integers(1, 8))
+    def place_many(self, data: st.DataObject, n: int) -> None:
+        # bursts fill the cluster, where caps step down and rows bind
+        batch = [self._draw_job(data) for _ in range(n)]
+        pod = self._draw_pod(data)
+        outcome = self._each(lambda e: e.place_many(batch, pod))
+        assert outcome[0] == "ok", outcome
+        note(f"place_many {batch} pod={pod!r} -> {outcome[1]}")
+        pod_index = (None if pod is None else
+                     pod if isinstance(pod, int) else self.cluster.pod_names.index(pod))
+        # place_many is place in a loop: replay it through the model one job at a time
+        for job, placement in zip(batch, outcome[1]):
+            small = (self.model.expect_small(job.gpus, job.max_cap_w, job.min_cap_w, pod_index)
+                     if job.gpus <= self.model.G and self.check_model else None)
+            self._check_and_record(job, pod_index, placement, small, "place_many")
+
+    @precondition(lambda self: self.engines and self.model.ledger)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.live), label="release")
+        outcome = self._each(lambda e: e.release(job_id))
+        assert outcome[0] == "ok", outcome
+        live = self.model.ledger.pop(job_id)
+        got = outcome[1]
+        if self.check_model and (got.job_id, got.nodes, got.gpus_per_node, got.cap_w) != (
+                job_id, live.nodes, live.gpus_per_node, live.cap_w):
+            raise ModelViolation(f"release({job_id!r}) returned {got}, placed as {live}")
+        self.released.append(job_id)
+
+    @precondition(lambda self: self.engines)
+    @rule(data=st.data())
+    def release_unknown(self, data: st.DataObject) -> None:
+        choices = [st.just("never-placed"), st.integers(-5, 5), st.none()]
+        if self.released:
+            choices.append(st.sampled_from(self.released))  # a release twice
+        job_id = data.draw(st.one_of(choices), label="unknown id")
+        outcome = self._unchanged(lambda e: e.release(job_id))
+        assert outcome[0] == "error" and outcome[1] is UnknownJobError, outcome
+
+    @precondition(lambda self: self.engines and self.model.ledger)
+    @rule(data=st.data())
+    def place_duplicate(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.live), label="duplicate")
+        job = Job(job_id, 1)
+        outcome = self._unchanged(lambda e: e.place(job))
+        assert outcome[0] == "error" and outcome[1] is DuplicateJobError, outcome
+
+    @precondition(lambda self: self.engines and self.model.ledger)
+    @rule(data=st.data())
+    def set_cap(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(self.live), label="set_cap id")
+        live = self.model.ledger[job_id]
+        cap = data.draw(st.integers(live.min_cap_w - 30, live.max_cap_w + 30), label="cap_w")
+        if not self.check_model:
+            outcome = self._each(lambda e: e.set_cap(job_id, cap))
+            if outcome[0] == "ok":
+                self.model.ledger[job_id] = Live(live.gpus, live.max_cap_w, live.min_cap_w,
+                                                 live.nodes, live.gpus_per_node, cap)
+            return
+        fits = live.min_cap_w <= cap <= live.max_cap_w and self.model.fits_after(job_id, cap)
+        if fits:
+            outcome = self._each(lambda e: e.set_cap(job_id, cap))
+            if outcome[0] != "ok":
+                raise ModelViolation(f"set_cap({job_id!r}, {cap}) refused: {outcome}; the "
+                                     "model says every row holds")
+            self.model.ledger[job_id] = Live(live.gpus, live.max_cap_w, live.min_cap_w,
+                                             live.nodes, live.gpus_per_node, cap)
+            event("set_cap: changed")
+        else:
+            event("set_cap: refused")
+            # a failed set_cap reorders the job listing (engine bug, see test_bad_input)
+            outcome = self._unchanged(lambda e: e.set_cap(job_id, cap), ordered=False)
+            if outcome[0] != "error" or outcome[1] is not PlacementError:
+                raise ModelViolation(f"set_cap({job_id!r}, {cap}) gave {outcome}; the model "
+                                     "says a row breaks or the cap is out of range")
+
+    @precondition(lambda self: self.engines)
+    @rule(json_round_trip=st.booleans())
+    def snapshot_and_restore(self, json_round_trip: bool) -> None:
+        snaps = {name: e.snapshot() for name, e in self.engines.items()}
+        if len({json.dumps(s, sort_keys=True) for s in snaps.values()}) != 1:
+            raise TwinMismatch(f"snapshots differ: {snaps}")
+        names = list(self.engines)
+        for i, name in enumerate(names):
+            # each twin restores from the other twin's snapshot
+            snap = snaps[names[(i + 1) % len(names)]]
+            if json_round_trip:
+                snap = json.loads(json.dumps(snap))
+            self.engines[name] = self._restored(name, snap)
+
+    @precondition(lambda self: self.engines)
+    @rule(data=st.data())
+    def bad_call(self, data: st.DataObject) -> None:
+        rows = [r for r in BAD_CALLS
+                if self.model.ledger or not any(w in r.name for w in
+                                                ("duplicate", "set_cap below", "set_cap NaN",
+                                                 "tampered"))]
+        row = data.draw(st.sampled_from(rows), label="bad call")
+        some = next(iter(self.model.ledger), "nothing-placed")
+        ctx = Ctx(live=some, live_gpus=0, released=self.released[-1] if self.released
+                  else "never-placed", num_gpus=self.cluster.num_gpus,
+                  num_pods=self.cluster.num_pods,
+                  snapshot=next(iter(self.engines.values())).snapshot())
+        outcome = self._unchanged(lambda e: row.call(e, ctx),
+                                  ordered=not row.name.startswith("set_cap"))
+        assert outcome[0] == "error" and issubclass(outcome[1], row.error), (row.name, outcome)
+
+    @precondition(lambda self: self.engines and self.model.ledger)
+    @rule()
+    def release_everything(self) -> None:
+        ids = self.live
+        outcome = self._each(lambda e: e.release_many(ids))
+        assert outcome[0] == "ok", outcome
+        self.released.extend(ids)
+        self.model.ledger.clear()
+        for name, engine in self.engines.items():
+            if self.check_model and engine._index_state() != self.fresh[name]:
+                raise ModelViolation(f"{name}: after releasing every job the engine is not "
+                                     "equal to a fresh one")
+            assert engine.snapshot()["jobs"] == [] and len(engine) == 0
+
+    # ---- after every step -----------------------------------------------------------
+
+    @invariant()
+    def twins_agree_and_model_holds(self) -> None:
+        if not self.engines:
+            return
+        views = {name: (e._index_state(), [p.to_dict() for p in e.placements()],
+                        [j.to_dict() for j in e.jobs()]) for name, e in self.engines.items()}
+        first, *rest = views.values()
+        for other in rest:
+            if other != first:
+                raise TwinMismatch(f"twin states differ: {views}")
+        if self.check_model:
+            for engine in self.engines.values():
+                self.model.check_engine(engine)
+
+
+TestTwinsInLockstep = pytest.mark.skipif(
+    not HAVE_CYTHON, reason="compiled core not built; the Python twin is fuzzed alone "
+    "against the model by TestPythonTwinAgainstModel")(EngineMachine.TestCase)
+
+
+class PythonAloneMachine(EngineMachine):
+    use_cython = False
+
+
+TestPythonTwinAgainstModel = pytest.mark.skipif(
+    HAVE_CYTHON, reason="with the compiled core built, the lockstep machine already checks "
+    "the Python twin against the model")(PythonAloneMachine.TestCase)

@@ -1,0 +1,114 @@
+"""The state machine catches real bugs: each one is planted in a subclass of the Python twin.
+
+The bugs live here, in the test, never in the package:
+
+- a release that frees one GPU too few;
+- a skipped row check (the search ignores the rack-feed rows);
+- a tie broken the other way (among nodes that allow the same cap, the last one wins);
+- a cap step of 50 W instead of 25 W.
+
+Each buggy twin is run through :class:`tests.test_engine_stateful.EngineMachine` with the
+``ci`` profile's settings (shrinking off: finding is the claim, and a shrunk example
+is not needed here), twice: against the independent model alone (no compiled core),
+and against the real Cython twin alone (model checks off).  The test asserts the run
+fails with the detector's own error, so it proves both detectors find every bug.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from gpusched._engine_py import FOUND, NO_CAPACITY, NO_POWER
+from gpusched.engine import _PythonEngine
+
+from .model import ModelViolation
+from .test_engine_stateful import HAVE_CYTHON, EngineMachine, TwinMismatch
+
+
+class ReleasesOneGpuTooFew(_PythonEngine):
+    """release() gives back every GPU but one: the first node keeps one at the job's cap."""
+
+    def release(self, job_id):
+        with self._lock:
+            placement = super().release(job_id)
+            self._commit(placement.nodes[:1], 1, placement.cap_w, +1)
+            return placement
+
+
+class SkipsRackFeedRows(_PythonEngine):
+    """The search never looks at rack-feed rows (commits still count them)."""
+
+    def __init__(self, cluster):
+        super().__init__(cluster)
+        kinds = cluster.constraints.kinds
+        self._rows_checked = [[(row, coef) for row, coef in rows if kinds[row] != "rack-feed"]
+                              for rows in self._rack_rows]
+
+    def _search(self, gpus, max_cap, min_cap, pod):
+        all_rows, self._rack_rows = self._rack_rows, self._rows_checked
+        try:
+            return super()._search(gpus, max_cap, min_cap, pod)
+        finally:
+            self._rack_rows = all_rows
+
+
+class BreaksTiesTheOtherWay(_PythonEngine):
+    """Among candidate nodes that allow the same cap, the *last* in locality order wins."""
+
+    def _search_node(self, g, max_cap, min_cap, pod):
+        best_cap, best_node, best_row, first_row = -1, -1, -1, -2
+        for f in range(g, self._G + 1):
+            for n in self._nodes_with_free(f, pod):
+                cap, row = self._rack_cap(self._node_rack[n], g, f == self._G, max_cap,
+                                          min_cap)
+                if first_row == -2:
+                    first_row = row
+                if cap > 0 and cap >= best_cap:  # the bug: >= instead of >
+                    best_cap, best_node, best_row = cap, n, row
+        if best_node < 0:
+            return (NO_CAPACITY, -1, [], -1) if first_row == -2 else (NO_POWER, -1, [], first_row)
+        return FOUND, best_cap, [best_node], best_row
+
+
+class Steps50Watts(_PythonEngine):
+    """Walks the cap down in 50 W steps instead of 25 W."""
+
+    def __init__(self, cluster):
+        super().__init__(cluster)
+        self._cap_step_w = 50
+
+
+BUGS = [ReleasesOneGpuTooFew, SkipsRackFeedRows, BreaksTiesTheOtherWay, Steps50Watts]
+
+HUNT = settings(settings.get_profile("ci"), database=None, report_multiple_bugs=False,
+                phases=[Phase.explicit, Phase.generate], print_blob=False,
+                suppress_health_check=list(HealthCheck))
+
+
+def _machine(bug: type, *, against: str) -> type:
+    return type(f"{bug.__name__}Machine", (EngineMachine,), {
+        "python_engine": bug,
+        "use_cython": against == "cython",
+        "check_model": against == "model",
+    })
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=[b.__name__ for b in BUGS])
+def test_model_finds_planted_bug(bug):
+    with pytest.raises(ModelViolation):
+        run_state_machine_as_test(_machine(bug, against="model"), settings=HUNT)
+
+
+@pytest.mark.skipif(not HAVE_CYTHON, reason="needs the compiled core")
+@pytest.mark.parametrize("bug", BUGS, ids=[b.__name__ for b in BUGS])
+def test_cython_twin_finds_planted_bug(bug):
+    with pytest.raises(TwinMismatch):
+        run_state_machine_as_test(_machine(bug, against="cython"), settings=HUNT)
+
+
+def test_real_twin_passes_the_same_hunt():
+    """The control: the same settings find nothing in the real Python twin."""
+    run_state_machine_as_test(_machine(_PythonEngine, against="model"),
+                              settings=settings(HUNT, max_examples=30))
