@@ -337,3 +337,26 @@ def test_journal_write_requires_recover(tmp_path):
     with pytest.raises(RuntimeError):
         journal.write({"op": "release", "job_id": "x"})
     journal.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gpusched.allocate") is None,
+                    reason="gpusched.allocate is not in this tree")
+def test_allocate_and_rebalance_apply_are_journaled(tmp_path, array, backend):
+    service = PlacementService(array, tmp_path / "s", backend=backend)
+    with TestClient(create_app(service, token=TOKEN, close_on_shutdown=False)) as client:
+        queue = [{"id": f"q{i}", "gpus": g, "min_cap_w": 300}
+                 for i, g in enumerate([64, 64, 128, 8, 8, 256])]
+        reply = client.post("/v1/allocate", json={"queue": queue, "time_limit_s": 5,
+                                                  "apply": True}, headers=AUTH)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["applied"] and set(body["placements"]) <= {j["id"] for j in queue}
+        assert set(body["placements"]) == {p.job_id for p in service.engine.placements()}
+        plan = client.post("/v1/rebalance-caps", json={"apply": True}, headers=AUTH)
+        assert plan.status_code == 200, plan.text
+        caps = {p.job_id: p.cap_w for p in service.engine.placements()}
+        assert all(caps[j] == c for j, c in plan.json()["cap_w"].items())
+    check_engine(service.engine)
+    service.journal.sync()
+    again = PlacementService(array, crash_copy(service, tmp_path, "copy"), backend=backend)
+    assert again.engine.snapshot() == service.engine.snapshot()

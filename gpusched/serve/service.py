@@ -351,9 +351,11 @@ class PlacementService:
                     placed = allocate.apply(self.engine, allocation)
                 except (PlacementError, JobError) as exc:
                     raise RequestError(409, f"the allocation does not apply: {exc}") from None
-                by_id = {j.id: j for j in queue}
+                # apply() places each job with its planned cap as max_cap_w: journal
+                # the job as the engine holds it, so replay rebuilds the same state.
+                held = {j.id: j for j in self.engine.jobs() if j.id in placed}
                 for job_id, placement in placed.items():
-                    seq = self.record_place(by_id[job_id], placement)
+                    seq = self.record_place(held[job_id], placement)
                 reply["applied"] = True
                 reply["placements"] = {j: self._placement_dict(p) for j, p in placed.items()}
         return reply, seq
