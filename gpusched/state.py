@@ -34,7 +34,9 @@ STATE_FORMAT = 1
 
 
 def _canonical(snapshot: dict[str, Any]) -> bytes:
-    return json.dumps(snapshot, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    # allow_nan=False: NaN and Infinity are not JSON, and a state file never holds them
+    return json.dumps(snapshot, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
 
 
 def encode_state(snapshot: dict[str, Any]) -> bytes:
@@ -48,19 +50,27 @@ def decode_state(data: bytes, source: str = "state") -> dict[str, Any]:
     """The snapshot inside state-file bytes; SnapshotError if truncated or edited."""
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise SnapshotError(f"{source} is not a complete gpusched state file (truncated or "
                             f"corrupted): {exc}") from None
+    except RecursionError:  # thousands of nested brackets: garbage, not a state file
+        raise SnapshotError(f"{source} is not a gpusched state file: nested too deeply "
+                            "to be one") from None
     if not isinstance(doc, dict) or set(doc) != {"gpusched_state", "sha256", "snapshot"}:
         raise SnapshotError(f"{source} is not a gpusched state file: expected the keys "
                             "gpusched_state, sha256 and snapshot")
-    if doc["gpusched_state"] != STATE_FORMAT:
+    # `type(...) is int`: JSON true would otherwise pass as format 1
+    if type(doc["gpusched_state"]) is not int or doc["gpusched_state"] != STATE_FORMAT:
         raise SnapshotError(f"{source} has state format {doc['gpusched_state']!r}; this "
                             f"version reads format {STATE_FORMAT}")
     snapshot = doc["snapshot"]
     if not isinstance(snapshot, dict):
         raise SnapshotError(f"{source}: snapshot must be an object")
-    if hashlib.sha256(_canonical(snapshot)).hexdigest() != doc["sha256"]:
+    try:
+        digest = hashlib.sha256(_canonical(snapshot)).hexdigest()
+    except (ValueError, RecursionError) as exc:  # NaN is not canonical JSON; deep nesting
+        raise SnapshotError(f"{source}: snapshot cannot be checksummed: {exc}") from None
+    if digest != doc["sha256"]:
         raise SnapshotError(f"{source} fails its checksum: it was edited or corrupted "
                             "after it was written")
     return snapshot
