@@ -301,11 +301,14 @@ class PlacementService:
         self.check("RebalanceRequest", body)
         allocate = self._allocate_module()
         apply = bool(body.get("apply", False))
-        with self.lock:
-            plan = allocate.rebalance_caps(self.engine, apply=False)
-            reply = _plain(plan)
-            seq = 0
-            if apply:
+        # The LP runs outside the service lock (the engine's own lock guards its reads),
+        # so places and releases go on meanwhile; the caps are then set under the lock,
+        # each one checked against the state of that moment.
+        plan = allocate.rebalance_caps(self.engine, apply=False)
+        reply = _plain(plan)
+        seq = 0
+        if apply:
+            with self.lock:
                 seq = self._apply_caps(dict(getattr(plan, "cap_w", {}) or {}))
         reply["applied"] = apply
         return reply, seq
@@ -339,13 +342,15 @@ class PlacementService:
         if len({j.id for j in queue}) != len(queue):
             raise RequestError(422, "job ids in the queue must be distinct", "body.queue")
         time_limit_s = float(body.get("time_limit_s", 1.0))
+        # The MILP takes up to time_limit_s: solve outside the service lock (places and
+        # releases go on), then apply under it; apply() refuses, and reports, any job
+        # whose planned spot was taken meanwhile.
+        try:
+            allocation = allocate.allocate(self.engine, queue, time_limit_s=time_limit_s)
+        except GpuschedError as exc:
+            raise _job_error(exc, "body.queue") from None
+        seq = 0
         with self.lock:
-            try:
-                allocation = allocate.allocate(self.engine, queue, time_limit_s=time_limit_s)
-            except GpuschedError as exc:
-                raise _job_error(exc, "body.queue") from None
-            reply: dict[str, Any] = {"allocation": _plain(allocation), "applied": False}
-            seq = 0
             if body.get("apply"):
                 try:
                     placed = allocate.apply(self.engine, allocation)
@@ -356,7 +361,10 @@ class PlacementService:
                 held = {j.id: j for j in self.engine.jobs() if j.id in placed}
                 for job_id, placement in placed.items():
                     seq = self.record_place(held[job_id], placement)
-                reply["applied"] = True
+            # after apply: it adds the jobs it could not place to allocation.dropped
+            reply: dict[str, Any] = {"allocation": _plain(allocation),
+                                     "applied": bool(body.get("apply"))}
+            if body.get("apply"):
                 reply["placements"] = {j: self._placement_dict(p) for j, p in placed.items()}
         return reply, seq
 
