@@ -128,7 +128,7 @@ def reduction_gaps(seeds: list[int]) -> list[dict]:
     small = Cluster.preset("colossus-100k", scale=0.05, facility_mw=80)
     for seed in seeds:
         engine = Engine(small)
-        queue = [j for j in queue_asking(0.05 * 120e6, seed) if j.gpus <= 512][:40]
+        queue = [j for j in make_queue(200, seed) if j.gpus <= 512][:40]
         exact = allocate(engine, queue, time_limit_s=60, mip_rel_gap=1e-6, aggregate=False,
                          exact_max_vars=10**9)
         agg = allocate(engine, queue, time_limit_s=60, mip_rel_gap=1e-6,

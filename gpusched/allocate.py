@@ -16,15 +16,14 @@ point, so the objective uses s(cap) exactly at the grid points; this is the chor
 (piecewise-linear) form of the concave s with breakpoints on the 25 W grid.
 
 *Power.*  Admitting a job adds, per node, ``busy_step_w + gpus_per_node * (cap -
-gpu_idle_w)`` W for a job of whole nodes (it takes empty nodes).  A job of 1..8 GPUs adds
-``gpus * (cap - gpu_idle_w)`` plus a share ``busy_step_w * r / 8`` of a node's busy step,
-r being its size rounded up to a power of two: with sizes that divide each other and
-placement largest first, every node the queue opens is full except at most one per
-pod, so a reserve of one ``busy_step_w`` per pod class member that may host small jobs
-makes this an upper bound on what the engine will add.  Every row is charged with
-coefficient max(A[i, r] for r in the pod): exact for rows whose coefficient is uniform
-over the pod (busways, switchboards, cooling plants, the facility), conservative
-otherwise (thermal rows over part of a pod).
+gpu_idle_w)`` W for a job of whole nodes (it takes empty nodes).  A job of 1..8 GPUs is
+charged ``gpus * (cap - gpu_idle_w) + busy_step_w``: the busy step counted always, which
+over-counts when it lands on a node already busy (conservative, never short).  Every
+row is charged with coefficient max(A[i, r] for r in the pod): exact for rows whose
+coefficient is uniform over the pod (busways, switchboards, cooling plants, the
+facility), conservative otherwise (thermal rows over part of a pod).  Rows that load
+every pod alike (a hall's switchboard and its cooling plant) are parallel; only the
+tightest is kept.
 
 *Rows, by where they sit.*  A row touching two or more pods (hall, hall cooling,
 facility, multi-pod thermal) is a *zone row*; pods in the same zone rows form a zone
@@ -37,11 +36,14 @@ first, then partly used ones).  Rows that cannot bind even if the whole queue ra
 highest cap in the place that loads them most are dropped from the model (in
 colossus-100k: every busway and rack row of an empty site).
 
-*Capacity, exactly, by size class.*  Sizes are rounded up to powers of two (GPUs below
-a node, nodes above).  Items whose sizes divide each other pack into bins iff, for
-every size s, the items of size >= s fit in ``sum over bins of s * floor(free / s)``
-(first-fit decreasing attains it); so one row per size class and pod class expresses
-node capacity and free GPUs on partly used nodes exactly, for the rounded sizes.
+*Capacity, by size class.*  Sizes are rounded up to powers of two (GPUs below a node,
+nodes above; in a class of a single pod whole-node jobs keep their exact size, since
+for one bin the sum is exact).  For items whose sizes divide each other, "for every
+size s, the items of size >= s fit in ``sum over bins of s * floor(free / s)``" is
+necessary, and first-fit decreasing -- optimal for divisible sizes (Coffman, Garey
+and Johnson, J. Complexity 1987) -- packs whatever meets it; so one row per size
+class and pod class expresses node capacity and the free GPUs of partly used nodes.
+The tests check that :func:`apply` places every job admitted.
 
 *Pod classes (exact aggregation).*  Pods equal in state (usable empty nodes, the free
 GPUs of their usable partly used nodes), in zone and with no binding pod row are
@@ -55,11 +57,17 @@ placed on those nodes by :func:`apply` with the engine's checked ``_apply``.
 sensitivity are interchangeable too: one integer variable per (job class, place,
 level), bounded by the class's count; the earliest jobs of a class are admitted first.
 
-*When it is still too big.*  Above ``exact_max_vars`` integer variables the model is
-solved by LP relaxation and fixing: the LP (HiGHS) gives the bound; every variable the
-LP sets integral is fixed there, every fractional one is left free in
-``[floor, ceil]``, and a much smaller MILP finishes (method ``"lp-fix"``).  The gap is
-always measured against the LP bound, so the reported gap is honest for every method.
+*When it is still too big.*  Above 600 integer variables the LP relaxation is solved
+first (``linprog``, HiGHS): it gives the bound, and its reduced costs.  A restricted
+MILP then keeps free only the LP's support, the neighbouring cap level on either side of
+each variable in it, and the 50 variables outside it with the smallest reduced cost
+(the ones closest to paying for the room a rounded-out job leaves); everything else is
+fixed at 0 (method ``"lp-fix"``, relax-and-fix).  A vertex of the LP has at most as many
+fractional job classes as binding coupling rows, so that MILP is small.  If it finds
+nothing in time, the LP point is rounded (down for jobs, whole pods up for spanning
+jobs) and filled greedily by reduced cost.  Up to ``exact_max_vars`` variables the full
+MILP also runs, in the time left, and the better incumbent is kept.  The gap is always
+against the best bound (LP or MILP dual bound), so it is honest for every method.
 
 Everything the MILP admits is placed by :func:`apply` in the order of ``admitted``
 (spanning jobs, then whole-node jobs largest first, then small jobs largest first); a
@@ -363,7 +371,7 @@ class _JobClass:
 
 def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 1.0,
              mip_rel_gap: float = 1e-3, aggregate: bool = True,
-             exact_max_vars: int = 4_000, seed: int = 0) -> Allocation:
+             exact_max_vars: int = 4_000) -> Allocation:
     """Decide which queued jobs to admit, where and at which cap (MILP, HiGHS).
 
     Parameters
@@ -373,16 +381,17 @@ def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 1.0,
     queue : sequence of Job
         Jobs waiting, in priority (FIFO) order; ties in the optimum favour earlier jobs.
     time_limit_s : float, default 1.0
-        Wall-time limit of the solver (HiGHS), per MILP.
+        Wall-time budget of the solves (HiGHS).  The LP relaxation and the full MILP
+        share it; the restricted MILP of the LP-and-fix path gets a budget of its own,
+        so a large queue may take up to about twice this, plus model building.
     mip_rel_gap : float, default 1e-3
         Relative gap at which HiGHS stops.
     aggregate : bool, default True
         Aggregate interchangeable pods and jobs into classes (exact); False gives the
         one-variable-per-pod-and-job model, for measuring.
     exact_max_vars : int, default 4,000
-        Above this many integer variables, solve by LP relaxation then fixing.
-    seed : int
-        HiGHS random seed (unused by scipy < 1.15; kept for reproducible runs).
+        Up to this many integer variables the full MILP runs too (after LP-and-fix when
+        the model has more than 600); 0 forces LP-and-fix alone.
 
     Returns
     -------
@@ -671,11 +680,16 @@ class _Model:
                 x = self._fix(lp.x, allowed, mip_rel_gap,
                               time.perf_counter() + time_limit_s, stats)
                 stats["fix_s"] = round(time.perf_counter() - t, 3)
-                if x is None:
-                    # no incumbent in time: round the LP instead (always feasible)
+                fix_value = -1.0 if x is None else float(-self.c @ x)
+                if fix_value < (1 - 10 * max(mip_rel_gap, 1e-4)) * bound:
+                    # no incumbent in time, or a poor one: round the LP too (fast,
+                    # always feasible) and keep the better
                     t = time.perf_counter()
-                    x = self._round(lp.x, allowed, reduced)
+                    rounded = self._round(lp.x, allowed, reduced)
                     stats["round_s"] = round(time.perf_counter() - t, 3)
+                    if float(-self.c @ rounded) > fix_value:
+                        x = rounded
+                        stats["kept"] = "rounding"
                 best_x, best_value = x, float(-self.c @ x)
         lp_gap = (bound - best_value) / max(bound, 1e-9) if math.isfinite(bound) else 1.0
         if (n <= exact_max_vars and lp_gap > mip_rel_gap
