@@ -1,0 +1,221 @@
+"""The discrete-event core: a heap of events and the loop that replays them on an Engine.
+
+Events are arrivals, finishes and allocation rounds.  All events at one instant are
+taken together (finishes first, so their GPUs are free for the arrivals), then the
+policy schedules once, then the metrics sample the new state, which holds until the
+next instant.  Nothing random happens here: one input, one output.
+
+A job's run time at cap p is ``duration_s / s(p)`` (``gpusched.power.throughput``).
+Its cap may change while it runs (``rebalance_caps``); the work it has left is then
+carried over and its finish event is re-pushed.  Stale finish events are recognised by
+a version number and skipped (lazy deletion keeps the heap simple).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..job import Job, Placement
+from ..power import throughput
+from .traces import TraceJob
+
+if TYPE_CHECKING:
+    from ..cluster import Cluster
+    from ..engine import Engine
+    from .metrics import Recorder
+    from .policies import Policy
+
+__all__ = ["EventQueue", "SimJob", "Simulator", "FINISH", "ARRIVAL", "ROUND"]
+
+# Kinds, in the order they are handled at one instant.
+FINISH = 0
+ARRIVAL = 1
+ROUND = 2
+
+
+class EventQueue:
+    """A min-heap of ``(time_s, kind, seq, payload, version)``; ``seq`` keeps ties stable."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, Any, int]] = []
+        self._seq = 0
+
+    def push(self, time_s: float, kind: int, payload: Any = None, version: int = 0) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (time_s, kind, self._seq, payload, version))
+
+    def pop(self) -> tuple[float, int, Any, int]:
+        time_s, kind, _, payload, version = heapq.heappop(self._heap)
+        return time_s, kind, payload, version
+
+    def peek_time(self) -> float:
+        return self._heap[0][0] if self._heap else math.inf
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+@dataclass(slots=True, eq=False)
+class SimJob:
+    """A job's life in the simulation: queued, then running at a cap, then done."""
+
+    spec: TraceJob
+    job: Job
+    start_s: float = math.nan
+    finish_s: float = math.nan
+    cap_w: int = 0
+    speed: float = 0.0          # s(cap_w): work seconds done per second
+    work_left_s: float = 0.0    # run time left at s = 1, as of last_s
+    last_s: float = 0.0
+    version: int = 0
+    first_cap_w: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def gpus(self) -> int:
+        return self.spec.gpus
+
+
+class Simulator:
+    """Replays ``jobs`` on ``cluster`` under ``policy`` until ``horizon_s``.
+
+    Policies act through :meth:`start`, :meth:`set_cap`, :meth:`sync_caps` and
+    :meth:`request_round`, and read :attr:`engine`, :attr:`queue` (waiting jobs in
+    arrival order) and :attr:`running`.
+    """
+
+    def __init__(self, cluster: "Cluster", jobs: list[TraceJob], policy: "Policy",
+                 recorder: "Recorder", *, horizon_s: float,
+                 progress: Callable[[float], None] | None = None) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.engine: "Engine" = policy.make_engine(cluster)
+        self.recorder = recorder
+        self.horizon_s = float(horizon_s)
+        self.progress = progress
+        self.events = EventQueue()
+        self.queue: list[SimJob] = []
+        self.running: dict[str, SimJob] = {}
+        self.done: list[SimJob] = []
+        self.all_jobs: list[SimJob] = []
+        self.now = 0.0
+        self.rate_gpus = 0.0   # sum over running jobs of gpus * s(cap)
+        self.round_pending = False
+        self.finished_since_round = 0
+        #: Bumped whenever the engine's state changes, so the recorder can skip instants
+        #: that changed nothing (an arrival that only joins the queue).
+        self.state_version = 0
+        self._tdp_w = cluster.power.gpu_tdp_w
+        self._speeds: dict[tuple[int, float], float] = {}
+        for spec in jobs:
+            if spec.submit_s >= self.horizon_s:
+                continue
+            job = Job(spec.id, spec.gpus, max_cap_w=spec.max_cap_w,
+                      min_cap_w=spec.min_cap_w, weight=spec.weight,
+                      sensitivity=spec.sensitivity)
+            sim_job = SimJob(spec, job)
+            self.all_jobs.append(sim_job)
+            self.events.push(spec.submit_s, ARRIVAL, sim_job)
+
+    # ---- what policies call --------------------------------------------------------
+
+    def _speed(self, sim_job: SimJob, cap_w: int) -> float:
+        key = (cap_w, sim_job.spec.sensitivity)
+        speed = self._speeds.get(key)
+        if speed is None:  # few distinct caps: compute each s(cap) once
+            speed = self._speeds[key] = float(throughput(cap_w, key[1], self._tdp_w))
+        return speed
+
+    def start(self, sim_job: SimJob, placement: Placement) -> None:
+        """Record that ``placement`` (already on the engine) starts ``sim_job`` now."""
+        sim_job.start_s = self.now
+        sim_job.cap_w = sim_job.first_cap_w = placement.cap_w
+        sim_job.speed = self._speed(sim_job, placement.cap_w)
+        sim_job.work_left_s = sim_job.spec.duration_s
+        sim_job.last_s = self.now
+        self.running[sim_job.id] = sim_job
+        self.state_version += 1
+        self.rate_gpus += sim_job.gpus * sim_job.speed
+        self.events.push(self.now + sim_job.work_left_s / sim_job.speed, FINISH, sim_job,
+                         sim_job.version)
+
+    def set_cap(self, sim_job: SimJob, cap_w: int) -> None:
+        """The running job's cap became ``cap_w`` (already applied on the engine)."""
+        if cap_w == sim_job.cap_w:
+            return
+        sim_job.work_left_s = max(0.0, sim_job.work_left_s
+                                  - (self.now - sim_job.last_s) * sim_job.speed)
+        sim_job.last_s = self.now
+        new_speed = self._speed(sim_job, cap_w)
+        self.rate_gpus += sim_job.gpus * (new_speed - sim_job.speed)
+        sim_job.cap_w, sim_job.speed = cap_w, new_speed
+        sim_job.version += 1
+        self.state_version += 1
+        self.events.push(self.now + sim_job.work_left_s / new_speed, FINISH, sim_job,
+                         sim_job.version)
+
+    def sync_caps(self) -> int:
+        """Read every running job's cap back from the engine; returns how many changed."""
+        changed = 0
+        for placement in self.engine.placements():
+            sim_job = self.running.get(placement.job_id)
+            if sim_job is not None and placement.cap_w != sim_job.cap_w:
+                self.set_cap(sim_job, placement.cap_w)
+                changed += 1
+        return changed
+
+    def request_round(self, time_s: float) -> None:
+        """Ask for an allocation round at ``time_s`` (one pending round at a time)."""
+        if not self.round_pending:
+            self.round_pending = True
+            self.events.push(max(time_s, self.now), ROUND)
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def _finish(self, sim_job: SimJob) -> None:
+        self.engine.release(sim_job.id)
+        del self.running[sim_job.id]
+        self.state_version += 1
+        self.rate_gpus -= sim_job.gpus * sim_job.speed
+        sim_job.finish_s = self.now
+        sim_job.work_left_s = 0.0
+        self.done.append(sim_job)
+        self.finished_since_round += 1
+
+    def run(self) -> None:
+        """Process events up to the horizon; the recorder sees every new state."""
+        events = self.events
+        self.recorder.sample(0.0, self)
+        tick = 0
+        while len(events) and events.peek_time() <= self.horizon_s:
+            self.now = now = events.peek_time()
+            reasons = 0
+            while events.peek_time() == now:
+                _, kind, payload, version = events.pop()
+                if kind == FINISH:
+                    if payload.version != version or payload.id not in self.running:
+                        continue  # superseded by a cap change
+                    self._finish(payload)
+                elif kind == ARRIVAL:
+                    self.queue.append(payload)
+                else:
+                    self.round_pending = False
+                reasons |= 1 << kind
+            self.policy.schedule(self, now, reasons)
+            self.recorder.sample(now, self)
+            tick += 1
+            if self.progress is not None and tick % 256 == 0:
+                self.progress(now)
+        if math.isfinite(self.horizon_s):
+            self.now = self.horizon_s
+        self.recorder.sample(self.now, self)
+        if self.progress is not None:
+            self.progress(self.now)

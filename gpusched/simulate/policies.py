@@ -1,0 +1,441 @@
+"""Scheduling policies: who starts when, at what cap.
+
+==============  ===============================================================================
+``fifo``        Arrival order with head-of-line blocking: start jobs from the front of the
+                queue and stop at the first one the engine cannot place (GPUs or power).
+``backfill``    EASY backfilling (Lifka 1995; Mu'alem and Feitelson 2001): like fifo, but
+                when the head is blocked it gets a reservation at the earliest time enough
+                GPUs free up, assuming every running job ends at start + its trace
+                duration (the estimate); later jobs may start now if they fit and either
+                end before that time or use only GPUs the head will not need.  The
+                reservation counts GPUs, not watts: the engine still refuses a start that
+                would break a power row.  At most ``depth`` queued jobs are tried per
+                pass (Slurm's ``bf_max_job_test`` plays the same role).
+``optimize``    Allocation rounds: ``gpusched.allocate.allocate`` + ``apply`` on the queue,
+                at most one round per ``round_interval_s`` of simulated time and only when
+                a job is queued (while hall and facility rows have 5 % spare, arrivals
+                start at once at full cap); ``rebalance_caps(engine, apply=True)`` at most
+                every ``rebalance_interval_s``, when no queued job could use the free
+                GPUs.  A job waiting over ``max_wait_s`` makes rounds offer only it.
+``oblivious``   The baseline without gpusched's power model: fifo order on an engine
+                whose cluster has every power and cooling limit lifted, so every job runs
+                at its ``max_cap_w``.  The metrics still check the real cluster's rows and
+                report what it would have broken.
+==============  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import math
+import os
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from ..cluster import Cluster
+from ..engine import Engine
+from ..errors import GpuschedError
+
+if TYPE_CHECKING:
+    from .events import SimJob, Simulator
+
+__all__ = ["Policy", "Fifo", "Backfill", "Optimize", "Oblivious", "POLICIES", "make_policy",
+           "lifted_cluster"]
+
+ARRIVED, FINISHED, ROUND = 1 << 1, 1 << 0, 1 << 2
+_LIFTED_W = 1e11  # 100 GW: no row of a real site binds; below the spec's 1 TW sanity bound
+
+
+class Policy:
+    """Base class: a policy builds its engine and starts jobs when asked to."""
+
+    name = "policy"
+    #: False only for the baseline that ignores the power model.
+    power_aware = True
+
+    def make_engine(self, cluster: Cluster) -> Engine:
+        return Engine(cluster)
+
+    def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def _start_in_order(sim: "Simulator") -> "list[SimJob]":
+    """Start jobs from the front of the queue until one does not fit (head-of-line)."""
+    engine = sim.engine
+    started = []
+    for sim_job in sim.queue:
+        if sim_job.gpus > engine.free_gpus():
+            break  # cheap refusal: the engine would say no-capacity
+        placement = engine.place(sim_job.job)
+        if placement is None:
+            break
+        sim.start(sim_job, placement)
+        started.append(sim_job)
+    if started:
+        del sim.queue[:len(started)]
+    return started
+
+
+class Fifo(Policy):
+    """First come, first served with head-of-line blocking."""
+
+    name = "fifo"
+
+    def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
+        if sim.queue:
+            _start_in_order(sim)
+
+
+class Backfill(Policy):
+    """EASY backfilling, trace duration as the run-time estimate."""
+
+    name = "backfill"
+
+    def __init__(self, depth: int = 200) -> None:
+        self.depth = depth
+        self._ends: list[tuple[float, str]] = []  # (estimated end, id) of running jobs
+        self._ends_of: dict[str, float] = {}
+        self._done_seen = 0
+
+    def _track(self, sim: "Simulator") -> None:
+        # Keep the sorted list of estimated ends in step with sim.running.
+        for sim_job in sim.done[self._done_seen:]:
+            end = self._ends_of.pop(sim_job.id)
+            del self._ends[bisect.bisect_left(self._ends, (end, sim_job.id))]
+        self._done_seen = len(sim.done)
+
+    def _started(self, sim_job: "SimJob", now: float) -> None:
+        end = now + sim_job.spec.duration_s
+        self._ends_of[sim_job.id] = end
+        bisect.insort(self._ends, (end, sim_job.id))
+
+    def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
+        self._track(sim)
+        if not sim.queue:
+            return
+        engine = sim.engine
+        for sim_job in _start_in_order(sim):
+            self._started(sim_job, now)
+        if not sim.queue:
+            return
+        head = sim.queue[0]
+        free = engine.free_gpus()
+        shadow_s, extra = math.inf, 0
+        if head.gpus <= sim.cluster.num_gpus:
+            avail = free
+            for end, job_id in self._ends:
+                avail += sim.running[job_id].gpus
+                if avail >= head.gpus:
+                    shadow_s, extra = max(end, now), avail - head.gpus
+                    break
+        kept = [head]
+        for i, sim_job in enumerate(sim.queue[1:], start=1):
+            if i > self.depth or free == 0:
+                kept.extend(sim.queue[i:])
+                break
+            ends_in_time = now + sim_job.spec.duration_s <= shadow_s
+            if sim_job.gpus <= free and (ends_in_time or sim_job.gpus <= extra):
+                placement = engine.place(sim_job.job)
+                if placement is not None:
+                    sim.start(sim_job, placement)
+                    self._started(sim_job, now)
+                    free = engine.free_gpus()
+                    if not ends_in_time:
+                        extra -= sim_job.gpus
+                    continue
+            kept.append(sim_job)
+        sim.queue[:] = kept
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "depth": self.depth}
+
+
+class Oblivious(Fifo):
+    """fifo on a copy of the cluster with every power and cooling limit lifted."""
+
+    name = "oblivious"
+    power_aware = False
+
+    def make_engine(self, cluster: Cluster) -> Engine:
+        return Engine(lifted_cluster(cluster))
+
+
+def lifted_cluster(cluster: Cluster) -> Cluster:
+    """The same racks, nodes and names with every limit at 100 GW (nothing binds).
+
+    Rack indices are unchanged, so rack powers from an engine on it can be checked
+    against the real ``cluster.constraints``.
+    """
+    spec = cluster.to_dict()
+    spec["name"] = f"{cluster.name} (limits lifted)"
+    spec["facility"]["it_limit_w"] = _LIFTED_W
+    for hall in spec["halls"]:
+        hall["switchboard_w"] = hall["cooling_w"] = _LIFTED_W
+    for row in spec["rows"]:
+        row["busway_w"] = _LIFTED_W
+    for rack in spec["racks"]:
+        for key in ("feed_w", "cdu_w", "residual_air_w", "air_cooling_w"):
+            if key in rack:
+                rack[key] = _LIFTED_W
+    for limit in spec.get("limits", []):
+        limit["limit"] = _LIFTED_W
+    return Cluster.from_dict(spec)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence C-level writes to fd 1 during a solve.
+
+    HiGHS's MIP solver prints debug lines (``HighsMipSolverData::...``) straight to the
+    process's stdout even with ``disp=False``; they would land in the CLI's table.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no real fd 1 (captured, closed)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class Optimize(Policy):
+    """Batched allocation rounds (``gpusched.allocate``) plus cap re-balancing.
+
+    Parameters
+    ----------
+    round_interval_s : float, default 900
+        At most one allocation round per this much simulated time.
+    rebalance_interval_s : float, default 10800
+        Re-balance running caps at most this often, and only when no queued job could
+        use the free GPUs (then the watts are better spent admitting it).
+    max_queue : int, default 500
+        The first jobs of the queue (arrival order) offered to one round.  ``allocate``
+        groups equal jobs into classes, so a long queue costs little.
+    time_limit_s : float, default 0.1
+        Solver time limit per round.
+    max_wait_s : float, default 3600
+        Once the oldest queued job has waited this long, rounds first offer it alone
+        and fits; while it does not, no other job starts (anti-starvation for
+        frontier gangs).
+    margin : float, default 0.05
+        While every hall, hall-cooling and facility row has more than this fraction of
+        its limit spare, arriving jobs start at once at their max cap (the MILP's
+        answer when nothing binds) instead of waiting for a round; 1 turns it off.
+    """
+
+    name = "optimize"
+
+    def __init__(self, round_interval_s: float = 900.0, rebalance_interval_s: float = 3 * 3600.0,
+                 max_queue: int = 500, time_limit_s: float = 0.1,
+                 max_wait_s: float = 3600.0, margin: float = 0.05) -> None:
+        self.round_interval_s = round_interval_s
+        self.rebalance_interval_s = rebalance_interval_s
+        self.max_queue = max_queue
+        self.time_limit_s = time_limit_s
+        self.max_wait_s = max_wait_s
+        self.margin = margin
+        self.drain_rounds = 0
+        self.fast_starts = 0
+        self._zone_rows: np.ndarray | None = None
+        self._hall_gpus: int | None = None
+        self.engine_spans = 0
+        self._zone_margin_units: np.ndarray | None = None
+        self._last_round_s = -math.inf
+        self._last_rebalance_s = -math.inf
+        self.rounds = 0
+        self.rebalances = 0
+        self.solve_time_s = 0.0
+        self.fallback_rounds = 0
+        self.errors: list[str] = []
+        try:
+            from .. import allocate as _allocate
+            self._allocate: Any = _allocate
+        except ImportError:  # pragma: no cover - only before gpusched.allocate exists
+            self._allocate = None
+
+    def _uncontended(self, sim: "Simulator") -> bool:
+        """True while every zone row (hall, hall cooling, facility) has ``margin`` spare."""
+        if self._zone_rows is None:
+            c = sim.cluster.constraints
+            self._zone_rows = np.array([i for i, k in enumerate(c.kinds)
+                                        if k in ("hall", "hall-cooling", "facility")],
+                                       dtype=np.int64)
+            self._zone_margin_units = (c.b_units[self._zone_rows] * self.margin).astype(np.int64)
+        slack = sim.engine.row_slack_units()[self._zone_rows]
+        return bool((slack > self._zone_margin_units).all())
+
+    def _fast_path(self, sim: "Simulator") -> None:
+        # With watts to spare at every zone row, the best allocation of the queue is to
+        # admit it at full caps, which is what the engine does on its own; rounds (and
+        # their solver time) are kept for when power is contended.
+        engine = sim.engine
+        started = 0
+        for sim_job in sim.queue:
+            if sim_job.gpus > engine.free_gpus() or not self._uncontended(sim):
+                break
+            placement = engine.place(sim_job.job.replace(min_cap_w=sim_job.job.max_cap_w))
+            if placement is None:
+                break
+            sim.start(sim_job, placement)
+            started += 1
+        if started:
+            self.fast_starts += started
+            del sim.queue[:started]
+
+    def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
+        if not reasons & ROUND:
+            if sim.queue and self.margin < 1:
+                self._fast_path(sim)
+            if sim.queue:
+                sim.request_round(self._last_round_s + self.round_interval_s)
+            return
+        self._last_round_s = now
+        self.rounds += 1
+        if sim.queue:
+            head = sim.queue[0]
+            if now - head.spec.submit_s <= self.max_wait_s or self._admit(sim, limit=1):
+                self._admit(sim)
+            else:
+                # Anti-starvation: a gang of 20k GPUs never finds them free while small
+                # jobs keep taking what frees up, so once the oldest job has waited
+                # max_wait_s and still does not fit, nothing else starts: the site
+                # drains for it (head-of-line blocking, as fifo does from the start).
+                self.drain_rounds += 1
+        # Watts are worth more to a waiting job than to a running one (s is concave and
+        # a busy node costs 1.25 kW before its GPUs draw anything), so caps of running
+        # jobs are raised only when no queued job could use the free GPUs anyway.
+        free = sim.engine.free_gpus()
+        starved = any(s.gpus <= free for s in sim.queue[:self.max_queue])
+        due = now - self._last_rebalance_s >= self.rebalance_interval_s
+        if sim.running and not starved and due:
+            self._rebalance(sim, now)
+        sim.finished_since_round = 0
+
+    def _admit(self, sim: "Simulator", limit: int | None = None) -> int:
+        """One allocate + apply over the front of the queue; returns the jobs started."""
+        offered = sim.queue[:self.max_queue if limit is None else limit]
+        if self._hall_gpus is None:
+            c = sim.cluster
+            self._hall_gpus = int(np.bincount(c.rack_hall, weights=c.rack_nodes).max()
+                                  * c.gpus_per_node)
+        if offered and offered[0].gpus > self._hall_gpus:
+            # allocate() spans a gang over whole pods of one hall; a bigger gang (a 32k
+            # frontier run on 25k-GPU halls) goes to the engine, which spans halls.
+            placements = self._greedy(sim, offered[:1])
+            if placements:
+                self.engine_spans += 1
+                sim.start(offered[0], placements[offered[0].id])
+                del sim.queue[0]
+                return 1 + self._admit(sim, None if limit is None else limit - 1)
+            if limit is not None:
+                return 0
+        offered = [s for s in offered if s.gpus <= self._hall_gpus]
+        by_id = {s.id: s for s in offered}
+        placements = {}
+        if self._allocate is not None and offered:
+            try:
+                with _quiet_stdout():
+                    allocation = self._allocate.allocate(sim.engine, [s.job for s in offered],
+                                                         time_limit_s=self.time_limit_s)
+                self.solve_time_s += float(getattr(allocation, "solve_time_s", 0.0) or 0.0)
+                placements = self._allocate.apply(sim.engine, allocation)
+            except GpuschedError as exc:
+                self._note(f"allocate failed at t={sim.now:.0f} s: {exc}")
+                placements = {}
+        else:
+            placements = self._greedy(sim, offered)
+        if self._allocate is not None and not placements and offered:
+            # A round that admits nothing while the head fits would stall the site;
+            # the engine's own greedy placement keeps it honest.
+            placements = self._greedy(sim, offered[:1])
+            if placements:
+                self.fallback_rounds += 1
+        started = set()
+        for job_id, placement in placements.items():
+            sim_job = by_id.get(job_id)
+            if sim_job is None:
+                continue
+            sim.start(sim_job, placement)
+            started.add(job_id)
+        if started:
+            sim.queue[:] = [s for s in sim.queue if s.id not in started]
+        return len(started)
+
+    @staticmethod
+    def _greedy(sim: "Simulator", offered: "list[SimJob]") -> dict[str, Any]:
+        """Fallback: engine.place at the job's min cap, by weight then size."""
+        placements = {}
+        order = sorted(offered, key=lambda s: (-s.spec.weight, -s.gpus, s.spec.submit_s))
+        for sim_job in order:
+            if sim_job.gpus > sim.engine.free_gpus():
+                continue
+            low = sim_job.job.replace(max_cap_w=sim_job.job.min_cap_w)
+            placement = sim.engine.place(low)
+            if placement is not None:
+                # keep the job's own cap range on the engine so rebalancing may raise it
+                sim.engine.release(low.id)
+                placement = sim.engine._apply(sim_job.job, placement.nodes,
+                                              placement.gpus_per_node, placement.cap_w)
+                placements[sim_job.id] = placement
+        return placements
+
+    def _rebalance(self, sim: "Simulator", now: float) -> None:
+        if self._allocate is None:
+            return
+        self._last_rebalance_s = now
+        try:
+            with _quiet_stdout():
+                plan = self._allocate.rebalance_caps(sim.engine, apply=True)
+        except GpuschedError as exc:
+            self._note(f"rebalance_caps failed at t={now:.0f} s: {exc}")
+            return
+        self.rebalances += 1
+        self.solve_time_s += float(getattr(plan, "solve_time_s", 0.0) or 0.0)
+        sim.sync_caps()
+
+    def _note(self, message: str) -> None:
+        if len(self.errors) < 20:
+            self.errors.append(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "round_interval_s": self.round_interval_s,
+                "rebalance_interval_s": self.rebalance_interval_s,
+                "max_queue": self.max_queue, "time_limit_s": self.time_limit_s,
+                "max_wait_s": self.max_wait_s,
+                "margin": self.margin, "fast_path_starts": self.fast_starts,
+                "rounds": self.rounds, "drain_rounds": self.drain_rounds,
+                "rebalances": self.rebalances,
+                "fallback_rounds": self.fallback_rounds,
+                "engine_spans": self.engine_spans,
+                "solver_time_s": round(self.solve_time_s, 3),
+                "allocator": "gpusched.allocate" if self._allocate is not None
+                else "greedy fallback (gpusched.allocate missing)",
+                "errors": self.errors}
+
+
+POLICIES = {"fifo": Fifo, "backfill": Backfill, "optimize": Optimize, "oblivious": Oblivious}
+
+
+def make_policy(name: str) -> Policy:
+    """A fresh policy object by name (policies keep state, so one per run)."""
+    try:
+        return POLICIES[name]()
+    except KeyError:
+        from ..errors import SpecError
+        raise SpecError(f"unknown policy {name!r}; policies are {', '.join(POLICIES)}",
+                        field="policy") from None

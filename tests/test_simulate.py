@@ -1,0 +1,309 @@
+"""gpusched.simulate: replays small enough to check by hand, policies, traces, metrics."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import numpy as np
+import pytest
+
+from gpusched import Cluster, TraceError
+from gpusched.power import throughput
+from gpusched.simulate import (TraceJob, fit_load, load_trace, repeat_to_horizon, scale_trace,
+                               simulate, synthetic_jobs)
+from gpusched.simulate.events import EventQueue, Simulator
+from gpusched.simulate.metrics import Recorder
+from gpusched.simulate.policies import Optimize, Policy, lifted_cluster
+from gpusched.simulate.traces import parse_trace
+
+BIG = 1e9
+
+
+def site(nodes: int = 2, facility_w: float = BIG, *, racks: int = 1) -> Cluster:
+    """``racks`` air racks of ``nodes`` nodes each in one row; only the facility limit set."""
+    return Cluster.from_dict({
+        "name": f"test-{racks}x{nodes}", "facility": {"name": "facility", "it_limit_w": facility_w},
+        "halls": [{"name": "hall-1", "switchboard_w": BIG, "cooling_w": BIG}],
+        "rows": [{"name": "row-1", "hall": "hall-1", "busway_w": BIG}],
+        "pods": [{"name": "pod-1"}],
+        "racks": [{"name": f"rack-{r}", "row": "row-1", "pod": "pod-1", "kind": "air",
+                   "nodes": nodes, "feed_w": BIG, "air_cooling_w": BIG} for r in range(racks)],
+    })
+
+
+def rigid(job_id: str, submit_s: float, duration_s: float, gpus: int) -> TraceJob:
+    return TraceJob(job_id, submit_s, duration_s, gpus, min_cap_w=700, max_cap_w=700)
+
+
+def by_id(result) -> dict:
+    return {j["id"]: j for j in result.jobs}
+
+
+# ---- hand-checked replays ------------------------------------------------------------
+
+# Two nodes.  j1 (8 GPUs, 0..100) holds one; j2 (16 GPUs, arrives 10) needs both, so
+# it waits for j1 and runs 100..150.  j3 (8 GPUs, arrives 20, 30 s):
+#  - fifo: blocked behind j2 (head of line) although a node is free: runs 150..180;
+#  - backfill: j2's reservation is at t=100 and j3 would end at 50 <= 100: runs 20..50.
+HOL_JOBS = [rigid("j1", 0, 100, 8), rigid("j2", 10, 50, 16), rigid("j3", 20, 30, 8)]
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("fifo", {"j1": (0, 100), "j2": (100, 150), "j3": (150, 180)}),
+    ("oblivious", {"j1": (0, 100), "j2": (100, 150), "j3": (150, 180)}),
+    ("backfill", {"j1": (0, 100), "j2": (100, 150), "j3": (20, 50)}),
+])
+def test_head_of_line_blocking_and_backfill_by_hand(policy, expected):
+    result = simulate(site(), HOL_JOBS, policy, keep_jobs=True)
+    jobs = by_id(result)
+    assert {k: (jobs[k]["start_s"], jobs[k]["finish_s"]) for k in expected} == expected
+    m = result.metrics
+    jct = [expected[k][1] - s.submit_s for k, s in zip(("j1", "j2", "j3"), HOL_JOBS)]
+    assert m["jobs"]["done"] == 3
+    assert m["jobs"]["jct"]["mean_h"] == pytest.approx(round(np.mean(jct) / 3600, 3))
+    wait = [expected[k][0] - s.submit_s for k, s in zip(("j1", "j2", "j3"), HOL_JOBS)]
+    assert m["jobs"]["wait"]["mean_h"] == pytest.approx(round(np.mean(wait) / 3600, 3))
+    # 8 GPUs x 100 s + 16 x 50 + 8 x 30 at s = 1
+    assert m["totals"]["delivered_gpu_hours"] == pytest.approx(round(1840 / 3600, 1))
+    assert m["violations"]["row_seconds"] == 0
+
+
+def test_run_time_is_duration_over_s_of_the_cap():
+    # One node under a 6,800 W facility: 2,800 W other + 8 GPUs x 500 W, so the engine
+    # steps a 350..700 W job down to exactly 500 W and it runs 3600 / s(500) seconds.
+    cluster = site(nodes=1, facility_w=6800)
+    job = TraceJob("a", 0.0, 3600.0, 8, min_cap_w=350)
+    result = simulate(cluster, [job], "fifo", keep_jobs=True)
+    record = by_id(result)["a"]
+    assert record["first_cap_w"] == 500
+    s500 = 1 - 1.25 * (1 - 500 / 700) ** 2
+    assert record["finish_s"] == pytest.approx(3600 / s500)
+    assert result.metrics["totals"]["mean_speed"] == pytest.approx(s500, abs=1e-4)
+    # energy: 6,800 W for the whole run
+    assert result.metrics["totals"]["energy_mwh"] == pytest.approx(
+        round(6800 * 3600 / s500 / 3.6e9, 3))
+    assert result.metrics["peaks"]["facility"]["peak_w"] == 6800
+
+
+def test_oblivious_reports_what_it_would_have_broken():
+    # Same node; the oblivious baseline runs the job at 700 W: 8,400 W against 6,800 W,
+    # 1,600 W over the facility row (the only finite limit) for the job's 3,600 s.
+    cluster = site(nodes=1, facility_w=6800)
+    job = TraceJob("a", 0.0, 3600.0, 8, min_cap_w=350)
+    v = simulate(cluster, [job], "oblivious").metrics["violations"]
+    assert v["row_seconds"] == pytest.approx(3600)
+    assert v["max_excess_w"] == pytest.approx(1600)
+    assert v["max_excess_row"] == "facility IT limit"
+    assert v["excess_kwh"] == pytest.approx(1.6)
+    assert v["rows_ever_violated"] == 1
+    assert v["row_seconds_by_kind"] == {"facility": pytest.approx(3600)}
+
+
+@pytest.mark.parametrize("policy", ["fifo", "backfill", "optimize", "oblivious"])
+def test_only_oblivious_breaks_rows_on_a_binding_instance(tiny, policy):
+    # tiny's rows bind on purpose (a row takes 30 kW, 4 nodes at full power draw 33.6 kW).
+    jobs = [TraceJob(f"j{i}", 60.0 * i, 3600.0, g, min_cap_w=350)
+            for i, g in enumerate([16, 16, 8, 8, 4, 4, 2, 1, 8, 16])]
+    m = simulate(tiny, jobs, policy).metrics
+    assert m["jobs"]["done"] == len(jobs)
+    if policy == "oblivious":
+        assert m["violations"]["row_seconds"] > 0
+        assert m["violations"]["max_load_over_limit"] > 1
+        assert m["peaks"]["facility"]["peak_over_limit"] > 1
+    else:
+        assert m["violations"] == {**m["violations"], "row_seconds": 0.0,
+                                   "rows_ever_violated": 0}
+        assert all(k["peak_over_limit"] <= 1 for k in m["peaks"]["by_kind"].values())
+
+
+def test_cap_change_carries_the_work_over():
+    # A job of 1,000 s at 700 W; at t = 500 its cap drops to 500 W: 500 s of work are
+    # left and take 500 / s(500) more seconds.
+    class CapAt500(Policy):
+        name = "cap-at-500"
+
+        def schedule(self, sim, now, reasons):
+            if sim.queue:
+                job = sim.queue.pop(0)
+                sim.start(job, sim.engine.place(job.job))
+                sim.request_round(500.0)
+            elif reasons & 4:
+                sim.engine.set_cap("a", 500)
+                assert sim.sync_caps() == 1
+
+    cluster = site(nodes=1)
+    job = TraceJob("a", 0.0, 1000.0, 8, min_cap_w=350)
+    result = simulate(cluster, [job], CapAt500(), keep_jobs=True)
+    record = by_id(result)["a"]
+    assert record["cap_w"] == 500 and record["first_cap_w"] == 700
+    assert record["finish_s"] == pytest.approx(500 + 500 / throughput(500))
+
+
+def test_horizon_counts_unfinished_jobs():
+    jobs = [rigid("long", 0, 10_000, 8), rigid("late", 50, 10, 16), rigid("never", 500, 1, 8)]
+    m = simulate(site(), jobs, "fifo", horizon_s=200).metrics
+    assert m["jobs"] == {**m["jobs"], "arrived": 2, "started": 1, "done": 0,
+                         "running_at_end": 1, "queued_at_end": 1}
+    assert m["end_s"] == 200
+    # one node of two busy for 200 s
+    assert m["totals"]["utilisation"] == pytest.approx(0.5)
+    assert m["totals"]["fragmented_gpus_mean"] == 0
+
+
+def test_fragmentation_counts_free_gpus_on_partly_used_nodes():
+    jobs = [rigid("a", 0, 100, 3), rigid("b", 0, 100, 4)]   # both on one node: 1 left
+    m = simulate(site(), jobs, "fifo").metrics
+    assert m["totals"]["fragmented_gpus_max"] == 1
+    assert m["totals"]["fragmented_gpus_mean"] == pytest.approx(1.0)
+
+
+def test_simulation_is_deterministic(tiny):
+    jobs = synthetic_jobs(tiny.num_gpus, 4 * 3600, load=1.5, frontier=0, seed=3)
+    a = simulate(tiny, jobs, "backfill").metrics
+    b = simulate(tiny, jobs, "backfill").metrics
+    a.pop("wall_s"), b.pop("wall_s")
+    assert a == b
+
+
+def test_event_queue_orders_by_time_then_kind_then_push_order():
+    q = EventQueue()
+    q.push(5.0, 1, "arrival")
+    q.push(5.0, 0, "finish")
+    q.push(1.0, 2, "round")
+    q.push(5.0, 0, "finish-2")
+    assert [q.pop()[2] for _ in range(4)] == ["round", "finish", "finish-2", "arrival"]
+    assert math.isinf(q.peek_time())
+
+
+def test_lifted_cluster_keeps_racks_and_lifts_every_limit(tiny):
+    lifted = lifted_cluster(tiny)
+    assert lifted.num_racks == tiny.num_racks
+    assert lifted.rack_names == tiny.rack_names
+    assert (lifted.constraints.b >= 1e11).all()
+
+
+def test_optimize_delivers_at_least_fifo_on_a_reduced_default():
+    # The default scenario (trace x4 gangs, offered 1.6x, frontier gangs) on a tenth of
+    # colossus-100k for 10 hours.
+    from gpusched.simulate.cli import build_workload
+
+    cluster = Cluster.preset("colossus-100k", scale=0.1)
+    jobs, info = build_workload(cluster, horizon_s=10 * 3600, load=1.6)
+    fifo = simulate(cluster, jobs, "fifo", horizon_s=10 * 3600).metrics
+    opt = simulate(cluster, jobs, Optimize(), horizon_s=10 * 3600).metrics
+    print(f"\nreduced default, {info['jobs']} jobs: delivered GPU-h x s fifo "
+          f"{fifo['totals']['delivered_gpu_hours']:,.1f}, optimize "
+          f"{opt['totals']['delivered_gpu_hours']:,.1f}; wall {fifo['wall_s']} s / "
+          f"{opt['wall_s']} s")
+    assert opt["policy_info"]["allocator"] == "gpusched.allocate"
+    assert opt["totals"]["delivered_gpu_hours"] >= fifo["totals"]["delivered_gpu_hours"]
+    assert opt["violations"]["row_seconds"] == 0 == fifo["violations"]["row_seconds"]
+
+
+# ---- traces ----------------------------------------------------------------------------
+
+ITP_HEADER = "job_id,submission_time,duration,num_gpu\n"
+
+
+def parse(text: str, **kw):
+    return parse_trace(text.splitlines(keepends=True), source="t.csv", **kw)
+
+
+@pytest.mark.parametrize("body, line, words", [
+    ("a,0,100,8\nb,5,-3,8\n", 3, "duration '-3' must be a positive"),
+    ("a,0,100,8\nb,5,100,256\n", 3, "larger than the cluster (128 GPUs)"),
+    ("a,0,100,12\n", 2, "must be a multiple of 8"),
+    ("a,0,abc,8\n", 2, "must be numbers"),
+    ("a,0,100\n", 2, "3 fields"),
+    ("a,0,100,8\na,1,100,8\n", 3, "appears twice"),
+    ("a,-1,100,8\n", 2, "submit time '-1'"),
+    ("a,0,100,0\n", 2, "at least 1"),
+])
+def test_bad_trace_lines_are_refused_with_line_number(body, line, words):
+    with pytest.raises(TraceError) as info:
+        parse(ITP_HEADER + body, max_gpus=128)
+    assert f"line {line}:" in str(info.value)
+    assert words in str(info.value)
+
+
+def test_missing_column_is_refused_on_line_1():
+    with pytest.raises(TraceError, match=r"line 1: missing column\(s\) num_gpu"):
+        parse("job_id,submission_time,duration\na,0,100\n")
+
+
+def test_skip_bad_counts_and_keeps_the_good_lines():
+    trace = parse(ITP_HEADER + "a,0,100,8\nb,5,-3,8\nc,9,100,256\nd,7,50,1\n", max_gpus=128,
+                  skip_bad=True)
+    assert [j.id for j in trace.jobs] == ["a", "d"]      # sorted by submit time
+    assert trace.skipped == 2
+    assert trace.skipped_reasons[0].startswith("line 3:")
+
+
+def test_philly_columns_load(tmp_path):
+    path = tmp_path / "philly.csv"
+    path.write_text("job_id,submit_time,real_iteration,model_name,ddl,batch_size,num_gpu,"
+                    "real_duration,duration,iteration\n"
+                    "0,0,1282877,vgg16,771220,256,1,976570,976570,1282877\n"
+                    "1,219316,26446831,vgg16,2065619,64,4,1792395,1792395,26446831\n")
+    trace = load_trace(path)
+    assert [(j.submit_s, j.gpus, j.duration_s) for j in trace.jobs] == [
+        (0.0, 1, 976570.0), (219316.0, 4, 1792395.0)]
+
+
+def test_bundled_trace_is_the_first_14_days_of_cluster04():
+    trace = load_trace("itp-cluster04-14d")
+    assert len(trace) == 4587 and trace.skipped == 0
+    first = trace.jobs[0]
+    # the first row of ms-itp-2021 cluster04.csv
+    assert (first.id, first.submit_s, first.duration_s, first.gpus) == (
+        "c9c620ea-4336-c1a9-8abe-e26bd13076b8", 5810.0, 288476.0, 16)
+    # gang sizes of the window (gpusched/data/README.md)
+    sizes = np.unique([j.gpus for j in trace.jobs], return_counts=True)
+    assert dict(zip(*(s.tolist() for s in sizes))) == {1: 3629, 2: 36, 4: 25, 8: 777, 16: 21, 32: 99}
+    assert max(j.submit_s for j in trace.jobs) < 5810 + 14 * 86400
+    assert all(j.min_cap_w == 350 and j.max_cap_w == 700 for j in trace.jobs)
+
+
+def test_gzipped_trace_and_unknown_name(tmp_path):
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(gzip.compress((ITP_HEADER + "a,0,100,8\n").encode()))
+    assert len(load_trace(path)) == 1
+    with pytest.raises(TraceError, match="neither a bundled trace"):
+        load_trace(tmp_path / "nope.csv")
+
+
+def test_scaling_multiplies_offered_load():
+    jobs = [TraceJob(f"j{i}", 100.0 * i, 1000.0, g) for i, g in enumerate([1, 2, 4, 8, 64])]
+    scaled = scale_trace(jobs, arrival_scale=10, gang_scale=4)
+    assert [j.gpus for j in scaled] == [4, 8, 16, 32, 256]
+    assert [j.submit_s for j in scaled] == [0, 10, 20, 30, 40]
+    fitted, rate = fit_load(jobs, 1000, 1.0, gang_scale=2)
+    # offered GPUs = sum(gpus * duration) / span
+    offered = sum(j.gpus * j.duration_s for j in fitted) / (fitted[-1].submit_s)
+    assert offered == pytest.approx(1000)
+    assert scale_trace([TraceJob("x", 0, 1, 64)], gang_scale=4, max_gpus=100)[0].gpus == 96
+    with pytest.raises(TraceError):
+        scale_trace(jobs, arrival_scale=0)
+
+
+def test_repeat_to_horizon_keeps_the_rate_and_renames():
+    jobs = [TraceJob(f"j{i}", 10.0 * i, 5.0, 1) for i in range(3)]   # 0, 10, 20
+    out = repeat_to_horizon(jobs, 55)
+    assert [j.submit_s for j in out] == [0, 10, 20, 30, 40, 50]
+    assert [j.id for j in out][3:] == ["p1/j0", "p1/j1", "p1/j2"]
+
+
+def test_synthetic_mix_is_seeded_and_has_the_three_classes():
+    a = synthetic_jobs(100_352, 7 * 86400, load=1.0, frontier=3, seed=7)
+    b = synthetic_jobs(100_352, 7 * 86400, load=1.0, frontier=3, seed=7)
+    assert a == b
+    kinds = {k: [j for j in a if j.kind == k] for k in ("frontier", "large", "small")}
+    assert len(kinds["frontier"]) == 3
+    assert all(16_384 <= j.gpus <= 32_768 for j in kinds["frontier"])
+    assert 100 <= len(kinds["large"]) <= 2000           # hundreds per week
+    assert all(512 <= j.gpus <= 4096 for j in kinds["large"])
+    assert len(kinds["small"]) >= 1000                  # thousands
+    assert all(j.gpus <= 64 and j.duration_s >= 600 for j in kinds["small"])
+    small_median_h = np.median([j.duration_s for j in kinds["small"]]) / 3600
+    assert small_median_h == pytest.approx(2.93, rel=0.1)   # ITP 2021 median
