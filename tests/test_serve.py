@@ -360,3 +360,29 @@ def test_allocate_and_rebalance_apply_are_journaled(tmp_path, array, backend):
     service.journal.sync()
     again = PlacementService(array, crash_copy(service, tmp_path, "copy"), backend=backend)
     assert again.engine.snapshot() == service.engine.snapshot()
+
+
+def test_entries_from_before_the_snapshot_after_newer_ones_are_refused(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 7, 10)
+    service.checkpoint()
+    service.place({"job": {"id": "new", "gpus": 8}})
+    service.journal.sync()
+    copy = crash_copy(service, tmp_path, "copy")
+    with open(copy / JOURNAL_NAME, "ab") as f:
+        f.write(encode_entry({"seq": 1, "op": "release", "job_id": "new"}))
+    with pytest.raises(SnapshotError, match="has seq 1, expected"):
+        PlacementService(array, copy)
+
+
+def test_token_from_flag_or_environment(monkeypatch):
+    from gpusched.serve.cli import TOKEN_ENV, resolve_token
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert resolve_token(None) is None
+    assert resolve_token("flag") == "flag"
+    monkeypatch.setenv(TOKEN_ENV, "from-env")
+    assert resolve_token(None) == "from-env" and resolve_token("flag") == "flag"
+    monkeypatch.setenv(TOKEN_ENV, "  ")
+    with pytest.raises(SystemExit, match="empty"):
+        resolve_token(None)

@@ -52,6 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["critical", "error", "warning", "info", "debug"])
 
 
+def resolve_token(flag: str | None) -> str | None:
+    """The bearer token: ``--token``, else ``$GPUSCHED_TOKEN``; None (open) if neither.
+
+    An empty string is refused rather than taken as "no token": it would look like
+    protection and be none.
+    """
+    token = flag if flag is not None else os.environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise SystemExit(f"gpusched serve: the token (--token or ${TOKEN_ENV}) is empty")
+    return token
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the service; returns when the server stops (Ctrl-C or SIGTERM)."""
     import uvicorn
@@ -62,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"gpusched serve: --port {args.port} must be in 0..65535", file=sys.stderr)
         return 2
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    token = resolve_token(args.token)
     from .k8s import ApiServerBinder
 
     binder = None

@@ -187,7 +187,7 @@ class Journal:
                                     "can only be the last record, so this file was damaged. "
                                     "Restore the state directory from a backup")
             good_bytes = offset
-            if entry["seq"] <= snapshot_seq:
+            if entry["seq"] <= snapshot_seq and expected == snapshot_seq + 1:
                 continue  # already in the snapshot (a crash between checkpoint steps)
             if entry["seq"] != expected:
                 raise SnapshotError(f"{self.journal_path}: line {number} has seq "
