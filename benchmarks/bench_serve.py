@@ -95,10 +95,14 @@ def main() -> int:
                         help="comma list of concurrent connections")
     parser.add_argument("--cluster", default="colossus-100k")
     parser.add_argument("--backend", default=None)
+    parser.add_argument("--state-parent", default=None,
+                        help="directory to make the state directory in (e.g. /dev/shm, "
+                             "where fsync is free, to time the HTTP stack alone)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory(prefix="gpusched-bench-") as state_dir:
+    with tempfile.TemporaryDirectory(prefix="gpusched-bench-",
+                                     dir=args.state_parent) as state_dir:
         proc, port = start_server(state_dir, args.cluster, args.backend)
         try:
             asyncio.run(drive(port, min(200, args.pairs), 4))  # warm-up
@@ -111,8 +115,9 @@ def main() -> int:
         print(json.dumps({"cluster": args.cluster, "cpus": os.cpu_count(),
                           "results": results}, indent=1))
         return 0
-    print(f"gpusched serve on 127.0.0.1, {args.cluster}, {os.cpu_count()} CPUs; "
-          "place+release of 8-GPU jobs, each reply fsynced")
+    print(f"gpusched serve on 127.0.0.1, {args.cluster}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; place+release of 8-GPU jobs, each reply fsynced "
+          f"(state under {args.state_parent or tempfile.gettempdir()})")
     print(f"{'conns':>6}{'pairs':>8}{'pairs/s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for r in results:
         print(f"{r['concurrency']:>6}{r['pairs']:>8}{r['pairs_per_s']:>10,.0f}"
