@@ -17,6 +17,9 @@
                 start at once at full cap); ``rebalance_caps(engine, apply=True)`` at most
                 every ``rebalance_interval_s``, when no queued job could use the free
                 GPUs.  A job waiting over ``max_wait_s`` makes rounds offer only it.
+                Deterministic for a given input as long as no solve hits its time limit
+                (``rounds_stopped_by_time_limit`` in the report counts those that did);
+                the other three policies are deterministic, full stop.
 ``oblivious``   The baseline without gpusched's power model: fifo order on an engine
                 whose cluster has every power and cooling limit lifted, so every job runs
                 at its ``max_cap_w``.  The metrics still check the real cluster's rows and
@@ -253,6 +256,7 @@ class Optimize(Policy):
         self._zone_rows: np.ndarray | None = None
         self._hall_gpus: int | None = None
         self.engine_spans = 0
+        self.time_limited = 0
         self._zone_margin_units: np.ndarray | None = None
         self._last_round_s = -math.inf
         self._last_rebalance_s = -math.inf
@@ -352,6 +356,9 @@ class Optimize(Policy):
                     allocation = self._allocate.allocate(sim.engine, [s.job for s in offered],
                                                          time_limit_s=self.time_limit_s)
                 self.solve_time_s += float(getattr(allocation, "solve_time_s", 0.0) or 0.0)
+                # A solve stopped by its time limit depends on the machine's speed: the
+                # one way an optimize run can differ between two machines.
+                self.time_limited += allocation.status == "time_limit"
                 placements = self._allocate.apply(sim.engine, allocation)
             except GpuschedError as exc:
                 self._note(f"allocate failed at t={sim.now:.0f} s: {exc}")
@@ -422,6 +429,7 @@ class Optimize(Policy):
                 "rebalances": self.rebalances,
                 "fallback_rounds": self.fallback_rounds,
                 "engine_spans": self.engine_spans,
+                "rounds_stopped_by_time_limit": self.time_limited,
                 "solver_time_s": round(self.solve_time_s, 3),
                 "allocator": "gpusched.allocate" if self._allocate is not None
                 else "greedy fallback (gpusched.allocate missing)",
