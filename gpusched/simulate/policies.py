@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import math
 import os
@@ -104,21 +103,42 @@ class Backfill(Policy):
 
     def __init__(self, depth: int = 200) -> None:
         self.depth = depth
-        self._ends: list[tuple[float, str]] = []  # (estimated end, id) of running jobs
-        self._ends_of: dict[str, float] = {}
+        # Running jobs by estimated end (start + trace duration), as parallel arrays so
+        # the head's reservation is one cumulative sum and one search per pass.
+        self._end_s = np.empty(0)
+        self._gpus = np.empty(0, dtype=np.int64)
+        self._ids: list[str] = []
+        self._end_of: dict[str, float] = {}
         self._done_seen = 0
 
     def _track(self, sim: "Simulator") -> None:
-        # Keep the sorted list of estimated ends in step with sim.running.
         for sim_job in sim.done[self._done_seen:]:
-            end = self._ends_of.pop(sim_job.id)
-            del self._ends[bisect.bisect_left(self._ends, (end, sim_job.id))]
+            end = self._end_of.pop(sim_job.id)
+            i = int(np.searchsorted(self._end_s, end, side="left"))
+            while self._ids[i] != sim_job.id:  # equal ends: find the right one
+                i += 1
+            self._end_s = np.delete(self._end_s, i)
+            self._gpus = np.delete(self._gpus, i)
+            del self._ids[i]
         self._done_seen = len(sim.done)
 
     def _started(self, sim_job: "SimJob", now: float) -> None:
         end = now + sim_job.spec.duration_s
-        self._ends_of[sim_job.id] = end
-        bisect.insort(self._ends, (end, sim_job.id))
+        i = int(np.searchsorted(self._end_s, end, side="right"))
+        self._end_s = np.insert(self._end_s, i, end)
+        self._gpus = np.insert(self._gpus, i, sim_job.gpus)
+        self._ids.insert(i, sim_job.id)
+        self._end_of[sim_job.id] = end
+
+    def _reservation(self, need: int, free: int, now: float) -> tuple[float, int]:
+        """(shadow time, extra GPUs): when the head can start, and what it leaves over."""
+        if need <= free:
+            return now, free - need
+        freed = np.cumsum(self._gpus)
+        k = int(np.searchsorted(freed, need - free, side="left"))
+        if k >= len(freed):
+            return math.inf, 0
+        return max(float(self._end_s[k]), now), int(free + freed[k] - need)
 
     def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
         self._track(sim)
@@ -127,27 +147,30 @@ class Backfill(Policy):
         engine = sim.engine
         for sim_job in _start_in_order(sim):
             self._started(sim_job, now)
-        if not sim.queue:
+        if len(sim.queue) < 2:
             return
-        head = sim.queue[0]
         free = engine.free_gpus()
-        shadow_s, extra = math.inf, 0
-        if head.gpus <= sim.cluster.num_gpus:
-            avail = free
-            for end, job_id in self._ends:
-                avail += sim.running[job_id].gpus
-                if avail >= head.gpus:
-                    shadow_s, extra = max(end, now), avail - head.gpus
-                    break
+        smallest = min(s.gpus for s in sim.queue[1:self.depth + 1])
+        if smallest > free:
+            return  # nothing behind the head fits now: no pass needed
+        head = sim.queue[0]
+        shadow_s, extra = self._reservation(head.gpus, free, now)
         kept = [head]
+        refused: set[tuple[int, int]] = set()   # shapes the engine refused in this pass
         for i, sim_job in enumerate(sim.queue[1:], start=1):
             if i > self.depth or free == 0:
                 kept.extend(sim.queue[i:])
                 break
             ends_in_time = now + sim_job.spec.duration_s <= shadow_s
-            if sim_job.gpus <= free and (ends_in_time or sim_job.gpus <= extra):
+            shape = (sim_job.gpus, sim_job.job.min_cap_w)
+            if (sim_job.gpus <= free and (ends_in_time or sim_job.gpus <= extra)
+                    and shape not in refused):
                 placement = engine.place(sim_job.job)
-                if placement is not None:
+                if placement is None:
+                    # nothing changed since: a job of the same size and lowest cap
+                    # would be refused too, so do not ask the engine again
+                    refused.add(shape)
+                else:
                     sim.start(sim_job, placement)
                     self._started(sim_job, now)
                     free = engine.free_gpus()
