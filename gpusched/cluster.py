@@ -100,6 +100,32 @@ class Constraints:
         """Coefficients of those rows, in millionths (int64)."""
         return self._csc_units.data.astype(np.int64)
 
+    @cached_property
+    def rack_rows_run_end(self) -> np.ndarray:
+        """For each (rack r, row i) entry: the end (exclusive) of the run r, r+1, ... of
+        consecutive racks that are all in row i with the same coefficient (int32).
+
+        Racks of one run see row i the same way, so when row i keeps one of them below a
+        cap, it keeps all of them there: the engine's search skips the rest of the run.
+        """
+        csr = self._csc_units.tocsr()
+        csr.sort_indices()
+        end = np.empty(csr.nnz, dtype=np.int64)
+        for i in range(csr.shape[0]):
+            lo, hi = csr.indptr[i], csr.indptr[i + 1]
+            racks, coefs = csr.indices[lo:hi], csr.data[lo:hi]
+            # a run breaks where the next rack is not r + 1 or has another coefficient
+            breaks = np.flatnonzero((np.diff(racks) != 1) | (np.diff(coefs) != 0))
+            starts = np.concatenate(([0], breaks + 1))
+            stops = np.concatenate((breaks + 1, [len(racks)]))
+            run_of = np.repeat(np.arange(len(starts)), stops - starts)
+            end[lo:hi] = racks[stops[run_of] - 1] + 1
+        # end[] is in CSR order (row-major); map it to the CSC order the engine reads
+        by_entry = sp.csr_matrix((end.astype(float), csr.indices, csr.indptr),
+                                 shape=csr.shape).tocsc()
+        by_entry.sort_indices()
+        return by_entry.data.astype(np.int32)
+
     def load_units(self, rack_power_w: np.ndarray) -> np.ndarray:
         """Integer row loads ``A_units · P`` for integer rack powers (exact)."""
         units = self._csc_units
@@ -135,12 +161,22 @@ def _need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
 
 def _check_keys(mapping: Any, allowed: Iterable[str], where: str) -> None:
     if not isinstance(mapping, Mapping):
-        raise SpecError(f"must be a table/object, got {type(mapping).__name__}", field=where)
+        raise SpecError(f"must be a table/object, got {type(mapping).__name__}",
+                        field=where or "(top level)")
     allowed = set(allowed)
-    unknown = [k for k in mapping if k not in allowed]
+    unknown = sorted(str(k) for k in mapping if k not in allowed)
     if unknown:
-        raise SpecError(f"unknown key(s) {sorted(map(str, unknown))}; valid keys are "
-                        f"{sorted(allowed)}", field=where)
+        # the field is the first unknown key itself, so a tool can point at it
+        raise SpecError(f"unknown key(s) {unknown}; valid keys are {sorted(allowed)}",
+                        field=f"{where}.{unknown[0]}" if where else unknown[0])
+
+
+def _ref(value: Any, index: Mapping[str, int], what: str, where: str) -> str:
+    """``value`` as the name of one of ``index``'s items, or SpecError naming ``where``."""
+    if not isinstance(value, str) or value not in index:
+        raise SpecError(f"names {what} {value!r}, which is not in {what}s ({_few(index)})",
+                        field=where)
+    return value
 
 
 def _name(value: Any, where: str) -> str:
@@ -153,6 +189,9 @@ def _name(value: Any, where: str) -> str:
 def _watts(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise SpecError(f"must be a number of watts, got {value!r}", field=where)
+    if isinstance(value, (int, np.integer)) and abs(value) > _MAX_LIMIT_W:
+        # checked before float(): an int of 400 digits (valid JSON) would overflow it
+        raise SpecError(f"must be in [0, {_MAX_LIMIT_W:g}], got {value!r}", field=where)
     value = float(value)
     if not math.isfinite(value):
         raise SpecError(f"must be finite, got {value!r}", field=where)
@@ -166,6 +205,8 @@ def _watts(value: Any, where: str) -> float:
 def _coefficient(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise SpecError(f"must be a number, got {value!r}", field=where)
+    if isinstance(value, (int, np.integer)) and abs(value) > 1000:
+        raise SpecError(f"must be a finite number in [0, 1000], got {value!r}", field=where)
     value = float(value)
     if not math.isfinite(value) or not 0 <= value <= 1000:
         raise SpecError(f"must be a finite number in [0, 1000], got {value!r}", field=where)
@@ -303,21 +344,29 @@ class Cluster:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise SpecError(f"{path} is not UTF-8 text: {exc}", field="path") from None
+        except OSError as exc:
+            raise SpecError(f"cannot read {str(path)!r}: {exc.strerror}", field="path") from None
         return cls.loads(text, format=suffix[1:])
 
     @classmethod
     def loads(cls, text: str, *, format: str) -> "Cluster":
         """Parse spec text in ``format`` ``"toml"`` or ``"json"``."""
+        # NaN and Infinity parse (TOML has them, JSON files often do) so that the field
+        # check rejects them naming the field, not a line and column.
         if format == "toml":
             try:
                 spec = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
                 raise SpecError(f"invalid TOML: {exc}") from None
+            except RecursionError:
+                raise SpecError("invalid TOML: nested too deeply") from None
         elif format == "json":
             try:
-                spec = json.loads(text, parse_constant=_reject_constant)
-            except (json.JSONDecodeError, ValueError) as exc:
+                spec = json.loads(text)
+            except ValueError as exc:  # JSONDecodeError, or an int of > 4300 digits
                 raise SpecError(f"invalid JSON: {exc}") from None
+            except RecursionError:
+                raise SpecError("invalid JSON: nested too deeply") from None
         else:
             raise SpecError(f"format must be 'toml' or 'json', got {format!r}", field="format")
         return cls(spec)
@@ -531,10 +580,6 @@ class Cluster:
 # Spec normalisation: validate a raw dict, fill defaults, resolve names to indices
 # ======================================================================================
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a valid number in a cluster file")
-
-
 def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     _check_keys(raw, _SPEC_KEYS, "")
     name = _name(raw.get("name", "cluster"), "name")
@@ -562,10 +607,7 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     rows = []
     for i, row in enumerate(rows_raw):
         _check_keys(row, _ROW_KEYS, f"rows[{i}]")
-        hall = _need(row, "hall", f"rows[{i}]")
-        if hall not in hall_index:
-            raise SpecError(f"names hall {hall!r}, which is not in halls "
-                            f"({_few(hall_index)})", field=f"rows[{i}].hall")
+        hall = _ref(_need(row, "hall", f"rows[{i}]"), hall_index, "hall", f"rows[{i}].hall")
         rows.append({"name": row["name"], "hall": hall, "_hall": hall_index[hall],
                      "busway_w": _watts(_need(row, "busway_w", f"rows[{i}]"),
                                         f"rows[{i}].busway_w")})
@@ -592,13 +634,8 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
         if row is None:
             raise SpecError("is missing: every rack must be in a row (its power feed)",
                             field=f"{where}.row")
-        if row not in row_index:
-            raise SpecError(f"names row {row!r}, which is not in rows ({_few(row_index)})",
-                            field=f"{where}.row")
-        pod = _need(rack, "pod", where)
-        if pod not in pod_index:
-            raise SpecError(f"names pod {pod!r}, which is not in pods ({_few(pod_index)})",
-                            field=f"{where}.pod")
+        row = _ref(row, row_index, "row", f"{where}.row")
+        pod = _ref(_need(rack, "pod", where), pod_index, "pod", f"{where}.pod")
         kind = rack.get("kind", "liquid")
         if kind not in RACK_KINDS:
             raise SpecError(f"must be one of {RACK_KINDS}, got {kind!r}", field=f"{where}.kind")
