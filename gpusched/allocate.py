@@ -159,14 +159,6 @@ class Allocation:
                 f"{self.bound:,.1f}, gap {100 * self.gap:.2f}%, {self.solve_time_s:.2f} s")
 
 
-@dataclass(frozen=True)
-class ApplyResult:
-    """What :func:`apply` did: placements made, and jobs refused with the reason."""
-
-    placements: dict[str, Placement]
-    dropped: dict[str, str]
-
-
 # ======================================================================================
 # Argument checks
 # ======================================================================================
@@ -553,7 +545,7 @@ class _Model:
         for z in sorted(span_zones):
             idx = np.flatnonzero((self.var_kind == 1) & (self.var_place == z))
             c = list(idx)
-            v = [order[a].nodes for a in var_jc_idx(self.var_jc, idx)]
+            v = [order[a].nodes for a in self.var_jc[idx].tolist()]
             for k in self.u_classes:
                 if site.class_zone[k] == z:
                     c.append(u_index[k])
@@ -580,18 +572,19 @@ class _Model:
         for i in candidate_rows:
             coef_pod = site.row_pod_coef[i]
             coef_class = np.zeros(site.num_classes)
-            members = np.zeros(site.num_classes)
             for p, val in coef_pod.items():
                 k = class_of_pod[p]
                 coef_class[k] = max(coef_class[k], val)
-                members[k] += 1
             coef_zone = np.zeros(site.num_zones)
             for k in range(site.num_classes):
                 if site.class_spannable[k]:
                     z = site.class_zone[k]
                     coef_zone[z] = max(coef_zone[z], coef_class[k])
-            coef_var = np.where(self.var_kind == 0, coef_class[self.var_place],
-                                coef_zone[np.minimum(self.var_place, site.num_zones - 1)])
+            # a variable's place is a pod class (kind 0) or a zone (kind 1, spanning)
+            coef_var = np.empty(self.var_kind.size)
+            on_pods = self.var_kind == 0
+            coef_var[on_pods] = coef_class[self.var_place[on_pods]]
+            coef_var[~on_pods] = coef_zone[self.var_place[~on_pods]]
             idx = np.flatnonzero(coef_var > 0)
             if not idx.size:
                 continue
@@ -847,10 +840,6 @@ class _Model:
         x = np.zeros(n)
         x[cols] = np.rint(res.x)
         return x
-
-
-def var_jc_idx(var_jc: np.ndarray, idx: np.ndarray) -> list[int]:
-    return var_jc[idx].tolist()
 
 
 class _Result:
