@@ -389,8 +389,11 @@ class Optimize(Policy):
         else:
             placements = self._greedy(sim, offered)
         if self._allocate is not None and not placements and offered:
-            # A round that admits nothing while the head fits would stall the site;
-            # the engine's own greedy placement keeps it honest.
+            # allocate() keeps a gang that fits in a pod inside one pod, or on whole empty
+            # pods; when no pod has the nodes free it admits nothing, while the engine
+            # can still spread the gang over several pods.  A round that starts nothing
+            # while the head fits would stall the site, so the engine places the head
+            # (at its min cap); these rounds are counted as fallback_rounds.
             placements = self._greedy(sim, offered[:1])
             if placements:
                 self.fallback_rounds += 1
