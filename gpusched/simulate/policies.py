@@ -261,6 +261,15 @@ class Optimize(Policy):
         While every hall, hall-cooling and facility row has more than this fraction of
         its limit spare, arriving jobs start at once at their max cap (the MILP's
         answer when nothing binds) instead of waiting for a round; 1 turns it off.
+
+    Notes
+    -----
+    ``describe()`` reports ``fast_path_starts`` (jobs started before power was
+    contended), ``fallback_rounds`` (rounds where allocate admitted none of the offered
+    jobs and the engine placed the first one at its min cap), ``engine_spans`` (gangs
+    larger than a hall, placed by the engine), ``drain_rounds`` and
+    ``rounds_stopped_by_time_limit``.  Without ``gpusched.allocate`` (it is imported
+    lazily) every round is that greedy placement, by weight then size, at min caps.
     """
 
     name = "optimize"
