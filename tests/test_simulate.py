@@ -13,8 +13,7 @@ from gpusched.engine import DEFAULT_BACKEND
 from gpusched.power import throughput
 from gpusched.simulate import (TraceJob, fit_load, load_trace, repeat_to_horizon, scale_trace,
                                simulate, synthetic_jobs)
-from gpusched.simulate.events import EventQueue, Simulator
-from gpusched.simulate.metrics import Recorder
+from gpusched.simulate.events import EventQueue
 from gpusched.simulate.policies import Optimize, Policy, lifted_cluster
 from gpusched.simulate.traces import parse_trace
 
