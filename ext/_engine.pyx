@@ -153,6 +153,7 @@ cdef class EngineCore:
         self.rack_rows_ptr = c.rack_rows_indptr
         self.rack_rows = c.rack_rows_index
         self.rack_coef = c.rack_rows_coef_units
+        self.rack_run_end = c.rack_rows_run_end
         self.n_words = (self.n_nodes + 63) // 64
         self.n_summary = (self.n_words + 63) // 64
         self.row_base = np.zeros(self.n_rows, dtype=np.int64)
@@ -256,26 +257,30 @@ cdef class EngineCore:
 
     @cython.cdivision(True)  # every division below has a numerator >= 0 and divisor > 0
     cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
-                      index_t* row_out) noexcept nogil:
-        """Cap for g GPUs on one node of ``rack`` (empty or not); limiting row in row_out.
+                      index_t* row_out, index_t* run_end_out) noexcept nogil:
+        """Cap for g GPUs on one node of ``rack`` (empty or not); the limiting row in
+        row_out, and the end of the run of racks that row limits alike in run_end_out.
 
         Row i holds iff coef*(busy_step if empty) + coef*g*(cap - idle) <= slack[i].
         """
         cdef int64_t base_w = self.busy_step_w if empty else 0
         cdef int64_t bound = max_cap, room, coef, row_bound
-        cdef index_t k, row, bound_row = -1
+        cdef index_t k, row, bound_row = -1, run_end = rack + 1
         for k in range(self.rack_rows_ptr[rack], self.rack_rows_ptr[rack + 1]):
             row = self.rack_rows[k]
             coef = self.rack_coef[k]
             room = self.slack[row] - coef * base_w
             if room < 0:
                 row_out[0] = row
+                run_end_out[0] = self.rack_run_end[k]
                 return -1
             row_bound = self.gpu_idle_w + room // (coef * g)
             if row_bound < bound:
                 bound = row_bound
                 bound_row = row
+                run_end = self.rack_run_end[k]
         row_out[0] = bound_row
+        run_end_out[0] = run_end
         return self.snap(bound, max_cap, min_cap)
 
     @cython.cdivision(True)
@@ -466,7 +471,7 @@ cdef class EngineCore:
                                   index_t pod) noexcept nogil:
         cdef SearchResult res
         cdef int f, cap, best_cap = -1
-        cdef index_t n, r, i, row, best_node = -1, best_row = -1, first_row = -2
+        cdef index_t n, r, i, row, run_end, best_node = -1, best_row = -1, first_row = -2
         cdef bint empty
         for f in range(g, self.G + 1):
             empty = f == self.G
@@ -476,7 +481,7 @@ cdef class EngineCore:
                 n = self.next_set(f, 0)
             while n >= 0:
                 r = self.node_rack[n]
-                cap = self.rack_cap(r, g, empty, max_cap, min_cap, &row)
+                cap = self.rack_cap(r, g, empty, max_cap, min_cap, &row, &run_end)
                 if first_row == -2:
                     first_row = row
                 if cap > best_cap:
@@ -485,11 +490,14 @@ cdef class EngineCore:
                     best_row = row
                     if cap == max_cap:
                         break
-                # skip the rest of this rack: its other nodes with f free GPUs fit the same
                 if pod >= 0:
                     n = self.next_in_pod(f, pod, r)
                 else:
-                    n = self.next_set(f, self.rack_first[r + 1])
+                    # The rest of this rack fits the same way, so skip it.  And row `row`
+                    # holds every rack up to run_end at `cap` or below, no better than the
+                    # best so far: skip those too (they cannot win, ties go to the first).
+                    n = self.next_set(f, self.rack_first[run_end if run_end > r + 1
+                                                         else r + 1])
             if best_cap == max_cap:
                 break
         res.row = best_row

@@ -65,6 +65,7 @@ cdef class EngineCore:
     cdef const index_t[::1] rack_rows_ptr
     cdef const index_t[::1] rack_rows
     cdef const units_t[::1] rack_coef
+    cdef const index_t[::1] rack_run_end # per entry: end of the run of racks alike in it
 
     # live state
     cdef index_t[::1] node_free          # free GPUs per node
@@ -115,7 +116,7 @@ cdef class EngineCore:
     cdef index_t next_set(self, int f, index_t pos) noexcept nogil
     cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil
     cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
-                      index_t* row_out) noexcept nogil
+                      index_t* row_out, index_t* run_end_out) noexcept nogil
     cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
                       index_t* row_out) noexcept nogil
     cdef SearchResult search_node(self, int g, int max_cap, int min_cap,

@@ -78,6 +78,10 @@ class EngineCore:
         self._rack_rows: list[list[tuple[int, int]]] = [
             list(zip(index[indptr[r]:indptr[r + 1]], coef[indptr[r]:indptr[r + 1]]))
             for r in range(cluster.num_racks)]
+        run_end = c.rack_rows_run_end.tolist()
+        # rack r -> for each of its rows, the end of the run of racks that share it alike
+        self._rack_run_end: list[list[int]] = [run_end[indptr[r]:indptr[r + 1]]
+                                               for r in range(cluster.num_racks)]
         self._max_rack_nodes = int(cluster.rack_nodes.max())
         self._lock = threading.RLock()
         self._reset()
@@ -175,37 +179,44 @@ class EngineCore:
         best_cap, best_node, best_row, first_row = -1, -1, -1, -2
         for f in range(g, G + 1):
             empty = f == G
-            for n in self._nodes_with_free(f, pod):
-                cap, row = self._rack_cap(self._node_rack[n], g, empty, max_cap, min_cap)
+            n = self._next_in_pod(f, pod, -1) if pod >= 0 else self._next_with_free(f, 0)
+            while n >= 0:
+                rack = self._node_rack[n]
+                cap, row, run_end = self._rack_cap(rack, g, empty, max_cap, min_cap)
                 if first_row == -2:
                     first_row = row
                 if cap > best_cap:
                     best_cap, best_node, best_row = cap, n, row
                     if cap == max_cap:
                         return FOUND, cap, [n], row
+                if pod >= 0:
+                    n = self._next_in_pod(f, pod, rack)
+                else:
+                    # The rest of this rack fits the same way, so skip it.  And row `row`
+                    # holds every rack up to run_end at `cap` or below, no better than the
+                    # best so far: skip those too (they cannot win, ties go to the first).
+                    n = self._next_with_free(f, self._rack_first[max(run_end, rack + 1)])
         if best_node < 0:
             if first_row == -2:
                 return NO_CAPACITY, -1, [], -1
             return NO_POWER, -1, [], first_row
         return FOUND, best_cap, [best_node], best_row
 
-    def _nodes_with_free(self, f: int, pod: int) -> Iterable[int]:
-        """The first node with exactly ``f`` free GPUs in each rack, racks ascending."""
-        if pod >= 0:
-            node_free, rack_first = self._node_free, self._rack_first
-            for r in self._pod_racks[pod]:
+    def _next_with_free(self, f: int, pos: int) -> int:
+        """Lowest node >= pos with exactly f free GPUs, or -1."""
+        nodes = self._free_nodes[f]
+        i = bisect_left(nodes, pos)
+        return nodes[i] if i < len(nodes) else -1
+
+    def _next_in_pod(self, f: int, pod: int, after_rack: int) -> int:
+        """First node with exactly f free GPUs in the next rack of ``pod`` after after_rack."""
+        node_free, rack_first = self._node_free, self._rack_first
+        for r in self._pod_racks[pod]:
+            if r > after_rack:
                 for n in range(rack_first[r], rack_first[r + 1]):
                     if node_free[n] == f:
-                        yield n
-                        break
-            return
-        nodes = self._free_nodes[f]
-        i = 0
-        while i < len(nodes):
-            n = nodes[i]
-            yield n
-            # skip the rest of this rack: its other nodes with f free GPUs fit the same way
-            i = bisect_left(nodes, self._rack_first[self._node_rack[n] + 1], i + 1)
+                        return n
+        return -1
 
     def _search_pods(self, k: int, max_cap: int, min_cap: int,
                      pods: list[int]) -> tuple[int, int, list[int], int]:
@@ -356,21 +367,22 @@ class EngineCore:
         return cap if cap >= min_cap else min_cap
 
     def _rack_cap(self, rack: int, g: int, empty: bool, max_cap: int,
-                  min_cap: int) -> tuple[int, int]:
-        """Cap for g GPUs on one node of ``rack`` (empty or not), and the limiting row.
+                  min_cap: int) -> tuple[int, int, int]:
+        """Cap for g GPUs on one node of ``rack`` (empty or not), the limiting row, and
+        the end of the run of racks that row limits alike (rack + 1 if none).
 
         Row i holds iff  coef*(busy_step if empty) + coef*g*(cap - idle) <= slack[i].
         """
         base_w = self._busy_step_w if empty else 0
-        bound, bound_row = max_cap, -1
-        for row, coef in self._rack_rows[rack]:
+        bound, bound_row, run_end = max_cap, -1, rack + 1
+        for (row, coef), end in zip(self._rack_rows[rack], self._rack_run_end[rack]):
             room = self._slack[row] - coef * base_w
             if room < 0:
-                return -1, row
+                return -1, row, end
             row_bound = self._gpu_idle_w + room // (coef * g)
             if row_bound < bound:
-                bound, bound_row = row_bound, row
-        return self._snap(bound, max_cap, min_cap), bound_row
+                bound, bound_row, run_end = row_bound, row, end
+        return self._snap(bound, max_cap, min_cap), bound_row, run_end
 
     def _gang_cap(self, nodes: Sequence[int], max_cap: int, min_cap: int) -> tuple[int, int]:
         """Cap for whole empty ``nodes``, and the limiting row (lowest index on ties)."""
