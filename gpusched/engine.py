@@ -179,9 +179,37 @@ class Engine:
             message = (f"Job {job.id!r} does not fit{where}: no capacity, it needs {need} "
                        f"and {self.free_gpus()} GPUs are free in the cluster")
             return Explanation(job.id, "no-capacity", None, (), None, None, message)
+        # The search names the row that stopped its first candidate.  A row over every
+        # rack that cannot take even the job's least demand blocks it everywhere, and
+        # says more (the facility rather than the first hall looked at).
+        global_row = self._row_blocking_everywhere(job)
+        if global_row is not None:
+            binding, kind = c.names[global_row], c.kinds[global_row]
         message = (f"Job {job.id!r} does not fit{where}: GPUs are free, but even at "
                    f"{job.min_cap_w} W it would break {binding!r} ({kind})")
         return Explanation(job.id, "no-power", None, (), binding, kind, message)
+
+    def _row_blocking_everywhere(self, job: Job) -> int | None:
+        """The row covering every rack that is shortest of the job's least demand, if any.
+
+        The least demand is the job's GPUs at ``min_cap_w`` (plus the busy step of each
+        node for jobs on whole nodes), times the row's smallest coefficient.
+        """
+        c, power = self.cluster.constraints, self.cluster.power
+        G = power.gpus_per_node
+        demand_w = job.gpus * (job.min_cap_w - power.gpu_idle_w)
+        if job.gpus > G:
+            demand_w += (job.gpus // G) * power.busy_step_w
+        A = c.A.tocsr()
+        counts = np.diff(A.indptr)
+        slack = self.row_slack_units()
+        worst, worst_deficit = None, 0
+        for i in np.flatnonzero(counts == self.cluster.num_racks):
+            coef_units = int(round(A.data[A.indptr[i]:A.indptr[i + 1]].min() * COEF_SCALE))
+            deficit = coef_units * demand_w - int(slack[i])
+            if deficit > worst_deficit:  # the row short by the most blocks the most
+                worst, worst_deficit = int(i), deficit
+        return worst
 
     # ---- snapshots ------------------------------------------------------------------
 
