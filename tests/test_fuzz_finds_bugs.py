@@ -43,30 +43,42 @@ class SkipsRackFeedRows(_PythonEngine):
     def __init__(self, cluster):
         super().__init__(cluster)
         kinds = cluster.constraints.kinds
-        self._rows_checked = [[(row, coef) for row, coef in rows if kinds[row] != "rack-feed"]
-                              for rows in self._rack_rows]
+        keep = [[i for i, (row, _coef) in enumerate(rows) if kinds[row] != "rack-feed"]
+                for rows in self._rack_rows]
+        # every per-rack list aligned with _rack_rows is filtered alike
+        self._seen_by_search = {
+            name: [[entries[i] for i in k] for entries, k in zip(getattr(self, name), keep)]
+            for name in ("_rack_rows", "_rack_run_end") if hasattr(self, name)}
 
     def _search(self, gpus, max_cap, min_cap, pod):
-        all_rows, self._rack_rows = self._rack_rows, self._rows_checked
+        saved = {name: getattr(self, name) for name in self._seen_by_search}
+        for name, value in self._seen_by_search.items():
+            setattr(self, name, value)
         try:
             return super()._search(gpus, max_cap, min_cap, pod)
         finally:
-            self._rack_rows = all_rows
+            for name, value in saved.items():
+                setattr(self, name, value)
 
 
 class BreaksTiesTheOtherWay(_PythonEngine):
-    """Among candidate nodes that allow the same cap, the *last* in locality order wins."""
+    """Among nodes that allow the same cap, the *last* in locality order wins.
+
+    Written over the twin's stable primitives (free GPUs per node, ``_rack_cap``), so
+    it keeps the bug, and only the bug, while the twin's search is optimised.
+    """
 
     def _search_node(self, g, max_cap, min_cap, pod):
+        G, node_pod = self._G, self.cluster.node_pod
+        order = sorted((self._node_free[n], n) for n in range(self.cluster.num_nodes)
+                       if self._node_free[n] >= g and (pod < 0 or node_pod[n] == pod))
         best_cap, best_node, best_row, first_row = -1, -1, -1, -2
-        for f in range(g, self._G + 1):
-            for n in self._nodes_with_free(f, pod):
-                cap, row = self._rack_cap(self._node_rack[n], g, f == self._G, max_cap,
-                                          min_cap)
-                if first_row == -2:
-                    first_row = row
-                if cap > 0 and cap >= best_cap:  # the bug: >= instead of >
-                    best_cap, best_node, best_row = cap, n, row
+        for free, n in order:
+            cap, row = self._rack_cap(self._node_rack[n], g, free == G, max_cap, min_cap)[:2]
+            if first_row == -2:
+                first_row = row
+            if cap > 0 and cap >= best_cap:  # the bug: >= where the twin has >
+                best_cap, best_node, best_row = cap, n, row
         if best_node < 0:
             return (NO_CAPACITY, -1, [], -1) if first_row == -2 else (NO_POWER, -1, [], first_row)
         return FOUND, best_cap, [best_node], best_row
