@@ -885,6 +885,13 @@ cdef class EngineCore:
         except (KeyError, TypeError):
             raise unknown_job(job_id) from None
 
+    def job(self, job_id):
+        """The Job placed under ``job_id``."""
+        try:
+            return self._jobs[job_id][0]
+        except (KeyError, TypeError):
+            raise unknown_job(job_id) from None
+
     def _index_state(self):
         """Every derived index, for tests that check the twins agree to the last counter."""
         cdef int f

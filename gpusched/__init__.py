@@ -3,9 +3,11 @@
 The public names, nothing else; see README.md for a tour.
 """
 
+from .allocate import Allocation, CapPlan, allocate, apply, rebalance_caps
 from .cluster import Cluster, Constraints
 from .engine import Engine, Explanation, available_backends
 from .errors import (
+    AllocationError,
     DuplicateJobError,
     GpuschedError,
     JobError,
@@ -24,5 +26,6 @@ __all__ = [
     "Cluster", "Constraints", "Engine", "Explanation", "Job", "Placement", "PowerModel",
     "throughput", "available_backends",
     "GpuschedError", "SpecError", "JobError", "DuplicateJobError", "UnknownJobError",
-    "PlacementError", "SnapshotError", "TraceError",
+    "PlacementError", "SnapshotError", "TraceError", "AllocationError",
+    "allocate", "apply", "rebalance_caps", "Allocation", "CapPlan",
 ]

@@ -6,7 +6,7 @@ The Cython twin runs a few C-level tests first and calls these only to build the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Container
 
 from .errors import DuplicateJobError, JobError, UnknownJobError
 from .job import Job
@@ -22,8 +22,11 @@ def gpus_per_node_for(gpus: int, gpus_per_node: int) -> int:
     return gpus if gpus <= gpus_per_node else gpus_per_node
 
 
-def check_job(cluster: "Cluster", job: Any, jobs: "dict[str, Any]") -> None:
-    """Raise the error for a job this cluster can never run, or an id already placed."""
+def check_job(cluster: "Cluster", job: Any, jobs: "Container[str]") -> None:
+    """Raise the error for a job this cluster can never run, or an id already placed.
+
+    ``jobs`` is anything that answers ``job_id in jobs``: the twin's dict, or the engine.
+    """
     if not isinstance(job, Job):
         raise JobError(f"expected a gpusched.Job, got {type(job).__name__} {job!r}")
     power = cluster.power

@@ -51,7 +51,7 @@ interchangeable: they become one class with an integer member count, and placeme
 stay exact because the size-class rows above hold per member.  A pod whose own row
 can bind is a class of its own.  Jobs larger than a pod *span* pods: they take whole
 empty pods of one zone (integer ``u_c`` members of class c reserved for them) and are
-placed on those nodes by :func:`apply` with the engine's checked ``_apply``.
+placed on those nodes by :func:`apply` with the engine's checked ``place_on``.
 
 *Job classes (exact aggregation).*  Queued jobs equal in size, caps, weight and
 sensitivity are interchangeable too: one integer variable per (job class, place,
@@ -89,15 +89,11 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from ._checks import check_job
 from .cluster import COEF_SCALE
-from .errors import DuplicateJobError, GpuschedError, JobError, PlacementError
+from .errors import AllocationError, DuplicateJobError, GpuschedError, JobError, PlacementError
 from .job import Job, Placement
 from .power import throughput
 
 __all__ = ["allocate", "apply", "rebalance_caps", "Allocation", "CapPlan", "AllocationError"]
-
-
-class AllocationError(GpuschedError, ValueError):
-    """An argument of :func:`allocate` or :func:`rebalance_caps` is invalid."""
 
 
 # ======================================================================================
@@ -983,7 +979,7 @@ def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
 
     Each job goes to its planned pod with ``engine.place(job.replace(max_cap_w=cap),
     pod=pod)`` (its ``min_cap_w`` kept, so a rack row can still step it down); a job
-    larger than a pod goes on its planned nodes with the engine's checked ``_apply``,
+    larger than a pod goes on its planned nodes with the engine's checked ``place_on``,
     at the planned cap or, failing that, the next grid caps down to ``min_cap_w``.
 
     Returns
@@ -991,13 +987,12 @@ def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
     dict of str to Placement
         The placements made.  A job the engine refuses is not in it; its id and the
         engine's reason are added to ``allocation.dropped`` (the Allocation is frozen,
-        its dict is not) and to ``apply.last_dropped``.  Never raises for a refused job.
+        its dict is not).  Never raises for a refused job.
     """
     if not isinstance(allocation, Allocation):
         raise AllocationError(f"apply needs an Allocation, got {type(allocation).__name__}")
     placed: dict[str, Placement] = {}
     refused: dict[str, str] = {}
-    G = engine.cluster.gpus_per_node
     power = engine.cluster.power
     with engine._lock:
         for job_id in allocation.admitted:
@@ -1013,7 +1008,7 @@ def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
                 reason = "its planned nodes are no longer free or powered"
                 for c in power.cap_grid_w(cap, planned.min_cap_w):
                     try:
-                        placement = engine._apply(planned, list(nodes), G, c)
+                        placement = engine.place_on(job, nodes, c)
                         break
                     except PlacementError as exc:
                         reason = str(exc)
@@ -1027,9 +1022,11 @@ def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
                 why = engine.explain(planned, pod=allocation.pod[job_id])
                 refused[job_id] = f"refused by the engine: {why.message}"
             else:
+                # the engine holds the job with its own cap range, not the planned cap as
+                # a ceiling, so rebalance_caps may raise it later
+                engine._replace(job, placement, placement)
                 placed[job_id] = placement
     allocation.dropped.update(refused)
-    apply.last_dropped = refused  # type: ignore[attr-defined]
     return placed
 
 
@@ -1150,20 +1147,24 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
     chord_b: list[float] = []
     k = 0
     t_hi = np.zeros(n)
+    # chords of s over the cap grid, per (max, min, sensitivity): most jobs share them
+    chord_cache: dict[tuple[int, int, float], tuple[float, np.ndarray, np.ndarray]] = {}
     for j, job in enumerate(jobs):
-        grid = power.cap_grid_w(job.max_cap_w, job.min_cap_w)[::-1]   # ascending
-        s = [float(throughput(x, job.sensitivity)) for x in grid]
-        t_hi[j] = max(s)
-        if len(grid) == 1:
-            continue
-        for a in range(len(grid) - 1):
-            slope = (s[a + 1] - s[a]) / (grid[a + 1] - grid[a])
-            # t_j - slope * cap_j <= s_a - slope * grid_a
-            chord_r += [k, k]
-            chord_c += [n + j, j]
-            chord_v += [1.0, -slope]
-            chord_b.append(s[a] - slope * grid[a])
-            k += 1
+        key = (job.max_cap_w, job.min_cap_w, job.sensitivity)
+        if key not in chord_cache:
+            grid = np.array(power.cap_grid_w(job.max_cap_w, job.min_cap_w)[::-1], dtype=float)
+            s = np.atleast_1d(throughput(grid, job.sensitivity))
+            slopes = np.diff(s) / np.diff(grid) if len(grid) > 1 else np.zeros(0)
+            chord_cache[key] = (float(s.max()), slopes, s[:-1] - slopes * grid[:-1])
+        t_max, slopes, intercepts = chord_cache[key]
+        t_hi[j] = t_max
+        # t_j - slope * cap_j <= s_a - slope * grid_a, one row per chord
+        m = len(slopes)
+        chord_r.extend(np.repeat(np.arange(k, k + m), 2).tolist())
+        chord_c.extend([n + j, j] * m)
+        chord_v.extend(np.column_stack([np.ones(m), -slopes]).ravel().tolist())
+        chord_b.extend(intercepts.tolist())
+        k += m
     t_lo = np.array([float(throughput(j.min_cap_w, j.sensitivity)) for j in jobs])
     chords = sp.csr_matrix((chord_v, (chord_r, chord_c)), shape=(k, 2 * n))
     rows = sp.hstack([M, sp.csr_matrix((M.shape[0], n))]).tocsr()

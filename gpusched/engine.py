@@ -139,6 +139,7 @@ class Engine:
         def placements(self) -> list[Placement]: ...
         def jobs(self) -> list[Job]: ...
         def placement(self, job_id: str) -> Placement: ...
+        def job(self, job_id: str) -> Job: ...
         def __len__(self) -> int: ...
         def __contains__(self, job_id: object) -> bool: ...
         def _search(self, gpus: int, max_cap: int, min_cap: int, pod: int) -> tuple[int, int, list[int], int]: ...
@@ -156,7 +157,7 @@ class Engine:
         nothing.
         """
         with self._lock:
-            check_job(self.cluster, job, {j.id: None for j in self.jobs()})
+            check_job(self.cluster, job, self)
             pod_index = -1 if pod is None else check_pod(self.cluster, pod)
             status, cap, nodes, row = self._search(job.gpus, job.max_cap_w, job.min_cap_w,
                                                    pod_index)
@@ -277,6 +278,17 @@ class Engine:
                     raise
                 raise SnapshotError(f"snapshot does not restore: {exc}") from exc
 
+    def place_on(self, job: Job, nodes: Any, cap_w: int) -> Placement:
+        """Place ``job`` exactly on ``nodes`` (ascending node indices) at ``cap_w``.
+
+        For a caller that chose the nodes itself (a cluster-wide allocation, a replayed
+        journal).  Checked and atomic: raises PlacementError, and changes nothing, if a
+        node lacks the free GPUs, the cap is outside the job's range, or a row of
+        A·P <= b would break.
+        """
+        return self._apply(job, nodes, gpus_per_node_for(job.gpus, self.cluster.gpus_per_node),
+                           cap_w)
+
     def _apply(self, job: Job, nodes: Any, gpus_per_node: int, cap_w: int) -> Placement:
         """Place ``job`` exactly on ``nodes`` at ``cap_w`` (restore, replay); atomic, checked.
 
@@ -284,7 +296,7 @@ class Engine:
         """
         G = self.cluster.gpus_per_node
         with self._lock:
-            check_job(self.cluster, job, {j.id: None for j in self.jobs()})
+            check_job(self.cluster, job, self)
             try:
                 node_list = [operator.index(n) for n in nodes]
                 gpus_per_node, cap_w = operator.index(gpus_per_node), operator.index(cap_w)
@@ -332,7 +344,7 @@ class Engine:
         """
         with self._lock:
             old = self.placement(job_id)
-            job = next(j for j in self.jobs() if j.id == job_id)
+            job = self.job(job_id)
             try:
                 cap_w = operator.index(cap_w)
             except TypeError:

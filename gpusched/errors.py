@@ -17,6 +17,7 @@ __all__ = [
     "PlacementError",
     "SnapshotError",
     "TraceError",
+    "AllocationError",
 ]
 
 
@@ -61,3 +62,7 @@ class SnapshotError(GpuschedError, ValueError):
 
 class TraceError(GpuschedError, ValueError):
     """A job trace file is malformed; the message carries the line number."""
+
+
+class AllocationError(GpuschedError, ValueError):
+    """An argument of ``allocate``, ``apply`` or ``rebalance_caps`` is invalid."""
