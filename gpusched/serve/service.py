@@ -293,9 +293,9 @@ class PlacementService:
     @staticmethod
     def _allocate_module() -> Any:
         try:
-            return importlib.import_module("gpusched.allocate")
+            return importlib.import_module("gpusched.allocation")
         except ImportError as exc:
-            raise RequestError(501, f"gpusched.allocate is not available: {exc}") from None
+            raise RequestError(501, f"gpusched.allocation is not available: {exc}") from None
 
     def rebalance_caps(self, body: Any) -> tuple[dict[str, Any], int]:
         self.check("RebalanceRequest", body)
