@@ -187,6 +187,10 @@ class SiteModel:
         theirs = {job_id: (tuple(p.nodes), p.gpus_per_node, p.cap_w) for job_id, p in live.items()}
         if mine != theirs:
             raise ModelViolation(f"engine placements {theirs} differ from the model's {mine}")
+        if list(live) != list(self.ledger):
+            # jobs are listed in the order they were placed; set_cap and restore keep it
+            raise ModelViolation(f"engine lists jobs as {list(live)}, placed as "
+                                 f"{list(self.ledger)}")
         used, cap_sum = self.node_use()
         over = [n for n in range(self.num_nodes) if used[n] > self.G]
         if over:

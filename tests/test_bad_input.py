@@ -28,13 +28,10 @@ def _loaded_engine(cluster, backend: str) -> Engine:
     return engine
 
 
-def _state(engine: Engine, *, ordered: bool = True):
-    """Everything observable; ``ordered=False`` ignores the order jobs are listed in."""
+def _state(engine: Engine):
+    """Everything observable, the order jobs are listed in included."""
     snap = engine.snapshot()
     placements = [p.to_dict() for p in engine.placements()]
-    if not ordered:
-        snap["jobs"].sort(key=lambda entry: entry["job"]["id"])
-        placements.sort(key=lambda p: p["job_id"])
     return (json.dumps(snap, sort_keys=True), engine._index_state(), placements,
             engine.free_gpus(), engine.row_slack_units().tolist())
 
@@ -85,10 +82,10 @@ def test_set_cap_that_breaks_a_row_changes_nothing(tiny, backend):
     engine.place(Job("d", 16, min_cap_w=200))
     # the 55 kW facility limit holds e below 700 W
     assert engine.place(Job("e", 8, min_cap_w=200)).cap_w < 700
-    before = _state(engine, ordered=False)
+    before = _state(engine)
     with pytest.raises(PlacementError, match="at 700 W it would break"):
         engine.set_cap("e", 700)
-    assert _state(engine, ordered=False) == before
+    assert _state(engine) == before
     check_engine(engine)
 
 

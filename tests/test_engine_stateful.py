@@ -58,11 +58,8 @@ def _outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
         return ("error", type(exc), str(exc))
 
 
-def _view(engine: Engine, ordered: bool = True) -> Any:
-    snap = engine.snapshot()
-    if not ordered:
-        snap["jobs"].sort(key=lambda entry: entry["job"]["id"])
-    return json.dumps(snap, sort_keys=True), engine._index_state()
+def _view(engine: Engine) -> Any:
+    return json.dumps(engine.snapshot(), sort_keys=True), engine._index_state()
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -110,12 +107,12 @@ class EngineMachine(RuleBasedStateMachine):
                 raise TwinMismatch(f"twins differ: {outcomes}")
         return first
 
-    def _unchanged(self, call: Callable[[Engine], Any], *, ordered: bool = True) -> tuple:
+    def _unchanged(self, call: Callable[[Engine], Any]) -> tuple:
         """Run ``call`` (which must fail or be read-only); every engine's state is kept."""
-        before = {name: _view(e, ordered) for name, e in self.engines.items()}
+        before = {name: _view(e) for name, e in self.engines.items()}
         outcome = self._each(call)
         for name, engine in self.engines.items():
-            if _view(engine, ordered) != before[name]:
+            if _view(engine) != before[name]:
                 raise ModelViolation(f"{name}: state changed by {outcome}")
         return outcome
 
@@ -281,8 +278,7 @@ class EngineMachine(RuleBasedStateMachine):
             event("set_cap: changed")
         else:
             event("set_cap: refused")
-            # a failed set_cap reorders the job listing (engine bug, see test_bad_input)
-            outcome = self._unchanged(lambda e: e.set_cap(job_id, cap), ordered=False)
+            outcome = self._unchanged(lambda e: e.set_cap(job_id, cap))
             if outcome[0] != "error" or outcome[1] is not PlacementError:
                 raise ModelViolation(f"set_cap({job_id!r}, {cap}) gave {outcome}; the model "
                                      "says a row breaks or the cap is out of range")
@@ -314,8 +310,7 @@ class EngineMachine(RuleBasedStateMachine):
                   else "never-placed", num_gpus=self.cluster.num_gpus,
                   num_pods=self.cluster.num_pods,
                   snapshot=next(iter(self.engines.values())).snapshot())
-        outcome = self._unchanged(lambda e: row.call(e, ctx),
-                                  ordered=not row.name.startswith("set_cap"))
+        outcome = self._unchanged(lambda e: row.call(e, ctx))
         assert outcome[0] == "error" and issubclass(outcome[1], row.error), (row.name, outcome)
 
     @precondition(lambda self: self.engines and self.model.ledger)
