@@ -36,7 +36,8 @@ else:
             ["ext/_engine.pyx"],
             include_dirs=[np.get_include()],
             extra_compile_args=extra,
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                           ("GPUSCHED_DEBUG", "1" if DEBUG_BUILD else "0")],
         )
     ]
     print(f"*** gpusched: {'debug' if DEBUG_BUILD else 'accelerated'} build ***")

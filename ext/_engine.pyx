@@ -42,6 +42,18 @@ cdef extern from *:
     """
     int gs_ctz64(unsigned long long x) noexcept nogil
 
+cdef extern from *:
+    """
+    #ifndef GPUSCHED_DEBUG
+    #define GPUSCHED_DEBUG 0
+    #endif
+    """
+    int GPUSCHED_DEBUG
+
+#: True in a GPUSCHED_DEBUG_BUILD=1 build (bounds and wrap-around checks on), so CI can
+#: tell that the build it fuzzes really is the checked one.
+BOUNDS_CHECKED = bool(GPUSCHED_DEBUG)
+
 cdef uint64_t ONE = 1
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 
