@@ -382,15 +382,8 @@ cdef class EngineCore:
         whole unless that breaks a row at the target; the remainder best fit.
         """
         cdef SearchResult res
-        cdef index_t p, m = 0
+        cdef index_t m = self.pods_fullest_first()
         cdef int target = max_cap
-        for p in range(self.n_pods):
-            if self.pod_free_nodes[p]:
-                self.pod_keys[m].primary = -self.pod_free_nodes[p]
-                self.pod_keys[m].secondary = 0
-                self.pod_keys[m].pod = p
-                m += 1
-        qsort(self.pod_keys, m, sizeof(PodKey), cmp_pod_key)
         while True:
             if self.spread_at(k, target, m):
                 res.cap_w = self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
@@ -635,9 +628,9 @@ cdef class EngineCore:
                 got += 1
         return got
 
-    cdef void spread_over_pods(self, index_t k) noexcept nogil:
-        """k empty nodes over the fewest pods into out_nodes: fullest pods whole."""
-        cdef index_t i, j, p, r, m = 0, taken = 0, last = -1, rem
+    cdef index_t pods_fullest_first(self) noexcept nogil:
+        """Pods with empty nodes into pod_keys, by (empty nodes descending, index); count."""
+        cdef index_t p, m = 0
         for p in range(self.n_pods):
             if self.pod_free_nodes[p]:
                 self.pod_keys[m].primary = -self.pod_free_nodes[p]
@@ -645,6 +638,12 @@ cdef class EngineCore:
                 self.pod_keys[m].pod = p
                 m += 1
         qsort(self.pod_keys, m, sizeof(PodKey), cmp_pod_key)
+        return m
+
+    cdef void spread_over_pods(self, index_t k) noexcept nogil:
+        """k empty nodes over the fewest pods into out_nodes: fullest pods whole."""
+        cdef index_t i, j, p, r, taken = 0, last = -1, rem
+        cdef index_t m = self.pods_fullest_first()
         i = 0
         while k - taken > self.pod_free_nodes[self.pod_keys[i].pod]:
             p = self.pod_keys[i].pod

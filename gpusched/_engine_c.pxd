@@ -127,6 +127,7 @@ cdef class EngineCore:
     cdef index_t racks_needed(self, index_t pod, index_t k) noexcept nogil
     cdef index_t nodes_in_pod(self, index_t pod, index_t k, index_t* out) noexcept nogil
     cdef index_t empty_nodes(self, index_t rack, index_t count, index_t* out) noexcept nogil
+    cdef index_t pods_fullest_first(self) noexcept nogil
     cdef void spread_over_pods(self, index_t k) noexcept nogil
     cdef SearchResult search_spread(self, index_t k, int max_cap, int min_cap) noexcept nogil
     cdef bint spread_at(self, index_t k, int target, index_t m) noexcept nogil

@@ -283,9 +283,8 @@ class EngineCore:
         target met wins.  Skipping lets a big gang spread over halls that have power
         left instead of packing the first hall past its switchboard.
         """
-        order = sorted((p for p, free in enumerate(self._pod_free_nodes) if free),
-                       key=lambda p: (-self._pod_free_nodes[p], p))
-        for target in self._cap_grid(max_cap, min_cap):
+        order = self._pods_fullest_first()
+        for target in self.cluster.power.cap_grid_w(max_cap, min_cap):
             nodes = self._spread_at(k, target, order)
             if nodes is not None:
                 cap, row = self._gang_cap(nodes, max_cap, min_cap)
@@ -293,12 +292,6 @@ class EngineCore:
         # nothing meets even min_cap; explain with the plain spread's binding row
         _cap, row = self._gang_cap(self._spread_over_pods(k), max_cap, min_cap)
         return NO_POWER, -1, [], row
-
-    def _cap_grid(self, max_cap: int, min_cap: int) -> list[int]:
-        caps = list(range(max_cap, min_cap - 1, -self._cap_step_w))
-        if caps[-1] != min_cap:
-            caps.append(min_cap)
-        return caps
 
     def _spread_at(self, k: int, target: int, order: list[int]) -> list[int] | None:
         used: dict[int, int] = {}  # row -> units the nodes chosen so far take at target
@@ -335,10 +328,14 @@ class EngineCore:
             used[row] = used.get(row, 0) + d
         return True
 
+    def _pods_fullest_first(self) -> list[int]:
+        """Pods with empty nodes, by (empty nodes descending, index)."""
+        return sorted((p for p, free in enumerate(self._pod_free_nodes) if free),
+                      key=lambda p: (-self._pod_free_nodes[p], p))
+
     def _spread_over_pods(self, k: int) -> list[int]:
         """k empty nodes over the fewest pods: fullest pods whole, remainder best fit."""
-        pods = sorted((p for p, free in enumerate(self._pod_free_nodes) if free),
-                      key=lambda p: (-self._pod_free_nodes[p], p))
+        pods = self._pods_fullest_first()
         nodes: list[int] = []
         i = 0
         while k - len(nodes) > self._pod_free_nodes[pods[i]]:
