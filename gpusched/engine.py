@@ -194,12 +194,13 @@ class Engine:
         """The row covering every rack that is shortest of the job's least demand, if any.
 
         The least demand is the job's GPUs at ``min_cap_w`` (plus the busy step of each
-        node for jobs on whole nodes), times the row's smallest coefficient.
+        node for jobs on whole nodes, which are always empty ones), times the row's
+        smallest coefficient.
         """
         c, power = self.cluster.constraints, self.cluster.power
         G = power.gpus_per_node
         demand_w = job.gpus * (job.min_cap_w - power.gpu_idle_w)
-        if job.gpus > G:
+        if job.gpus >= G:  # whole nodes are empty nodes: each turns busy
             demand_w += (job.gpus // G) * power.busy_step_w
         A = c.A.tocsr()
         counts = np.diff(A.indptr)
