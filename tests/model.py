@@ -351,6 +351,22 @@ class SiteModel:
                     if used[n] == 0 and (pod is None or self.node_pod[n] == pod))
         return "no-capacity" if empty < k else None
 
+    def fits_placement(self, nodes: tuple[int, ...], gpus_per_node: int, cap_w: int) -> bool:
+        """Could ``gpus_per_node`` GPUs at ``cap_w`` go on each of ``nodes`` right now?
+
+        Each node needs that many free GPUs (all of them for a job of whole nodes), and
+        every row must hold afterwards.
+        """
+        used, cap_sum = self.node_use()
+        whole = len(nodes) > 1 or gpus_per_node == self.G
+        for n in nodes:
+            if (used[n] if whole else used[n] + gpus_per_node > self.G):
+                return False
+        for n in nodes:
+            used[n] += gpus_per_node
+            cap_sum[n] += gpus_per_node * cap_w
+        return not self.broken(self.rack_power(used, cap_sum))
+
     def fits_after(self, job_id: str, cap_w: int) -> bool:
         """Would every row hold if ``job_id`` ran at ``cap_w`` on the same nodes?"""
         ledger = dict(self.ledger)

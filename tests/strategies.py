@@ -11,8 +11,23 @@ NODE_FULL_W = 2800 + 8 * 700
 
 
 @st.composite
+def power_models(draw):
+    """A power-model table other than the H100 default: node size, cap grid, idle draws.
+
+    Caps stay in [200, 700] W so drawn jobs keep fitting the cap range.
+    """
+    gpus = draw(st.sampled_from([1, 2, 4, 8, 16, 64]))
+    other_idle = draw(st.sampled_from([0, 400, 1550]))
+    return {"gpus_per_node": gpus, "cap_step_w": draw(st.sampled_from([1, 10, 25, 50, 100])),
+            "gpu_idle_w": draw(st.sampled_from([0, 65, 150])),
+            "node_other_idle_w": other_idle,
+            "node_other_busy_w": other_idle + draw(st.sampled_from([0, 1, 1250]))}
+
+
+@st.composite
 def cluster_specs(draw, max_pods: int = 6, max_racks_per_pod: int = 4,
-                  max_nodes_per_rack: int = 8, spread_tightness: bool = False):
+                  max_nodes_per_rack: int = 8, spread_tightness: bool = False,
+                  vary_power: bool = False):
     """A valid spec dict: 1..max_pods pods, liquid and air racks, loose to tight limits.
 
     Each limit is idle power plus a drawn fraction (0.05 to 1.3) of the headroom full
@@ -20,12 +35,21 @@ def cluster_specs(draw, max_pods: int = 6, max_racks_per_pod: int = 4,
     many limits the tightest one is usually near 0.05; ``spread_tightness=True`` first
     draws a floor for the fraction (0.05, 0.3, 0.6 or 0.9), so loose clusters where big
     gangs fit come up as often as tight ones.
+    ``vary_power=True`` sometimes draws a power model other than the H100 default
+    (1 to 64 GPUs per node, cap steps of 1 to 100 W, other idle draws).
     """
     n_pods = draw(st.integers(1, max_pods))
     n_halls = draw(st.integers(1, min(2, n_pods)))
     floor = draw(st.sampled_from([0.05, 0.3, 0.6, 0.9])) if spread_tightness else 0.05
     tightness = st.floats(floor, 1.3)
     spec = {"name": "drawn", "halls": [], "rows": [], "pods": [], "racks": []}
+    node_idle_w, node_full_w = NODE_IDLE_W, NODE_FULL_W
+    if vary_power and draw(st.booleans()):
+        power = draw(power_models())
+        spec["power"] = power
+        G = power["gpus_per_node"]
+        node_idle_w = power["node_other_idle_w"] + G * power["gpu_idle_w"]
+        node_full_w = power["node_other_busy_w"] + G * 700
     hall_idle = [0.0] * n_halls
     hall_full = [0.0] * n_halls
     for p in range(n_pods):
@@ -35,7 +59,7 @@ def cluster_specs(draw, max_pods: int = 6, max_racks_per_pod: int = 4,
         row_racks = []
         for r in range(draw(st.integers(1, max_racks_per_pod))):
             nodes = draw(st.integers(1, max_nodes_per_rack))
-            idle, full = nodes * NODE_IDLE_W, nodes * NODE_FULL_W
+            idle, full = nodes * node_idle_w, nodes * node_full_w
             feed = idle + draw(tightness) * (full - idle)
             rack = {"name": f"rack-{p}-{r}", "row": f"row-{p}", "pod": f"pod-{p}",
                     "nodes": nodes, "feed_w": round(feed)}
@@ -69,12 +93,13 @@ def clusters(**kwargs):
 
 
 @st.composite
-def jobs(draw, job_id: str, max_gpus: int = 64):
-    """A valid job: 1..8 GPUs, or whole nodes up to max_gpus; flexible caps."""
+def jobs(draw, job_id: str, max_gpus: int = 64, gpus_per_node: int = 8):
+    """A valid job: 1..G GPUs, or whole nodes up to max_gpus; flexible caps."""
+    G = gpus_per_node
     if draw(st.booleans()):
-        gpus = draw(st.integers(1, 8))
+        gpus = draw(st.integers(1, G))
     else:
-        gpus = 8 * draw(st.integers(2, max(2, max_gpus // 8)))
+        gpus = G * draw(st.integers(2, max(2, max_gpus // G)))
     max_cap = draw(st.sampled_from([700, 700, 650, 500]))
     min_cap = draw(st.one_of(st.none(), st.integers(200, max_cap)))
     return Job(job_id, gpus, max_cap_w=max_cap, min_cap_w=min_cap,
