@@ -17,9 +17,8 @@ from gpusched.engine import available_backends
 # - long: a soak.  `HYPOTHESIS_PROFILE=long python -m pytest tests/test_engine_stateful.py`
 #   runs 20,000 state-machine runs of up to 100 steps: 0.23 s each measured on one
 #   core of the dev machine, so about 75 minutes there (a box 2.5x faster still soaks
-#   30 minutes); the
-#   other fuzz files scale alike.  Build with GPUSCHED_DEBUG_BUILD=1 to soak the
-#   bounds-checked core.
+#   30 minutes); the other fuzz files scale alike.  Build with GPUSCHED_DEBUG_BUILD=1
+#   to soak the bounds-checked core.
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile("ci", max_examples=150, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
