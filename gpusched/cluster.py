@@ -478,8 +478,10 @@ class Cluster:
         b: list[float] = []
         names: list[str] = []
         kinds: list[str] = []
+        fields: list[str] = []  # the spec field each row's limit comes from, for errors
 
-        def add(name: str, kind: str, limit: float, racks: Iterable[int], coef: float) -> None:
+        def add(name: str, kind: str, limit: float, racks: Iterable[int], coef: float,
+                field: str) -> None:
             i = len(b)
             for r in racks:
                 rows.append(i)
@@ -488,27 +490,32 @@ class Cluster:
             b.append(limit)
             names.append(name)
             kinds.append(kind)
+            fields.append(field)
 
         for r, rack in enumerate(s["racks"]):
-            add(f"{rack['name']} feed", "rack-feed", rack["feed_w"], [r], 1.0)
+            add(f"{rack['name']} feed", "rack-feed", rack["feed_w"], [r], 1.0,
+                f"racks[{r}].feed_w")
             if rack["kind"] == "liquid":
                 phi = rack["liquid_fraction"]
-                add(f"{rack['name']} cdu", "cdu", rack["cdu_w"], [r], phi)
+                add(f"{rack['name']} cdu", "cdu", rack["cdu_w"], [r], phi, f"racks[{r}].cdu_w")
                 add(f"{rack['name']} residual air", "rack-air", rack["residual_air_w"], [r],
-                    round(1.0 - phi, 6))
+                    round(1.0 - phi, 6), f"racks[{r}].residual_air_w")
             else:
-                add(f"{rack['name']} air cooling", "air-cooling", rack["air_cooling_w"], [r], 1.0)
+                add(f"{rack['name']} air cooling", "air-cooling", rack["air_cooling_w"], [r], 1.0,
+                    f"racks[{r}].air_cooling_w")
         for i, row in enumerate(s["rows"]):
             add(f"{row['name']} busway", "row", row["busway_w"],
-                np.flatnonzero(self.rack_row == i), 1.0)
+                np.flatnonzero(self.rack_row == i), 1.0, f"rows[{i}].busway_w")
         for h, hall in enumerate(s["halls"]):
             in_hall = np.flatnonzero(self.rack_hall == h)
-            add(f"{hall['name']} switchboard", "hall", hall["switchboard_w"], in_hall, 1.0)
+            add(f"{hall['name']} switchboard", "hall", hall["switchboard_w"], in_hall, 1.0,
+                f"halls[{h}].switchboard_w")
             # Both the liquid loop and the residual air end up in the hall's plant.
-            add(f"{hall['name']} cooling plant", "hall-cooling", hall["cooling_w"], in_hall, 1.0)
+            add(f"{hall['name']} cooling plant", "hall-cooling", hall["cooling_w"], in_hall, 1.0,
+                f"halls[{h}].cooling_w")
         facility = s["facility"]
         add(f"{facility['name']} IT limit", "facility", facility["it_limit_w"],
-            range(len(s["racks"])), 1.0)
+            range(len(s["racks"])), 1.0, "facility.it_limit_w")
         rack_index = {name: i for i, name in enumerate(self.rack_names)}
         for j, limit in enumerate(s["limits"]):
             i = len(b)
@@ -522,6 +529,7 @@ class Cluster:
             b.append(limit["limit"])
             names.append(limit["name"])
             kinds.append(limit["kind"])
+            fields.append(f"limits[{j}].limit")
         if len(set(names)) != len(names):
             seen: set[str] = set()
             dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
@@ -532,15 +540,19 @@ class Cluster:
         A.sort_indices()
         b_arr = np.array(b, dtype=float)
         b_arr.setflags(write=False)
+        self._row_fields = tuple(fields)
         return Constraints(A=A, b=b_arr, names=tuple(names), kinds=tuple(kinds))
 
     def _check_idle_fits(self) -> None:
-        bad = self.constraints.violations(self.idle_rack_power_w)
-        if bad:
-            name, load, limit = bad[0]
-            raise SpecError(f"the all-idle cluster already breaks {name!r}: {load:,.0f} > "
-                            f"{limit:,.0f}; every limit must hold with no job running "
-                            f"({len(bad)} row(s) broken)", field="limits")
+        c = self.constraints
+        load = c.load_units(self.idle_rack_power_w)
+        bad = np.flatnonzero(load > c.b_units)
+        if bad.size:
+            i = int(bad[0])
+            raise SpecError(f"the all-idle cluster already breaks {c.names[i]!r}: "
+                            f"{load[i] / COEF_SCALE:,.0f} > {c.b[i]:,.0f}; every limit must hold "
+                            f"with no job running ({bad.size} row(s) broken)",
+                            field=self._row_fields[i])
 
     # ---- summaries ------------------------------------------------------------------
 
@@ -732,11 +744,12 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value) if value != int(value) or abs(value) >= 1e16 else f"{value:.1f}"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        # JSON string escapes are TOML's, except that TOML also forbids a raw DEL
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}"
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}"
                                 for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
