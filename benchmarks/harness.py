@@ -5,6 +5,7 @@ Benchmarks print numbers; nothing here asserts a time (shared machines are noisy
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -39,12 +40,19 @@ def measure(run: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
             setup()
         run()
     samples = []
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
+    # as timeit does: the cyclic GC would bill one run for garbage made by the others
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            if setup is not None:
+                setup()
+            start = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return Timing(statistics.median(samples), min(samples), max(samples), repeats)
 
 

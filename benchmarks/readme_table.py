@@ -11,6 +11,7 @@ pure-Python figure and whether the target is met.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,14 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     scaling = r["scaling"]["rows"]
     first, last = scaling[0], scaling[-1]
     growth = last["cython_us_per_pair"] / first["cython_us_per_pair"]
+    # logarithmic growth allows the cost to rise by log(N_last) / log(N_first)
+    allowed = math.log(last["gpus"]) / math.log(first["gpus"])
     out.append((f"8-GPU µs/pair from {first['gpus']:,} to {last['gpus']:,} GPUs",
-                "<= log growth", f"{first['cython_us_per_pair']} -> "
+                f"growth <= {allowed:.2f}x (log)", f"{first['cython_us_per_pair']} -> "
                 f"{last['cython_us_per_pair']} ({growth:.2f}x)",
                 f"{first.get('python_us_per_pair', '-')} -> "
                 f"{scaling[-2].get('python_us_per_pair', '-')} (at {scaling[-2]['gpus']:,})",
-                met(growth <= 3.0)))
+                met(growth <= allowed)))
     m = r["memory"]
     out.append(("engine state per GPU (bytes)", "<= 64", f"{m['cython']['bytes_per_gpu']}",
                 f"{m['python']['bytes_per_gpu']}", met(m["cython"]["bytes_per_gpu"] <= 64)))
