@@ -16,7 +16,9 @@ highest cap on every candidate, then step down 25 W" gives, without the step loo
 Locality order:
 - g <= G: best fit, i.e. nodes by (free GPUs ascending, node index).  Whether a node
   fits depends only on its rack and on whether it is empty, so one node per rack and
-  free count is looked at.
+  free count is looked at.  And when a row keeps a rack's cap at or below the best so
+  far, every rack of the run of consecutive racks that row treats alike is skipped too
+  (``Constraints.rack_rows_run_end``): they cannot beat it, and ties go to the first.
 - k nodes fitting in one pod: pods by (racks needed, free nodes, pod index).  Inside a
   pod, racks with the most empty nodes are taken whole while the rest of the job is
   larger than the next one, and the remainder goes to the rack with the fewest empty
