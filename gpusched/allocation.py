@@ -89,7 +89,7 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from ._checks import check_job
 from .cluster import COEF_SCALE
-from .errors import AllocationError, DuplicateJobError, GpuschedError, JobError, PlacementError
+from .errors import AllocationError, DuplicateJobError, JobError, PlacementError
 from .job import Job, Placement
 from .power import throughput
 
@@ -1110,7 +1110,6 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
     start = time.perf_counter()
     cluster = engine.cluster
     power = cluster.power
-    G = power.gpus_per_node
     c = cluster.constraints
     with engine._lock:
         jobs = engine.jobs()

@@ -131,7 +131,7 @@ BAD_CALLS: list[BadCall] = [
     BadCall("pod=-1", lambda e, c: e.place(Job("x", 1), pod=-1), JobError,
             ("pod=-1", "out of range")),
     BadCall("pod=num_pods", lambda e, c: e.place(Job("x", 1), pod=c.num_pods), JobError,
-            (f"pod=", "out of range")),
+            ("pod=", "out of range")),
     BadCall("pod=2**40", lambda e, c: e.place(Job("x", 16), pod=2**40), JobError,
             ("pod=1099511627776", "out of range")),
     BadCall("pod='nowhere'", lambda e, c: e.place(Job("x", 1), pod="nowhere"), JobError,

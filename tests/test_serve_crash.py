@@ -97,6 +97,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_placement(tmp_path):
     state_dir = tmp_path / "state"
     rng = random.Random(20261127)
     acked: dict[str, tuple] = {}
+    in_flight: tuple = ()  # the request the last kill interrupted (set by each round)
     # Round 0 recovers from the journal alone, round 1 from snapshots taken every 13
     # entries plus the journal after the last one.
     for round_, snapshot_every in enumerate((100_000, 13)):

@@ -271,7 +271,7 @@ def parse_topology(text: str, source: str = "topology.conf") -> Topology:
                                f"{'a switch' if kind == 'tree' else 'a block'}; valid: "
                                f"{sorted(allowed)}")
         if plugin is not None and plugin != kind:
-            raise fail(number, f"this file mixes topology/tree (SwitchName) and "
+            raise fail(number, "this file mixes topology/tree (SwitchName) and "
                                "topology/block (BlockName) lines")
         plugin = kind
         name = params[name_key]
