@@ -203,3 +203,18 @@ def test_switch_env_forces_python():
 def test_unknown_backend():
     with pytest.raises(ValueError, match="available backends"):
         Engine(Cluster.preset("tiny"), backend="fortran")
+
+
+def test_batch_api_is_a_loop_of_single_calls(colossus, backend):
+    sizes = [1, 3, 8, 64, 512, 4096, 2, 8, 16384]
+    jobs = [Job(f"j{i}", g, min_cap_w=400) for i, g in enumerate(sizes * 3)]
+    batched, looped = Engine(colossus, backend=backend), Engine(colossus, backend=backend)
+    assert batched.place_many(jobs) == [looped.place(job) for job in jobs]
+    assert batched._index_state() == looped._index_state()
+    ids = [j.id for j in jobs[::2] if j.id in looped]
+    assert batched.release_many(ids) == [looped.release(i) for i in ids]
+    assert batched._index_state() == looped._index_state()
+    # like the loop, a bad job stops the batch with its error; the jobs before it stay
+    with pytest.raises(JobError, match="multiple of 8"):
+        batched.place_many([Job("ok", 8), Job("bad", 12), Job("never", 8)])
+    assert "ok" in batched and "never" not in batched
