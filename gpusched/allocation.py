@@ -977,10 +977,10 @@ def _no_power_reason(model: _Model, job: Job) -> str:
 def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
     """Place the admitted jobs of ``allocation`` on ``engine``, in its order.
 
-    Each job goes to its planned pod with ``engine.place(job.replace(max_cap_w=cap),
-    pod=pod)`` (its ``min_cap_w`` kept, so a rack row can still step it down); a job
-    larger than a pod goes on its planned nodes with the engine's checked ``place_on``,
-    at the planned cap or, failing that, the next grid caps down to ``min_cap_w``.
+    Each job goes to its planned pod with ``engine.place_at_most(job, cap, pod=pod)``
+    (its ``min_cap_w`` kept, so a rack row can still step it down); a job larger than a
+    pod goes on its planned nodes with the engine's checked ``place_on``, at the planned
+    cap or, failing that, the next grid caps down to ``min_cap_w``.
 
     Returns
     -------
@@ -1017,14 +1017,12 @@ def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
                 else:
                     placed[job_id] = placement
                 continue
-            placement = engine.place(planned, pod=allocation.pod[job_id])
+            # the engine keeps the job's own cap range, so rebalance_caps may raise it later
+            placement = engine.place_at_most(job, cap, pod=allocation.pod[job_id])
             if placement is None:
                 why = engine.explain(planned, pod=allocation.pod[job_id])
                 refused[job_id] = f"refused by the engine: {why.message}"
             else:
-                # the engine holds the job with its own cap range, not the planned cap as
-                # a ceiling, so rebalance_caps may raise it later
-                engine._replace(job, placement, placement)
                 placed[job_id] = placement
     allocation.dropped.update(refused)
     return placed

@@ -279,6 +279,25 @@ class Engine:
                     raise
                 raise SnapshotError(f"snapshot does not restore: {exc}") from exc
 
+    def place_at_most(self, job: Job, cap_w: int, pod: int | str | None = None
+                      ) -> Placement | None:
+        """Place ``job`` as :meth:`place` would, but at no more than ``cap_w``.
+
+        For a caller that planned a lower cap (a cluster-wide allocation, a simulator
+        policy).  The engine still records the job with its own cap range, so a later
+        ``set_cap`` or ``rebalance_caps`` may raise the cap up to ``job.max_cap_w``.
+        ``cap_w`` must lie in ``[job.min_cap_w, job.max_cap_w]``.
+        """
+        with self._lock:
+            if (isinstance(cap_w, bool) or not isinstance(cap_w, int)
+                    or not job.min_cap_w <= cap_w <= job.max_cap_w):
+                raise JobError(f"Job {job.id!r}: cap_w={cap_w!r} must be a whole number of "
+                               f"watts in the job's [{job.min_cap_w}, {job.max_cap_w}] W")
+            placement = self.place(job.replace(max_cap_w=cap_w), pod)
+            if placement is not None:
+                self._replace(job, placement, placement)  # record the job's own range
+            return placement
+
     def place_on(self, job: Job, nodes: Any, cap_w: int) -> Placement:
         """Place ``job`` exactly on ``nodes`` (ascending node indices) at ``cap_w``.
 

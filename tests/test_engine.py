@@ -218,3 +218,16 @@ def test_batch_api_is_a_loop_of_single_calls(colossus, backend):
     with pytest.raises(JobError, match="multiple of 8"):
         batched.place_many([Job("ok", 8), Job("bad", 12), Job("never", 8)])
     assert "ok" in batched and "never" not in batched
+
+
+def test_place_at_most_keeps_the_jobs_own_range(tiny, backend):
+    engine = Engine(tiny, backend=backend)
+    job = Job("a", 8, min_cap_w=300)
+    p = engine.place_at_most(job, 450)
+    assert p.cap_w == 450 and engine.job("a") == job  # recorded with 300..700, not 450
+    assert engine.set_cap("a", 700).cap_w == 700      # so its cap may be raised later
+    check_engine(engine)
+    before = engine.snapshot()
+    with pytest.raises(JobError, match=r"\[300, 700\]"):
+        engine.place_at_most(Job("b", 8, min_cap_w=300), 250)
+    assert engine.snapshot() == before

@@ -425,13 +425,9 @@ class Optimize(Policy):
         for sim_job in order:
             if sim_job.gpus > sim.engine.free_gpus():
                 continue
-            low = sim_job.job.replace(max_cap_w=sim_job.job.min_cap_w)
-            placement = sim.engine.place(low)
+            # at its min cap, with its own cap range kept so rebalancing may raise it
+            placement = sim.engine.place_at_most(sim_job.job, sim_job.job.min_cap_w)
             if placement is not None:
-                # keep the job's own cap range on the engine so rebalancing may raise it
-                sim.engine.release(low.id)
-                placement = sim.engine._apply(sim_job.job, placement.nodes,
-                                              placement.gpus_per_node, placement.cap_w)
                 placements[sim_job.id] = placement
         return placements
 
