@@ -43,8 +43,12 @@ def check_job(cluster: "Cluster", job: Any, jobs: "Container[str]") -> None:
             raise JobError(f"Job {job.id!r}: {name}={cap} is outside the GPU's cap range "
                            f"[{power.cap_min_w}, {power.cap_max_w}] W")
     if job.id in jobs:
-        raise DuplicateJobError(f"Job {job.id!r} is already placed; release it first or "
-                                "use another id")
+        raise duplicate_job(job.id)
+
+
+def duplicate_job(job_id: str) -> DuplicateJobError:
+    return DuplicateJobError(f"Job {job_id!r} is already placed; release it first or "
+                             "use another id")
 
 
 def check_pod(cluster: "Cluster", pod: Any) -> int:

@@ -9,6 +9,7 @@ Types: node, rack, pod and row indices are int32_t (NumPy int32); watts and row
 slack are int64_t (NumPy int64).  A test matches each to its dtype.
 """
 
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
 ctypedef int32_t index_t    # nodes, racks, pods, rows: NumPy int32
@@ -36,10 +37,13 @@ from cpython.pythread cimport PyThread_type_lock
 
 
 cdef class EngineLock:
-    cdef PyThread_type_lock lock
-    cdef unsigned long owner
-    cdef int count
+    cdef PyThread_type_lock wakeup       # waiters sleep on it; see the class docstring
+    cdef unsigned long owner             # thread ident of the holder, 0 when free
+    cdef int count                       # re-entry depth, 0 when free
+    cdef int waiters                     # threads asleep in enter()
+    @cython.final
     cdef int enter(self) except -1
+    @cython.final
     cdef void exit(self) noexcept
 
 
@@ -50,6 +54,8 @@ cdef class EngineCore:
     cdef int64_t n_gpus
     cdef int cap_min_w, cap_max_w
     cdef dict _jobs                      # job id -> (Job, Placement), placement order
+    cdef tuple cap_objs                  # cap_objs[w] is the int w, 0 <= w <= cap_max_w
+    cdef tuple node_tuples               # node_tuples[n] is (n,)
 
     # model constants
     cdef int G, gpu_idle_w, busy_step_w, cap_step_w
@@ -110,29 +116,56 @@ cdef class EngineCore:
     cdef void c_release(self, const index_t* nodes, index_t n_nodes, int gpus,
                         int cap_w) noexcept nogil
 
-    # internals (declared here because every cdef method of a class with a .pxd must be)
+    # internals (declared here because every cdef method of a class with a .pxd must be);
+    # the final ones are direct calls, which the C compiler may inline
+    @cython.final
+    cdef SearchResult search(self, int gpus, int max_cap, int min_cap,
+                             index_t pod) noexcept nogil
+    @cython.final
+    cdef void commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
+                     int cap_w, int sign) noexcept nogil
+    @cython.final
     cdef void bit_set(self, int f, index_t n) noexcept nogil
+    @cython.final
     cdef void bit_clear(self, int f, index_t n) noexcept nogil
+    @cython.final
     cdef index_t next_set(self, int f, index_t pos) noexcept nogil
+    @cython.final
     cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil
+    @cython.final
     cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
                       index_t* row_out, index_t* run_end_out) noexcept nogil
+    @cython.final
     cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
                       index_t* row_out) noexcept nogil
+    @cython.final
     cdef SearchResult search_node(self, int g, int max_cap, int min_cap,
                                   index_t pod) noexcept nogil
+    @cython.final
     cdef index_t next_in_pod(self, int f, index_t pod, index_t after_rack) noexcept nogil
+    @cython.final
     cdef SearchResult search_pods(self, index_t k, int max_cap, int min_cap,
                                   index_t n_pods) noexcept nogil
+    @cython.final
     cdef index_t racks_needed(self, index_t pod, index_t k) noexcept nogil
+    @cython.final
     cdef index_t nodes_in_pod(self, index_t pod, index_t k, index_t* out) noexcept nogil
+    @cython.final
     cdef index_t empty_nodes(self, index_t rack, index_t count, index_t* out) noexcept nogil
+    @cython.final
     cdef index_t pods_fullest_first(self) noexcept nogil
+    @cython.final
     cdef void spread_over_pods(self, index_t k) noexcept nogil
+    @cython.final
     cdef SearchResult search_spread(self, index_t k, int max_cap, int min_cap) noexcept nogil
+    @cython.final
     cdef bint spread_at(self, index_t k, int target, index_t m) noexcept nogil
+    @cython.final
     cdef bint fits(self, const index_t* nodes, index_t n_nodes, int target,
                    index_t* n_used) noexcept nogil
+    @cython.final
     cdef _commit_placement(self, placement, int sign)
+    @cython.final
     cdef object place_unlocked(self, object job, object pod)
+    @cython.final
     cdef object release_unlocked(self, object job_id)
