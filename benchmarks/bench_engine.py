@@ -3,7 +3,9 @@
 For each job size (1, 8, 64, 512 and 4,096 GPUs) it times a stream of place+release pairs
 on an engine that already holds a 30 % background of mixed jobs, on both backends, after
 checking that they return identical placements, and prints pairs per second and the
-ratio.  ``bench_perf.py`` covers the rest of the performance targets.
+ratio.  The backends are timed in alternating rounds and the ratio is the median of the
+per-round ratios, so a drift in the machine's speed does not favour either one.
+``bench_perf.py`` covers the rest of the performance targets.
 
     python benchmarks/bench_engine.py            # a table
     python benchmarks/bench_engine.py --json     # {"cython": {...}, "python": {...}, "ratio": {...}}
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--pairs", type=int, default=50_000, help="8-GPU pairs (cython)")
     parser.add_argument("--python-pairs", type=int, default=3_000, help="8-GPU pairs (python)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     results = run(args.pairs, args.python_pairs, args.repeats)
     if args.json:

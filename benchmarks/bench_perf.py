@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import sys
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import measure, percentile  # noqa: E402
+from harness import measure, measure_paired, percentile  # noqa: E402
 
 from gpusched import Cluster, Engine, Job, available_backends  # noqa: E402
 
@@ -86,25 +87,40 @@ def binding_cluster(load: float, headroom_w: int) -> tuple[Cluster, dict[str, An
 def bench_pairs(cluster: Cluster, gpus: int, counts: dict[str, int], load: float,
                 min_cap_w: int | None = None, repeats: int = 5,
                 snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
-    """place+release pairs/s of ``gpus``-GPU jobs on a ``load``-loaded cluster."""
-    result: dict[str, Any] = {}
-    seen = {}
+    """place+release pairs/s of ``gpus``-GPU jobs on a ``load``-loaded cluster.
+
+    The backends are timed in turns (``measure_paired``); ``ratio`` is the median of the
+    per-round ratios, so a drift in the machine's speed does not land on one backend.
+    """
+    engines, streams, seen = {}, {}, {}
     for backend in BACKENDS:
         if snapshot is not None:
             engine = Engine.restore(cluster, snapshot, backend=backend)
         else:
             engine = Engine(cluster, backend=backend)
             background(engine, load)
-        jobs = [Job(f"p{i}", gpus, min_cap_w=min_cap_w) for i in range(counts[backend])]
-        timing = measure(lambda: timed_pairs(engine, jobs), repeats=repeats)
-        seen[backend] = pairs_stream(engine, jobs[:20])
+        engines[backend] = engine
+        streams[backend] = [Job(f"p{i}", gpus, min_cap_w=min_cap_w)
+                            for i in range(counts[backend])]
+        seen[backend] = pairs_stream(engine, streams[backend][:20])
         if not all(seen[backend]):
             raise SystemExit(f"{gpus}-GPU jobs did not all fit; the stream measures nothing")
-        result[backend] = {"pairs_per_s": round(timing.rate(len(jobs))),
-                           "us_per_pair": round(timing.median_s / len(jobs) * 1e6, 3),
-                           "timing": timing.to_dict()}
     _same(seen, f"{gpus}-GPU pairs")
-    return _with_ratio(result, "pairs_per_s")
+    timings, rounds = measure_paired(
+        {b: (lambda e=engines[b], jobs=streams[b]: timed_pairs(e, jobs)) for b in BACKENDS},
+        repeats=repeats)
+    result: dict[str, Any] = {}
+    for backend in BACKENDS:
+        n_pairs = counts[backend]
+        result[backend] = {"pairs_per_s": round(timings[backend].rate(n_pairs)),
+                           "us_per_pair": round(timings[backend].median_s / n_pairs * 1e6, 3),
+                           "timing": timings[backend].to_dict()}
+    if len(BACKENDS) == 2:
+        c, p = counts["cython"], counts["python"]
+        ratios = [(c / r["cython"]) / (p / r["python"]) for r in rounds]
+        result["ratio"] = round(statistics.median(ratios), 1)
+        result["ratio_range"] = [round(min(ratios), 1), round(max(ratios), 1)]
+    return result
 
 
 def bench_batch(cluster: Cluster, batch: int, counts: dict[str, int], load: float,

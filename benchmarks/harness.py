@@ -56,6 +56,41 @@ def measure(run: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
     return Timing(statistics.median(samples), min(samples), max(samples), repeats)
 
 
+def measure_paired(runs: dict[str, Callable[[], Any]], *, repeats: int = 5,
+                   warmup: int = 1) -> tuple[dict[str, Timing], list[dict[str, float]]]:
+    """Time several blocks (one per backend) in turns: repeat r times each block once.
+
+    On a shared machine the speed drifts over seconds; a ratio of two medians taken
+    seconds apart inherits that drift, while blocks timed back to back see about the same
+    machine.  Returns each block's Timing and the samples of every round (seconds), so a
+    caller can take the median of the per-round ratios.  The order of the blocks
+    alternates between rounds, so neither always runs on the other's heels.
+    """
+    names = list(runs)
+    for _ in range(warmup):
+        for name in names:
+            runs[name]()
+    rounds: list[dict[str, float]] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(repeats):
+            sample = {}
+            for name in (names if r % 2 == 0 else names[::-1]):
+                start = time.perf_counter()
+                runs[name]()
+                sample[name] = time.perf_counter() - start
+            rounds.append(sample)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    timings = {}
+    for name in names:
+        samples = [sample[name] for sample in rounds]
+        timings[name] = Timing(statistics.median(samples), min(samples), max(samples), repeats)
+    return timings, rounds
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) by linear interpolation."""
     ordered = sorted(values)
