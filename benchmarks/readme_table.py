@@ -35,8 +35,11 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{b['cython']['pairs_per_s']:,}", f"{b['python']['pairs_per_s']:,}",
                 f"{b['ratio']}x the twin"))
     ratio = r["pairs_8gpu"]["ratio"]
-    out.append(("Cython over the twin, 8-GPU stream", ">= 100x", f"{ratio}x", "1x",
-                met(ratio >= 100)))
+    spread = r["pairs_8gpu"].get("ratio_range")
+    shown = f"{ratio}x" + (f" (rounds: {spread[0]}x to {spread[1]}x)" if spread else "")
+    out.append(("Cython over the twin, 8-GPU stream (median of paired rounds)",
+                ">= 50x (core issue), >= 100x (performance issue)", shown, "1x",
+                met(ratio >= 100) if ratio >= 50 else "**not met**"))
     for key, label, limit in (("gang_4096", "4,096-GPU gang, half-full cluster (p50 / p99 µs)",
                                100), ("gang_32768",
                                       "32,768-GPU gang, half-full cluster (p50 / p99 µs)", 1000)):
