@@ -110,6 +110,14 @@ BAD_CALLS: list[BadCall] = [
     BadCall("id=''", lambda e, c: e.place(Job("", 1)), JobError, ("1 to 256",)),
     BadCall("duplicate id", lambda e, c: e.place(Job(c.live, 1)), DuplicateJobError,
             ("already placed", "release it first")),
+    # the compiled core finds a duplicate at its insert, or earlier when another outcome
+    # would come first: these pin the order (duplicate before a bad pod, and before None)
+    BadCall("duplicate id that would not fit", lambda e, c: e.place(
+        Job(c.live, e.cluster.num_gpus)), DuplicateJobError, ("already placed",)),
+    BadCall("duplicate id with a bad pod", lambda e, c: e.place(Job(c.live, 1), pod=10**6),
+            DuplicateJobError, ("already placed",)),
+    BadCall("duplicate id inside a pod", lambda e, c: e.place(Job(c.live, 1), pod=0),
+            DuplicateJobError, ("already placed",)),
     BadCall("duplicate id (explain)", lambda e, c: e.explain(Job(c.live, 1)),
             DuplicateJobError, ("already placed",)),
     BadCall("duplicate id in place_many", lambda e, c: e.place_many([Job(c.live, 1)]),
