@@ -921,10 +921,13 @@ cdef class EngineCore:
 
     @cython.final
     cdef object release_unlocked(self, object job_id):
-        try:
-            entry = self._jobs.pop(job_id)
-        except (KeyError, TypeError):
-            raise unknown_job(job_id) from None
+        # every key is a str (Job checks), so anything else is unknown; and pop with a
+        # default raises nothing, so the hot path needs no try block
+        if not isinstance(job_id, str):
+            raise unknown_job(job_id)
+        entry = self._jobs.pop(job_id, None)
+        if entry is None:
+            raise unknown_job(job_id)
         placement = (<tuple>entry)[1]
         self._commit_placement(placement, -1)
         return placement
