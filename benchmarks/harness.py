@@ -58,7 +58,7 @@ def measure(run: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
 
 def measure_paired(runs: dict[str, Callable[[], Any]], *, repeats: int = 5,
                    warmup: int = 1) -> tuple[dict[str, Timing], list[dict[str, float]]]:
-    """Time several blocks (one per backend) in turns: repeat r times each block once.
+    """Time several blocks (one per backend) in rounds; each round runs every block once.
 
     On a shared machine the speed drifts over seconds; a ratio of two medians taken
     seconds apart inherits that drift, while blocks timed back to back see about the same
