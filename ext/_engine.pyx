@@ -107,6 +107,9 @@ cdef Py_ssize_t JOB_MAX_CAP_AT = gs_slot_offset(vars(Job).get("max_cap_w"))
 cdef Py_ssize_t JOB_MIN_CAP_AT = gs_slot_offset(vars(Job).get("min_cap_w"))
 cdef bint JOB_SLOTS_KNOWN = min(JOB_ID_AT, JOB_GPUS_AT, JOB_MAX_CAP_AT, JOB_MIN_CAP_AT) >= 0
 
+# search_pods picks this many next-best pods by a scan before it sorts the rest
+cdef index_t SELECT_FIRST = 4
+
 cdef uint64_t ONE = 1
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 
@@ -655,8 +658,21 @@ cdef class EngineCore:
         for i in range(k):
             self.out_nodes[i] = self.cand_nodes[i]
         if best_cap != max_cap and n_pods > 1:
-            qsort(&self.pod_keys[1], n_pods - 1, sizeof(PodKey), cmp_pod_key)
             for i in range(1, n_pods):
+                # Visit the other pods best first.  Most searches settle within a pod or
+                # two, so the next pod is picked by a scan for the first few (a selection
+                # sort), and the rest are sorted only if the search goes on: the same
+                # order as sorting them all up front, which cost a 64-GPU gang ~2/3 of
+                # its search on colossus-100k.
+                if i <= SELECT_FIRST:
+                    best_i = i
+                    for p in range(i + 1, n_pods):
+                        if cmp_pod_key(&self.pod_keys[p], &self.pod_keys[best_i]) < 0:
+                            best_i = p
+                    self.pod_keys[i], self.pod_keys[best_i] = (self.pod_keys[best_i],
+                                                               self.pod_keys[i])
+                elif i == SELECT_FIRST + 1:
+                    qsort(&self.pod_keys[i], n_pods - i, sizeof(PodKey), cmp_pod_key)
                 self.nodes_in_pod(self.pod_keys[i].pod, k, &self.cand_nodes[0])
                 cap = self.gang_cap(&self.cand_nodes[0], k, max_cap, min_cap, &row)
                 if cap > best_cap:

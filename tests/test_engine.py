@@ -231,3 +231,38 @@ def test_place_at_most_keeps_the_jobs_own_range(tiny, backend):
     with pytest.raises(JobError, match=r"\[300, 700\]"):
         engine.place_at_most(Job("b", 8, min_cap_w=300), 250)
     assert engine.snapshot() == before
+
+
+def _two_halls_spec() -> dict:
+    """16 one-rack pods: hall-b's pods (0-7) have 4 nodes, hall-a's (8-15) 3 nodes and a
+    switchboard that allows one more 2-node gang at 400 W at most."""
+    air = {"kind": "air", "feed_w": 60_000, "air_cooling_w": 60_000}
+    idle_node_w = 8 * 65 + 1550
+    hall_a_w = 8 * 3 * idle_node_w + 8_000  # +2 nodes: 2 * (1250 + 8 (cap - 65)) <= 8000
+    spec: dict = {"name": "two-halls", "facility": {"name": "facility", "it_limit_w": 10**7},
+                  "halls": [{"name": "hall-b", "switchboard_w": 10**6, "cooling_w": 10**6},
+                            {"name": "hall-a", "switchboard_w": hall_a_w,
+                             "cooling_w": hall_a_w}],
+                  "rows": [], "pods": [], "racks": []}
+    for p in range(16):
+        hall, nodes = ("hall-b", 4) if p < 8 else ("hall-a", 3)
+        spec["rows"].append({"name": f"row-{p}", "hall": hall, "busway_w": 10**6})
+        spec["pods"].append({"name": f"pod-{p}"})
+        spec["racks"].append({"name": f"rack-{p}", "row": f"row-{p}", "pod": f"pod-{p}",
+                              "nodes": nodes, **air})
+    return spec
+
+
+def test_gang_visits_pods_best_first_until_one_allows_full_cap(backend):
+    # Best fit ranks hall-a's fuller pods (3 empty nodes) before hall-b's (4), and each
+    # allows 400 W; the search walks all eight and takes the first pod in rank order
+    # that allows 700 W, pod-0.  The compiled core ranks the first few pods by a scan
+    # and sorts the rest: ranking pod-5 (5th by index) by mistake would put it here.
+    cluster = Cluster.from_dict(_two_halls_spec())
+    engine = Engine(cluster, backend=backend)
+    placement = engine.place(Job("g", 16, min_cap_w=200))
+    assert placement.cap_w == 700
+    assert [cluster.node_pod[n] for n in placement.nodes] == [0, 0]
+    assert engine.place(Job("rigid-in-a", 16), pod="pod-8") is None
+    assert engine.place(Job("capped-in-a", 16, min_cap_w=200), pod="pod-8").cap_w == 400
+    check_engine(engine)
