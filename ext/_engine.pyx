@@ -647,7 +647,7 @@ cdef class EngineCore:
             p = self.pod_keys[i].pod
             self.pod_keys[i].primary = self.racks_needed(p, k)
             self.pod_keys[i].secondary = self.pod_free_nodes[p]
-        # the first candidate decides most calls; sort the rest only when it falls short
+        # the first candidate decides most calls; rank the rest only when it falls short
         for i in range(1, n_pods):
             if cmp_pod_key(&self.pod_keys[i], &self.pod_keys[best_i]) < 0:
                 best_i = i
@@ -662,8 +662,8 @@ cdef class EngineCore:
                 # Visit the other pods best first.  Most searches settle within a pod or
                 # two, so the next pod is picked by a scan for the first few (a selection
                 # sort), and the rest are sorted only if the search goes on: the same
-                # order as sorting them all up front, which cost a 64-GPU gang ~2/3 of
-                # its search on colossus-100k.
+                # order as sorting them all up front, which took about 60% of a 64-GPU
+                # gang's place+release on the 30%-loaded colossus-100k.
                 if i <= SELECT_FIRST:
                     best_i = i
                     for p in range(i + 1, n_pods):
