@@ -47,6 +47,7 @@ def check_job(cluster: "Cluster", job: Any, jobs: "Container[str]") -> None:
 
 
 def duplicate_job(job_id: str) -> DuplicateJobError:
+    """The error for an id that is already placed, in the words both twins use."""
     return DuplicateJobError(f"Job {job_id!r} is already placed; release it first or "
                              "use another id")
 
