@@ -8,8 +8,9 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,22 @@ class Timing:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, samples: list[float]) -> "Timing":
+        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+@contextmanager
+def _gc_off() -> Iterator[None]:
+    # as timeit does: the cyclic GC would bill one run for garbage made by the others
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
 
 def measure(run: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
             setup: Callable[[], Any] | None = None) -> Timing:
@@ -40,20 +57,14 @@ def measure(run: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
             setup()
         run()
     samples = []
-    # as timeit does: the cyclic GC would bill one run for garbage made by the others
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         for _ in range(repeats):
             if setup is not None:
                 setup()
             start = time.perf_counter()
             run()
             samples.append(time.perf_counter() - start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return Timing(statistics.median(samples), min(samples), max(samples), repeats)
+    return Timing.of(samples)
 
 
 def measure_paired(runs: dict[str, Callable[[], Any]], *, repeats: int = 5,
@@ -71,9 +82,7 @@ def measure_paired(runs: dict[str, Callable[[], Any]], *, repeats: int = 5,
         for name in names:
             runs[name]()
     rounds: list[dict[str, float]] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         for r in range(repeats):
             sample = {}
             for name in (names if r % 2 == 0 else names[::-1]):
@@ -81,13 +90,7 @@ def measure_paired(runs: dict[str, Callable[[], Any]], *, repeats: int = 5,
                 runs[name]()
                 sample[name] = time.perf_counter() - start
             rounds.append(sample)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    timings = {}
-    for name in names:
-        samples = [sample[name] for sample in rounds]
-        timings[name] = Timing(statistics.median(samples), min(samples), max(samples), repeats)
+    timings = {name: Timing.of([sample[name] for sample in rounds]) for name in names}
     return timings, rounds
 
 

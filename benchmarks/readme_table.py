@@ -39,7 +39,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     shown = f"{ratio}x" + (f" (rounds: {spread[0]}x to {spread[1]}x)" if spread else "")
     out.append(("Cython over the twin, 8-GPU stream (median of paired rounds)",
                 ">= 50x (core issue), >= 100x (performance issue)", shown, "1x",
-                met(ratio >= 100) if ratio >= 50 else "**not met**"))
+                "met" if ratio >= 100 else ("met for the core issue only" if ratio >= 50
+                                            else "**not met**")))
     for key, label, limit in (("gang_4096", "4,096-GPU gang, half-full cluster (p50 / p99 µs)",
                                100), ("gang_32768",
                                       "32,768-GPU gang, half-full cluster (p50 / p99 µs)", 1000)):
