@@ -11,6 +11,7 @@ slack are int64_t (NumPy int64).  A test matches each to its dtype.
 
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint64_t
+from cpython.object cimport PyObject
 
 ctypedef int32_t index_t    # nodes, racks, pods, rows: NumPy int32
 ctypedef int64_t units_t    # watts, and coefficient-millionths x watts: NumPy int64
@@ -98,6 +99,11 @@ cdef class EngineCore:
     cdef PodKey* pod_keys2
     cdef units_t[::1] row_used           # _spread_at's per-row use at the target cap
     cdef index_t[::1] used_rows          # rows with row_used != 0
+
+    # The record (None, placement) of the last release, kept so that the next place
+    # can refill it, and its Placement too if nothing else holds that (see
+    # gs_take_record in _engine.pyx).  An owned reference, or NULL.
+    cdef PyObject* spare_record
 
     # ---- the C-level API (no Python objects; call with or without the GIL) ----------
     # c_search finds nodes and a cap for a job and writes the nodes, ascending, to

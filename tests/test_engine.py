@@ -129,6 +129,41 @@ def test_release_frees_exactly(colossus, backend):
         engine.release("a")
 
 
+def test_placements_handed_out_never_change(tiny, backend):
+    # The compiled core recycles a released placement that no one holds any more; one
+    # that a caller kept, from place or from release, must never change.
+    engine = Engine(tiny, backend=backend)
+    kept, live = [], []
+    for i in range(300):
+        job = Job(f"j{i}", (1, 8, 3, 16)[i % 4], min_cap_w=400)
+        placed = engine.place(job)
+        while placed is None:  # full: free the oldest job, dropping what release returns
+            engine.release(live.pop(0))
+            placed = engine.place(job)
+        live.append(job.id)
+        if i % 3 == 0:
+            kept.append((placed, tuple(placed)))
+        if i % 2 == 0:
+            released = engine.release(live.pop())
+            assert released == placed
+            if i % 5 == 0:
+                kept.append((released, tuple(released)))
+    assert len(kept) > 100
+    for placement, as_returned in kept:
+        assert tuple(placement) == as_returned
+    check_engine(engine)
+
+
+def test_release_lets_go_of_the_job(tiny, backend):
+    engine = Engine(tiny, backend=backend)
+    job = Job("held-only-by-the-test", 8)
+    before = sys.getrefcount(job)
+    assert engine.place(job) is not None
+    assert sys.getrefcount(job) > before
+    engine.release(job.id)
+    assert sys.getrefcount(job) == before
+
+
 def test_errors_leave_state_unchanged(tiny, backend):
     engine = Engine(tiny, backend=backend)
     engine.place(Job("a", 4))
