@@ -100,10 +100,12 @@ cdef class EngineCore:
     cdef units_t[::1] row_used           # _spread_at's per-row use at the target cap
     cdef index_t[::1] used_rows          # rows with row_used != 0
 
-    # The record (None, placement) of the last release, kept so that the next place
-    # can refill it, and its Placement too if nothing else holds that (see
-    # gs_take_record in _engine.pyx).  An owned reference, or NULL.
-    cdef PyObject* spare_record
+    # Records (None, placement) of the last few releases, kept so that place can refill
+    # one, and its Placement too if nothing else holds that (gs_take_record in
+    # _engine.pyx).  Owned references, or NULL; next_spare is where release keeps the
+    # next one.
+    cdef PyObject* spare_records[4]      # GS_SPARES
+    cdef int next_spare
 
     # ---- the C-level API (no Python objects; call with or without the GIL) ----------
     # c_search finds nodes and a cap for a job and writes the nodes, ascending, to
