@@ -22,6 +22,9 @@ cdef enum:
     NO_CAPACITY = 1
     NO_POWER = 2
 
+cdef enum:
+    SPARE_RECORDS = 4        # released records an engine keeps for reuse (see below)
+
 cdef struct SearchResult:
     int status               # FOUND, NO_CAPACITY or NO_POWER
     int cap_w                # the cap chosen, -1 when none
@@ -104,7 +107,7 @@ cdef class EngineCore:
     # one, and its Placement too if nothing else holds that (gs_take_record in
     # _engine.pyx).  Owned references, or NULL; next_spare is where release keeps the
     # next one.
-    cdef PyObject* spare_records[4]      # GS_SPARES
+    cdef PyObject* spare_records[SPARE_RECORDS]
     cdef int next_spare
 
     # ---- the C-level API (no Python objects; call with or without the GIL) ----------
