@@ -14,7 +14,7 @@ from .job import Job
 if TYPE_CHECKING:
     from .cluster import Cluster
 
-__all__ = ["check_job", "check_pod", "unknown_job", "gpus_per_node_for"]
+__all__ = ["check_job", "check_pod", "duplicate_job", "unknown_job", "gpus_per_node_for"]
 
 
 def gpus_per_node_for(gpus: int, gpus_per_node: int) -> int:

@@ -289,6 +289,7 @@ class Engine:
         ``cap_w`` must lie in ``[job.min_cap_w, job.max_cap_w]``.
         """
         with self._lock:
+            check_job(self.cluster, job, self)  # a non-Job, first, gets place's error
             if (isinstance(cap_w, bool) or not isinstance(cap_w, int)
                     or not job.min_cap_w <= cap_w <= job.max_cap_w):
                 raise JobError(f"Job {job.id!r}: cap_w={cap_w!r} must be a whole number of "

@@ -120,6 +120,10 @@ BAD_CALLS: list[BadCall] = [
             DuplicateJobError, ("already placed",)),
     BadCall("duplicate id (explain)", lambda e, c: e.explain(Job(c.live, 1)),
             DuplicateJobError, ("already placed",)),
+    BadCall("place_at_most of a non-Job", lambda e, c: e.place_at_most("x", 500), JobError,
+            ("expected a gpusched.Job", "str")),
+    BadCall("place_at_most above the job's max", lambda e, c: e.place_at_most(
+        Job("x", 8, min_cap_w=300), 710), JobError, ("cap_w=710", "[300, 700]")),
     BadCall("duplicate id in place_many", lambda e, c: e.place_many([Job(c.live, 1)]),
             DuplicateJobError, ("already placed",)),
     BadCall("not a Job", lambda e, c: e.place({"id": "x", "gpus": 1}), JobError,
