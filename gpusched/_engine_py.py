@@ -63,7 +63,7 @@ class EngineCore:
     backend = "python"
 
     def __init__(self, cluster: "Cluster") -> None:
-        self.cluster = cluster
+        self._cluster = cluster
         power = cluster.power
         self._G = power.gpus_per_node
         self._gpu_idle_w = power.gpu_idle_w
@@ -90,6 +90,11 @@ class EngineCore:
         self._max_rack_nodes = int(cluster.rack_nodes.max())
         self._lock = threading.RLock()
         self._reset()
+
+    @property
+    def cluster(self) -> "Cluster":
+        """The site this engine places on (read-only, as in the compiled core)."""
+        return self._cluster
 
     def _reset(self) -> None:
         """Empty the engine: every GPU free, every job gone."""
