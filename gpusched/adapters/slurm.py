@@ -426,8 +426,8 @@ def cluster_from_topology(topology: Topology, overlay: Mapping[str, Any]) -> Clu
             members = nodes[start:start + per_rack]
             k += 1
             name = f"{pod}-r{k}"
-            row_index = {node_row.get(n) for n in members}
-            if None in row_index:
+            row_index = {node_row[n] for n in members if n in node_row}
+            if any(n not in node_row for n in members):
                 missing = [n for n in members if n not in node_row]
                 raise SpecError(f"node(s) {compress_hostlist(missing)} of rack {name!r} are "
                                 "in no row", field="overlay.rows")

@@ -70,7 +70,8 @@ def create_app(service: PlacementService, *, token: str | None = None,
         given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
         return hmac.compare_digest(given, expected)
 
-    Operation = Callable[[Any], "tuple[Any, int] | Any"]
+    # an operation takes the request body, or nothing when the route has no body
+    Operation = Callable[..., "tuple[Any, int] | Any"]
 
     def endpoint(op: Operation, *, mutating: bool, durable: bool, k8s: bool = False,
                  has_body: bool = True, threaded: bool = False
@@ -91,7 +92,7 @@ def create_app(service: PlacementService, *, token: str | None = None,
                 if threaded:  # it may wait on the network: keep the event loop free
                     result = await run_in_threadpool(op, body)
                 else:
-                    result = op(body) if has_body else op()  # type: ignore[call-arg]
+                    result = op(body) if has_body else op()
                 seq = 0
                 if durable:
                     result, seq = result

@@ -230,6 +230,8 @@ class Journal:
         try:
             target = self.written_seq
             fd = self._fd
+            if fd is None:  # closed meanwhile (close() syncs first), or never recovered
+                raise RuntimeError("the journal is closed; nothing to flush")
             await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
             self.durable_seq = max(self.durable_seq, target)
         finally:
