@@ -133,7 +133,7 @@ def test_damaged_complete_last_record_is_refused_not_dropped(tmp_path, array):
     copy = tmp_path / "copy"
     shutil.copytree(service.state_dir, copy, ignore=shutil.ignore_patterns("lock"))
     (copy / JOURNAL_NAME).write_bytes(bytes(data))
-    with pytest.raises(SnapshotError, match="line 4 is a complete record"):
+    with pytest.raises(SnapshotError, match="line 4 is corrupted: a complete record"):
         PlacementService(array, copy)
     assert (copy / JOURNAL_NAME).read_bytes() == bytes(data)  # nothing was cut off
 

@@ -222,7 +222,7 @@ class Journal:
             if entry is None:
                 later = "" if number == len(lines) else \
                     f", and {len(lines) - number} record(s) follow it"
-                raise SnapshotError(f"{self.journal_path}: line {number} is a complete "
+                raise SnapshotError(f"{self.journal_path}: line {number} is corrupted: a complete "
                                     f"record (newline-terminated) that fails its checksum "
                                     f"or does not decode{later}; only an unterminated last "
                                     "record can be a torn append, so this file was damaged "
