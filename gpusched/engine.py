@@ -251,7 +251,7 @@ class Engine:
         """Replace this engine's state by ``snapshot``; on error the state is unchanged."""
         if not isinstance(snapshot, dict):
             raise SnapshotError(f"a snapshot is a dict, got {type(snapshot).__name__}")
-        if snapshot.get("format") != SNAPSHOT_FORMAT:
+        if type(snapshot.get("format")) is not int or snapshot["format"] != SNAPSHOT_FORMAT:
             raise SnapshotError(f"snapshot format {snapshot.get('format')!r} is not "
                                 f"{SNAPSHOT_FORMAT}, the one this version reads")
         c = self.cluster
