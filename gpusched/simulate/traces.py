@@ -57,8 +57,9 @@ _DEFAULT_GPUS_PER_NODE = PowerModel.gpus_per_node
 #: 128 KiB, and a longer line is refused (or skipped) before it is parsed.
 MAX_LINE_BYTES = 128 * 1024
 #: Most jobs repeat_to_horizon makes: a trace whose arrivals span a microsecond must not
-#: fill memory with passes.  The default scenario makes about 10**5.
-MAX_REPLAYED_JOBS = 5_000_000
+#: fill memory with passes.  A replayed job with a 36-character id measured about 300
+#: bytes, so this is about 600 MB; the default scenario (16 h, colossus-100k) makes 15,579.
+MAX_REPLAYED_JOBS = 2_000_000
 # A plain decimal in ASCII; float() would also take 'nan', 'inf', '1_0' and '８'.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
