@@ -204,9 +204,11 @@ BAD_CALLS: list[BadCall] = [
     BadCall("place_on of None", lambda e, c: e.place_on(None, [0], 500), JobError,
             ("expected a gpusched.Job", "nonetype")),
     # -- batches are refused whole
+    # (bad on every power model: more GPUs than the cluster, or not whole nodes)
     BadCall("place_many with a bad job last", lambda e, c: e.place_many(
-        [Job("ok-1", 1), Job("ok-2", 8), Job("bad", 12)]), JobError, ("gpus=12",)),
-    BadCall("place_many with a live id last", lambda e, c: e.place_many(
+        [Job("ok-1", 1), Job("ok-2", 1), Job("bad", c.num_gpus + 1)]), JobError,
+            ("'bad'", "gpus=")),
+    BadCall("place_many with a duplicate (live) id last", lambda e, c: e.place_many(
         [Job("ok-1", 1), Job(c.live, 1)]), DuplicateJobError, ("already placed",)),
     BadCall("place_many with an id twice", lambda e, c: e.place_many(
         [Job("twin", 1), Job("twin", 2)]), DuplicateJobError, ("'twin'", "twice")),
@@ -217,7 +219,7 @@ BAD_CALLS: list[BadCall] = [
     BadCall("release_many with an unknown id last",
             lambda e, c: e.release_many([c.live, "never-placed"]), UnknownJobError,
             ("never-placed",)),
-    BadCall("release_many with an id twice", lambda e, c: e.release_many([c.live, c.live]),
+    BadCall("release_many with a duplicate id", lambda e, c: e.release_many([c.live, c.live]),
             UnknownJobError, ("twice",)),
     # -- hostile types
     BadCall("id a str subclass", lambda e, c: e.place(Job(_meddling_str(e, "m"), 8)),
