@@ -25,7 +25,9 @@ Invariants kept between calls (checked by the stateful tests on both twins):
 - node n is set in bitset f iff node_free[n] == f, for f in 1..G;
 - summary bit w of bitset f is set iff word w of bitset f is non-zero;
 - rack_free_nodes[r] = #{n in rack r : node_free[n] == G}; pod_free_nodes likewise;
-- pod_hist[p, f] = #{r in pod p : rack_free_nodes[r] == f};
+- pod_hist[pod_hist_ptr[p] + f] = #{r in pod p : rack_free_nodes[r] == f}, for f from 0
+  to the nodes of pod p's largest rack (so the histograms take racks + nodes entries in
+  all, whatever the shape of the site);
 - rack_power[r] = sum of node powers of rack r (integer watts);
 - slack = b_units - A_units · rack_power >= 0 (no row is ever broken);
 - every scratch array is all zero.
@@ -41,8 +43,8 @@ from cpython.ref cimport Py_XDECREF
 
 import numpy as np
 
-from gpusched._checks import (check_job, check_pod, duplicate_job, gpus_per_node_for,
-                              unknown_job)
+from gpusched._checks import (check_job, check_pod, duplicate_in_batch, duplicate_job,
+                              gpus_per_node_for, released_twice, unknown_job)
 from gpusched.job import Job, Placement
 
 cdef extern from *:
@@ -153,6 +155,9 @@ cdef class EngineCore:
         self.n_pods = cluster.num_pods
         self.n_rows = cluster.constraints.num_rows
         self.max_rack_nodes = int(cluster.rack_nodes.max())
+        pod_max = np.zeros(self.n_pods, dtype=np.int64)
+        np.maximum.at(pod_max, cluster.rack_pod, cluster.rack_nodes)
+        self.pod_hist_ptr = np.concatenate([[0], np.cumsum(pod_max + 1)]).astype(np.int32)
         self.node_rack = cluster.node_rack
         self.rack_first = cluster.rack_first_node
         self.rack_pod = cluster.rack_pod
@@ -193,7 +198,9 @@ cdef class EngineCore:
         # int objects for every cap and 1-tuples for every node, made once and shared by
         # the placements (both immutable): an 8-GPU place then allocates only its
         # Placement and its record (an 8-GPU pair went from 0.42 to 0.38 us with it).
-        self.cap_objs = tuple(range(self.cap_max_w + 1))
+        # They serve as caps and as GPUs per node, so they run to the larger of the two:
+        # the spec does not order cap_max_w and gpus_per_node.
+        self.cap_objs = tuple(range(max(self.cap_max_w, self.G) + 1))
         self.node_tuples = tuple([(n,) for n in range(self.n_nodes)])
         self._reset()
 
@@ -208,9 +215,9 @@ cdef class EngineCore:
             self.bit_set(G, n)
         self.rack_free_nodes = cluster.rack_nodes.copy()
         self.pod_free_nodes = cluster.pod_nodes.copy()
-        hist = np.zeros((self.n_pods, self.max_rack_nodes + 1), dtype=np.int32)
-        np.add.at(hist, (cluster.rack_pod, cluster.rack_nodes), 1)
-        self.pod_hist = hist.ravel()
+        hist = np.zeros(self.pod_hist_ptr[self.n_pods], dtype=np.int32)
+        np.add.at(hist, np.asarray(self.pod_hist_ptr)[cluster.rack_pod] + cluster.rack_nodes, 1)
+        self.pod_hist = hist
         self.rack_power = cluster.idle_rack_power_w.copy()
         c = cluster.constraints
         self.slack = (c.b_units - c.load_units(cluster.idle_rack_power_w)).astype(np.int64)
@@ -235,47 +242,60 @@ cdef class EngineCore:
             self.lock.exit()
 
     @cython.final
+    cdef object read_job(self, object job, int64_t* gpus, int64_t* max_cap,
+                         int64_t* min_cap):
+        """Check a job as check_job does (less the duplicate id) and return its id, with
+        its numbers in gpus, max_cap and min_cap.  (Cython only.)"""
+        cdef PyObject* id_slot = NULL
+        cdef PyObject* gpus_slot = NULL
+        cdef PyObject* max_slot = NULL
+        cdef PyObject* min_slot = NULL
+        cdef int overflow, too_big
+        if type(job) is Job and JOB_SLOTS_KNOWN:
+            id_slot = gs_slot(job, JOB_ID_AT)
+            gpus_slot = gs_slot(job, JOB_GPUS_AT)
+            max_slot = gs_slot(job, JOB_MAX_CAP_AT)
+            min_slot = gs_slot(job, JOB_MIN_CAP_AT)
+        if id_slot != NULL and gpus_slot != NULL and max_slot != NULL and min_slot != NULL:
+            job_id = <object>id_slot
+            gpus_obj = <object>gpus_slot
+            max_obj = <object>max_slot
+            min_obj = <object>min_slot
+        else:
+            # a subclass (check_job reads each field once and returns the values it
+            # checked), or a Job whose __init__ never ran (check_job's getattr raises)
+            job_id, gpus_obj, max_obj, min_obj = check_job(self.cluster, job, ())
+        # Exact types (Job makes them so): a str subclass could run its own __eq__ and
+        # __hash__ inside the job table's lookups.  An int beyond 64 bits sets `overflow`
+        # instead of raising (no try block on the hot path); any such value is outside
+        # every valid range, so check_job raises.
+        if (type(job_id) is not str or type(gpus_obj) is not int or type(max_obj) is not int
+                or type(min_obj) is not int):
+            check_job(self.cluster, job, ())  # raises the precise error
+        gpus[0] = PyLong_AsLongLongAndOverflow(gpus_obj, &overflow)
+        too_big = overflow
+        max_cap[0] = PyLong_AsLongLongAndOverflow(max_obj, &overflow)
+        too_big |= overflow
+        min_cap[0] = PyLong_AsLongLongAndOverflow(min_obj, &overflow)
+        too_big |= overflow
+        if (too_big or gpus[0] < 1 or gpus[0] > self.n_gpus
+                or (gpus[0] > self.G and gpus[0] % self.G) or min_cap[0] > max_cap[0]
+                or min_cap[0] < self.cap_min_w or max_cap[0] > self.cap_max_w):
+            check_job(self.cluster, job, ())  # raises the precise error
+        return job_id
+
+    @cython.final
     cdef object place_unlocked(self, object job, object pod):
         """place() without the lock: validate, search, commit, record."""
         cdef SearchResult res
         cdef index_t pod_index = -1
         cdef int64_t gpus, max_cap, min_cap
         cdef int gpn
-        cdef index_t i
-        cdef PyObject* id_slot = NULL
-        cdef PyObject* gpus_slot = NULL
-        cdef PyObject* max_slot = NULL
-        cdef PyObject* min_slot = NULL
-        cdef int overflow, too_big
+        cdef index_t i, node
+        cdef index_t* gang = NULL
+        cdef index_t* taken
         cdef PyObject* fields[4]
-        if type(job) is Job and JOB_SLOTS_KNOWN:
-            id_slot = gs_slot(job, JOB_ID_AT)
-            gpus_slot = gs_slot(job, JOB_GPUS_AT)
-            max_slot = gs_slot(job, JOB_MAX_CAP_AT)
-            min_slot = gs_slot(job, JOB_MIN_CAP_AT)
-        elif type(job) is not Job:
-            check_job(self.cluster, job, self._jobs)  # raises unless a subclass of Job
-        if id_slot != NULL and gpus_slot != NULL and max_slot != NULL and min_slot != NULL:
-            job_id = <object>id_slot
-            gpus_obj = <object>gpus_slot
-            max_obj = <object>max_slot
-            min_obj = <object>min_slot
-        else:  # a subclass, or a Job whose __init__ never ran (getattr raises then)
-            job_id = job.id
-            gpus_obj = job.gpus
-            max_obj = job.max_cap_w
-            min_obj = job.min_cap_w
-        # An int beyond 64 bits sets `overflow` instead of raising (no try block on the
-        # hot path); any such value is outside every valid range, so check_job raises.
-        gpus = PyLong_AsLongLongAndOverflow(gpus_obj, &overflow)
-        too_big = overflow
-        max_cap = PyLong_AsLongLongAndOverflow(max_obj, &overflow)
-        too_big |= overflow
-        min_cap = PyLong_AsLongLongAndOverflow(min_obj, &overflow)
-        too_big |= overflow
-        if (too_big or gpus > self.n_gpus or (gpus > self.G and gpus % self.G)
-                or min_cap < self.cap_min_w or max_cap > self.cap_max_w):
-            check_job(self.cluster, job, self._jobs)  # raises the precise error
+        job_id = self.read_job(job, &gpus, &max_cap, &min_cap)
         # A duplicate id is caught by the insert at the end (one dict lookup, not two),
         # or before it wherever another outcome would come first, as in check_job.
         if pod is not None:
@@ -283,7 +303,8 @@ cdef class EngineCore:
                 raise duplicate_job(job_id)
             pod_index = check_pod(self.cluster, pod)
         if gpus > self.G:
-            # gangs search longer than a GIL hand-off costs: let other threads run
+            # gangs search longer than a GIL hand-off costs: let other threads run (they
+            # wait for the engine lock before they touch the state)
             with nogil:
                 res = self.search(<int>gpus, <int>max_cap, <int>min_cap, pod_index)
         else:
@@ -293,24 +314,42 @@ cdef class EngineCore:
                 raise duplicate_job(job_id)
             return None
         gpn = <int>gpus if gpus <= self.G else self.G
+        # Commit at once, before any Python object is made: making one may run the
+        # garbage collector, and so a finaliser, whose place must find these nodes
+        # taken.  out_nodes is scratch that such a place overwrites: keep a copy.
         if res.n_nodes == 1:
-            nodes = self.node_tuples[self.out_nodes[0]]
+            node = self.out_nodes[0]
+            taken = &node
         else:
-            nodes = tuple([self.out_nodes[i] for i in range(res.n_nodes)])
-        cap_obj = self.cap_objs[res.cap_w]
-        gpn_obj = self.cap_objs[gpn]  # gpn <= G <= cap_max_w: shared ints
-        fields[0] = <PyObject*>job_id
-        fields[1] = <PyObject*>nodes
-        fields[2] = <PyObject*>gpn_obj
-        fields[3] = <PyObject*>cap_obj
-        # a released record and its Placement, refilled if no one else holds them: an
-        # 8-GPU place+release pair went from 0.31 to 0.24 us with it
-        entry = gs_take_record(self.spare_records, SPARE_RECORDS, Placement, job, fields)
-        if PyDict_SetDefault(self._jobs, job_id, entry) != <PyObject*>entry:
-            raise duplicate_job(job_id)  # nothing is committed yet
-        placement = (<tuple>entry)[1]
-        self.commit(&self.out_nodes[0], res.n_nodes, gpn, res.cap_w, 1)
-        return placement
+            gang = <index_t*> malloc(res.n_nodes * sizeof(index_t))
+            if gang == NULL:
+                raise MemoryError()
+            for i in range(res.n_nodes):
+                gang[i] = self.out_nodes[i]
+            taken = gang
+        self.commit(taken, res.n_nodes, gpn, res.cap_w, 1)
+        try:
+            if res.n_nodes == 1:
+                nodes = self.node_tuples[node]
+            else:
+                nodes = tuple([gang[i] for i in range(res.n_nodes)])
+            cap_obj = self.cap_objs[res.cap_w]
+            gpn_obj = self.cap_objs[gpn]  # cap_objs runs to max(cap_max_w, G)
+            fields[0] = <PyObject*>job_id
+            fields[1] = <PyObject*>nodes
+            fields[2] = <PyObject*>gpn_obj
+            fields[3] = <PyObject*>cap_obj
+            # a released record and its Placement, refilled if no one else holds them:
+            # an 8-GPU place+release pair went from 0.31 to 0.24 us with it
+            entry = gs_take_record(self.spare_records, SPARE_RECORDS, Placement, job, fields)
+            if PyDict_SetDefault(self._jobs, job_id, entry) != <PyObject*>entry:
+                raise duplicate_job(job_id)
+        except BaseException:
+            self.commit(taken, res.n_nodes, gpn, res.cap_w, -1)  # the id was taken: undo
+            free(gang)
+            raise
+        free(gang)
+        return (<tuple>entry)[1]
 
     @cython.binding(False)
     @cython.embedsignature.format("clinic")
@@ -324,9 +363,10 @@ cdef class EngineCore:
 
     @cython.final
     cdef object release_unlocked(self, object job_id):
-        # every key is a str (Job checks), so anything else is unknown; and pop with a
+        # every key is exactly a str (Job checks), so anything else, a str subclass with
+        # its own __eq__ or __hash__ too, is unknown and never hashed; and pop with a
         # default raises nothing, so the hot path needs no try block
-        if not isinstance(job_id, str):
+        if type(job_id) is not str:
             raise unknown_job(job_id)
         entry = self._jobs.pop(job_id, None)
         if entry is None:
@@ -339,24 +379,54 @@ cdef class EngineCore:
     def place_many(self, jobs, pod=None):
         """``[place(j, pod) for j in jobs]`` under one lock acquisition, looped in C.
 
-        Like the loop, it stops at the first bad job with its error; the jobs before it
-        stay placed.
+        The whole batch is checked first (every job, the pod, no id twice), so a bad
+        batch raises the error of its first bad job and places nothing.
         """
+        cdef int64_t gpus, max_cap, min_cap
         out = []
         self.lock.enter()
         try:
-            for job in jobs:
-                out.append(self.place_unlocked(job, pod))
+            batch = list(jobs)
+            seen = set()
+            for job in batch:
+                job_id = self.read_job(job, &gpus, &max_cap, &min_cap)
+                if job_id in self._jobs:
+                    raise duplicate_job(job_id)
+                if job_id in seen:
+                    raise duplicate_in_batch(job_id)
+                seen.add(job_id)
+            if pod is not None:
+                check_pod(self.cluster, pod)
+            try:
+                for job in batch:
+                    out.append(self.place_unlocked(job, pod))
+            except BaseException:  # not reached unless a finaliser interferes: undo
+                for placement in reversed(out):
+                    if placement is not None:
+                        self.release_unlocked((<tuple>placement)[0])
+                raise
         finally:
             self.lock.exit()
         return out
 
     def release_many(self, job_ids):
-        """``[release(i) for i in job_ids]`` under one lock acquisition, looped in C."""
+        """``[release(i) for i in job_ids]`` under one lock acquisition, looped in C.
+
+        Every id is checked first (placed, and not twice), so a bad batch raises the
+        error of its first bad id and releases nothing.
+        """
         out = []
         self.lock.enter()
         try:
-            for job_id in job_ids:
+            batch = list(job_ids)
+            seen = set()
+            for job_id in batch:
+                if type(job_id) is not str or job_id not in self._jobs:
+                    raise unknown_job(job_id)
+                if job_id in seen:
+                    raise released_twice(job_id)
+                seen.add(job_id)
+            for job_id in batch:
                 out.append(self.release_unlocked(job_id))
         finally:
             self.lock.exit()
@@ -556,9 +626,9 @@ cdef class EngineCore:
     @cython.final
     cdef index_t racks_needed(self, index_t pod, index_t k) noexcept nogil:
         """Fewest racks of ``pod`` whose empty nodes add up to k (largest racks first)."""
-        cdef Py_ssize_t base = pod * (self.max_rack_nodes + 1)
+        cdef Py_ssize_t base = self.pod_hist_ptr[pod]
         cdef index_t f, count, racks = 0
-        for f in range(self.max_rack_nodes, 0, -1):
+        for f in range(self.pod_hist_ptr[pod + 1] - base - 1, 0, -1):
             count = self.pod_hist[base + f]
             if <int64_t>count * f >= k:
                 return racks + (k + f - 1) // f
@@ -863,7 +933,7 @@ cdef class EngineCore:
             if before == self.G or after == self.G:  # the node turned busy, or idle again
                 delta += self.busy_step_w
                 p = self.rack_pod[r]
-                hist_base = p * (self.max_rack_nodes + 1)
+                hist_base = self.pod_hist_ptr[p]
                 self.pod_hist[hist_base + self.rack_free_nodes[r]] -= 1
                 self.rack_free_nodes[r] -= sign
                 self.pod_hist[hist_base + self.rack_free_nodes[r]] += 1
@@ -894,7 +964,7 @@ cdef class EngineCore:
     def _insert(self, job, placement):
         """Commit a placement the caller has already checked (restore), and record it."""
         self._commit_placement(placement, 1)
-        self._jobs[job.id] = (job, placement)
+        self._jobs[(<tuple>placement)[0]] = (job, placement)
 
     def _replace(self, job, old, new):
         """Swap a job's placement for a checked one, keeping its place in the order."""
@@ -902,7 +972,7 @@ cdef class EngineCore:
         try:
             self._commit_placement(old, -1)
             self._commit_placement(new, 1)
-            self._jobs[job.id] = (job, new)
+            self._jobs[(<tuple>new)[0]] = (job, new)
         finally:
             self.lock.exit()
 
@@ -914,7 +984,7 @@ cdef class EngineCore:
         return len(self._jobs)
 
     def __contains__(self, job_id):
-        return job_id in self._jobs
+        return type(job_id) is str and job_id in self._jobs
 
     def free_gpus(self):
         """Free GPUs in the whole cluster."""
@@ -932,26 +1002,31 @@ cdef class EngineCore:
         """``b - A·P`` per row in COEF_SCALE units (int64 copy); never negative."""
         return np.asarray(self.slack).copy()
 
+    # The views take the lock, as in the twin: a finaliser run by the list's allocation
+    # could otherwise place or release while they iterate.
     def placements(self):
         """Live placements, in the order they were made."""
-        return [entry[1] for entry in self._jobs.values()]
+        with self.lock:
+            return [entry[1] for entry in self._jobs.values()]
 
     def jobs(self):
         """Live jobs, in the order they were placed."""
-        return [entry[0] for entry in self._jobs.values()]
+        with self.lock:
+            return [entry[0] for entry in self._jobs.values()]
 
     def placement(self, job_id):
-        try:
-            return self._jobs[job_id][1]
-        except (KeyError, TypeError):
-            raise unknown_job(job_id) from None
+        # keys are exact str: any other id is unknown, and is never hashed
+        entry = self._jobs.get(job_id) if type(job_id) is str else None
+        if entry is None:
+            raise unknown_job(job_id)
+        return entry[1]
 
     def job(self, job_id):
         """The Job placed under ``job_id``."""
-        try:
-            return self._jobs[job_id][0]
-        except (KeyError, TypeError):
-            raise unknown_job(job_id) from None
+        entry = self._jobs.get(job_id) if type(job_id) is str else None
+        if entry is None:
+            raise unknown_job(job_id)
+        return entry[0]
 
     def _index_state(self):
         """Every derived index, for tests that check the twins agree to the last counter."""
@@ -965,13 +1040,15 @@ cdef class EngineCore:
                 members.append(n)
                 n = self.next_with_free(f, n + 1)
             free_nodes.append(members)
-        hist = np.asarray(self.pod_hist).reshape(self.n_pods, self.max_rack_nodes + 1)
+        hist_ptr = np.asarray(self.pod_hist_ptr).tolist()
+        hist = [np.asarray(self.pod_hist[hist_ptr[p]:hist_ptr[p + 1]]).tolist()
+                for p in range(self.n_pods)]
         return {
             "node_free": np.asarray(self.node_free).tolist(),
             "free_nodes": free_nodes,
             "rack_free_nodes": np.asarray(self.rack_free_nodes).tolist(),
             "pod_free_nodes": np.asarray(self.pod_free_nodes).tolist(),
-            "pod_rack_hist": hist.tolist(),
+            "pod_rack_hist": hist,
             "rack_power_w": np.asarray(self.rack_power).tolist(),
             "slack": np.asarray(self.slack).tolist(),
             "free_gpus": self.free_gpus_total,

@@ -58,7 +58,7 @@ cdef class EngineCore:
     cdef int64_t n_gpus
     cdef int cap_min_w, cap_max_w
     cdef dict _jobs                      # job id -> (Job, Placement), placement order
-    cdef tuple cap_objs                  # cap_objs[w] is the int w, 0 <= w <= cap_max_w
+    cdef tuple cap_objs                  # cap_objs[w] is the int w, 0 <= w <= max(cap_max_w, G)
     cdef tuple node_tuples               # node_tuples[n] is (n,)
 
     # model constants
@@ -83,7 +83,8 @@ cdef class EngineCore:
     cdef uint64_t[::1] summary           # one bit per non-zero word of bits
     cdef index_t[::1] rack_free_nodes    # empty nodes per rack
     cdef index_t[::1] pod_free_nodes     # empty nodes per pod
-    cdef index_t[::1] pod_hist           # [p * (max_rack_nodes+1) + f]: racks with f empty
+    cdef index_t[::1] pod_hist           # [pod_hist_ptr[p] + f]: racks of p with f empty
+    cdef index_t[::1] pod_hist_ptr       # pod p's histogram: f = 0..its largest rack's nodes
     cdef units_t[::1] rack_power         # watts
     cdef units_t[::1] slack              # b - A·P, coefficient units
     cdef int64_t free_gpus_total
@@ -130,6 +131,9 @@ cdef class EngineCore:
     # internals (declared here because every cdef method of a class with a .pxd must be),
     # in the order of ext/_engine.pyx, which is the twin's (_search_node here is
     # search_node there); the final ones are direct calls, which the C compiler may inline
+    @cython.final
+    cdef object read_job(self, object job, int64_t* gpus, int64_t* max_cap,
+                         int64_t* min_cap)
     @cython.final
     cdef object place_unlocked(self, object job, object pod)
     @cython.final

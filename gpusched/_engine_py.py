@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from ._checks import check_job, check_pod, gpus_per_node_for, unknown_job
+from ._checks import (check_batch, check_job, check_pod, check_release_batch,
+                      duplicate_job, gpus_per_node_for, unknown_job)
 from .job import Job, Placement
 
 if TYPE_CHECKING:
@@ -87,7 +88,15 @@ class EngineCore:
         # rack r -> for each of its rows, the end of the run of racks that share it alike
         self._rack_run_end: list[list[int]] = [run_end[indptr[r]:indptr[r + 1]]
                                                for r in range(cluster.num_racks)]
-        self._max_rack_nodes = int(cluster.rack_nodes.max())
+        # each pod's histogram runs to its own largest rack, not the site's: a site of
+        # many one-rack pods and one big rack would otherwise take pods x big-rack slots
+        self._pod_max_rack_nodes: list[int] = [0] * cluster.num_pods
+        for r, n in enumerate(cluster.rack_nodes.tolist()):
+            p = self._rack_pod[r]
+            self._pod_max_rack_nodes[p] = max(self._pod_max_rack_nodes[p], n)
+        # counts the commits: place searches again if one ran during its search (a
+        # finaliser set off by the search's own allocations may place or release)
+        self._commits = 0
         self._lock = threading.RLock()
         self._reset()
 
@@ -107,7 +116,7 @@ class EngineCore:
         self._rack_free_nodes: list[int] = list(rack_nodes)
         self._pod_free_nodes: list[int] = cluster.pod_nodes.tolist()
         # _pod_rack_hist[p][f]: racks of pod p with exactly f empty nodes
-        self._pod_rack_hist = [[0] * (self._max_rack_nodes + 1) for _ in range(cluster.num_pods)]
+        self._pod_rack_hist = [[0] * (m + 1) for m in self._pod_max_rack_nodes]
         for r, n in enumerate(rack_nodes):
             self._pod_rack_hist[self._rack_pod[r]][n] += 1
         self._rack_power_w: list[int] = cluster.idle_rack_power_w.tolist()
@@ -123,40 +132,77 @@ class EngineCore:
     def place(self, job: Job, pod: Any = None) -> Placement | None:
         """Place ``job`` (inside ``pod`` if given) at the highest feasible cap, or None."""
         with self._lock:
-            check_job(self.cluster, job, self._jobs)
+            job_id, gpus, max_cap, min_cap = check_job(self.cluster, job, self._jobs)
             pod_index = -1 if pod is None else check_pod(self.cluster, pod)
-            status, cap, nodes, _row = self._search(job.gpus, job.max_cap_w, job.min_cap_w,
-                                                   pod_index)
-            if status != FOUND:
-                return None
-            placement = Placement(job.id, tuple(nodes), gpus_per_node_for(job.gpus, self._G), cap)
-            self._commit(placement.nodes, placement.gpus_per_node, cap, +1)
-            self._jobs[job.id] = (job, placement)
-            return placement
+            return self._place_checked(job, job_id, gpus, max_cap, min_cap, pod_index)
+
+    def _place_checked(self, job: Job, job_id: str, gpus: int, max_cap: int, min_cap: int,
+                       pod_index: int) -> Placement | None:
+        """Search and commit a checked job; the caller holds the lock."""
+        # Nothing but plain locals between the search and its commit: no caller code can
+        # take the chosen nodes in between.  The search itself allocates, so a finaliser
+        # may run inside it and place or release; then its answer is stale: search again.
+        while True:
+            commits = self._commits
+            status, cap, nodes, _row = self._search(gpus, max_cap, min_cap, pod_index)
+            if self._commits == commits:
+                break
+        if status != FOUND:
+            if job_id in self._jobs:  # placed by a finaliser meanwhile
+                raise duplicate_job(job_id)
+            return None
+        gpn = gpus_per_node_for(gpus, self._G)
+        self._commit(nodes, gpn, cap, +1)
+        placement = Placement(job_id, tuple(nodes), gpn, cap)
+        record = (job, placement)
+        if self._jobs.setdefault(job_id, record) is not record:
+            self._commit(nodes, gpn, cap, -1)  # a finaliser placed the same id meanwhile
+            raise duplicate_job(job_id)
+        return placement
 
     def release(self, job_id: str) -> Placement:
         """Free exactly what ``job_id`` holds; returns its placement."""
         with self._lock:
-            try:
-                _job, placement = self._jobs.pop(job_id)
-            except (KeyError, TypeError):
-                raise unknown_job(job_id) from None
+            # keys are exact str, so an id of any other type (a str subclass with its own
+            # __eq__ or __hash__ too) is unknown, and is never hashed
+            if type(job_id) is not str or job_id not in self._jobs:
+                raise unknown_job(job_id)
+            _job, placement = self._jobs.pop(job_id)
             self._commit(placement.nodes, placement.gpus_per_node, placement.cap_w, -1)
             return placement
 
     def place_many(self, jobs: Iterable[Job], pod: Any = None) -> list[Placement | None]:
         """``[place(j, pod) for j in jobs]``, under one lock acquisition.
 
-        Like the loop, it stops at the first bad job with its error; the jobs before it
-        stay placed.
+        The whole batch is checked first (every job, the pod, no id twice), so a bad
+        batch raises the error of its first bad job and places nothing.
         """
         with self._lock:
-            return [self.place(job, pod) for job in jobs]
+            batch = list(jobs)
+            check_batch(self.cluster, batch, self._jobs)
+            pod_index = -1 if pod is None else check_pod(self.cluster, pod)
+            out: list[Placement | None] = []
+            try:
+                for job in batch:
+                    fields = check_job(self.cluster, job, self._jobs)
+                    out.append(self._place_checked(job, *fields, pod_index))
+            except BaseException:  # not reached unless a finaliser interferes: undo
+                for placement in reversed(out):
+                    if placement is not None:
+                        self.release(placement.job_id)
+                raise
+            return out
 
     def release_many(self, job_ids: Iterable[str]) -> list[Placement]:
-        """``[release(i) for i in job_ids]``, under one lock acquisition."""
+        """``[release(i) for i in job_ids]``, under one lock acquisition.
+
+        Every id is checked first (placed, and not twice), so a bad batch raises the
+        error of its first bad id and releases nothing.
+        """
         with self._lock:
-            return [self.release(job_id) for job_id in job_ids]
+            batch = list(job_ids)
+            check_release_batch(batch, self._jobs)
+            return [self.release(job_id) for job_id in batch]
 
     # ==================================================================================
     # Search
@@ -429,6 +475,7 @@ class EngineCore:
         nodes; rack power is the sum of node powers; slack = b - A·P in units.
         """
         G = self._G
+        self._commits += 1
         rack_delta: dict[int, int] = {}
         for n in nodes:
             before = self._node_free[n]
@@ -459,14 +506,14 @@ class EngineCore:
     def _insert(self, job: Job, placement: Placement) -> None:
         """Commit a placement the caller has already checked (restore), and record it."""
         self._commit(placement.nodes, placement.gpus_per_node, placement.cap_w, +1)
-        self._jobs[job.id] = (job, placement)
+        self._jobs[placement.job_id] = (job, placement)
 
     def _replace(self, job: Job, old: Placement, new: Placement) -> None:
         """Swap a job's placement for a checked one, keeping its place in the order."""
         with self._lock:
             self._commit(old.nodes, old.gpus_per_node, old.cap_w, -1)
             self._commit(new.nodes, new.gpus_per_node, new.cap_w, +1)
-            self._jobs[job.id] = (job, new)
+            self._jobs[new.job_id] = (job, new)
 
     # ==================================================================================
     # Read-only views
@@ -476,7 +523,7 @@ class EngineCore:
         return len(self._jobs)
 
     def __contains__(self, job_id: object) -> bool:
-        return job_id in self._jobs
+        return type(job_id) is str and job_id in self._jobs
 
     def free_gpus(self) -> int:
         """Free GPUs in the whole cluster."""
@@ -494,26 +541,30 @@ class EngineCore:
         """``b - A·P`` per row in COEF_SCALE units (int64 copy); never negative."""
         return np.array(self._slack, dtype=np.int64)
 
+    # The views take the lock: another thread's place or release would otherwise change
+    # the dict while they iterate it.
     def placements(self) -> list[Placement]:
         """Live placements, in the order they were made."""
-        return [placement for _job, placement in self._jobs.values()]
+        with self._lock:
+            return [placement for _job, placement in self._jobs.values()]
 
     def jobs(self) -> list[Job]:
         """Live jobs, in the order they were placed."""
-        return [job for job, _placement in self._jobs.values()]
+        with self._lock:
+            return [job for job, _placement in self._jobs.values()]
 
     def placement(self, job_id: str) -> Placement:
-        try:
+        with self._lock:
+            if type(job_id) is not str or job_id not in self._jobs:
+                raise unknown_job(job_id)
             return self._jobs[job_id][1]
-        except (KeyError, TypeError):
-            raise unknown_job(job_id) from None
 
     def job(self, job_id: str) -> Job:
         """The Job placed under ``job_id``."""
-        try:
+        with self._lock:
+            if type(job_id) is not str or job_id not in self._jobs:
+                raise unknown_job(job_id)
             return self._jobs[job_id][0]
-        except (KeyError, TypeError):
-            raise unknown_job(job_id) from None
 
     def _index_state(self) -> dict[str, Any]:
         """Every derived index, for tests that check the twins agree to the last counter."""

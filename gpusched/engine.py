@@ -162,10 +162,9 @@ class Engine:
         nothing.
         """
         with self._lock:
-            check_job(self.cluster, job, self)
+            _id, gpus, max_cap, min_cap = check_job(self.cluster, job, self)
             pod_index = -1 if pod is None else check_pod(self.cluster, pod)
-            status, cap, nodes, row = self._search(job.gpus, job.max_cap_w, job.min_cap_w,
-                                                   pod_index)
+            status, cap, nodes, row = self._search(gpus, max_cap, min_cap, pod_index)
         c = self.cluster.constraints
         binding = c.names[row] if row >= 0 else None
         kind = c.kinds[row] if row >= 0 else None
@@ -312,8 +311,10 @@ class Engine:
         node lacks the free GPUs, the cap is outside the job's range, or a row of
         A·P <= b would break.
         """
-        return self._apply(job, nodes, gpus_per_node_for(job.gpus, self.cluster.gpus_per_node),
-                           cap_w)
+        with self._lock:
+            _id, gpus, _max, _min = check_job(self.cluster, job, self)  # a non-Job, first
+            return self._apply(job, nodes, gpus_per_node_for(gpus, self.cluster.gpus_per_node),
+                               cap_w)
 
     def _apply(self, job: Job, nodes: Any, gpus_per_node: int, cap_w: int) -> Placement:
         """Place ``job`` exactly on ``nodes`` at ``cap_w`` (restore, replay); atomic, checked.
@@ -322,30 +323,30 @@ class Engine:
         """
         G = self.cluster.gpus_per_node
         with self._lock:
-            check_job(self.cluster, job, self)
+            job_id, gpus, max_cap, min_cap = check_job(self.cluster, job, self)
             try:
                 node_list = [operator.index(n) for n in nodes]
                 gpus_per_node, cap_w = operator.index(gpus_per_node), operator.index(cap_w)
             except TypeError:
-                raise PlacementError(f"Job {job.id!r}: nodes, gpus_per_node and cap_w must be "
+                raise PlacementError(f"Job {job_id!r}: nodes, gpus_per_node and cap_w must be "
                                      "whole numbers") from None
-            if (gpus_per_node != gpus_per_node_for(job.gpus, G)
-                    or len(node_list) * gpus_per_node != job.gpus):
-                raise PlacementError(f"Job {job.id!r}: {len(node_list)} node(s) x "
-                                     f"{gpus_per_node} GPUs does not make its {job.gpus} GPUs")
+            if (gpus_per_node != gpus_per_node_for(gpus, G)
+                    or len(node_list) * gpus_per_node != gpus):
+                raise PlacementError(f"Job {job_id!r}: {len(node_list)} node(s) x "
+                                     f"{gpus_per_node} GPUs does not make its {gpus} GPUs")
             if node_list != sorted(set(node_list)):
-                raise PlacementError(f"Job {job.id!r}: nodes must be distinct and ascending")
+                raise PlacementError(f"Job {job_id!r}: nodes must be distinct and ascending")
             if node_list[0] < 0 or node_list[-1] >= self.cluster.num_nodes:
-                raise PlacementError(f"Job {job.id!r}: node indices must be in "
+                raise PlacementError(f"Job {job_id!r}: node indices must be in "
                                      f"0..{self.cluster.num_nodes - 1}")
-            if not job.min_cap_w <= cap_w <= job.max_cap_w:
-                raise PlacementError(f"Job {job.id!r}: cap_w={cap_w} is outside the job's "
-                                     f"[{job.min_cap_w}, {job.max_cap_w}] W")
+            if not min_cap <= cap_w <= max_cap:
+                raise PlacementError(f"Job {job_id!r}: cap_w={cap_w} is outside the job's "
+                                     f"[{min_cap}, {max_cap}] W")
             free = self.node_free_gpus()[node_list]
-            need = G if job.gpus > G else gpus_per_node
+            need = G if gpus > G else gpus_per_node
             if (free < need).any():
                 bad = node_list[int(np.argmax(free < need))]
-                raise PlacementError(f"Job {job.id!r}: node {bad} has "
+                raise PlacementError(f"Job {job_id!r}: node {bad} has "
                                      f"{int(self.node_free_gpus()[bad])} free GPUs, it needs {need}")
             power = self.cluster.power
             node_delta_w = (gpus_per_node * (cap_w - power.gpu_idle_w)
@@ -355,9 +356,9 @@ class Engine:
             row_delta = self.cluster.constraints.load_units(rack_delta_w)
             broken = np.flatnonzero(row_delta > self.row_slack_units())
             if broken.size:
-                raise PlacementError(f"Job {job.id!r}: at {cap_w} W it would break "
+                raise PlacementError(f"Job {job_id!r}: at {cap_w} W it would break "
                                      f"{self.cluster.constraints.names[broken[0]]!r}")
-            placement = Placement(job.id, tuple(node_list), gpus_per_node, cap_w)
+            placement = Placement(job_id, tuple(node_list), gpus_per_node, cap_w)
             self._insert(job, placement)
             return placement
 

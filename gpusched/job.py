@@ -60,8 +60,14 @@ class Job:
     def __init__(self, id: str, gpus: int, *, max_cap_w: int = 700,
                  min_cap_w: int | None = None, weight: float = 1.0,
                  sensitivity: float = DEFAULT_SENSITIVITY) -> None:
-        if not isinstance(id, str):
-            raise JobError(f"Job id {id!r} is a {type(id).__name__}; job ids must be str")
+        if type(id) is not str:
+            # Exactly str: a subclass can run code of its own in __hash__ and __eq__
+            # whenever the engine looks the id up, even between a search and its commit,
+            # or be unhashable.  Checked before anything else reads the id.
+            kind = ("a str subclass" if isinstance(id, str) else "a")
+            raise JobError(f"Job id {str.__repr__(id) if isinstance(id, str) else repr(id)} "
+                           f"is {kind} {type(id).__name__}; job ids must be exactly str "
+                           "(pass str(id))")
         if not id or len(id) > 256:
             raise JobError(f"Job id {id!r} must be 1 to 256 characters long")
         if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)):
@@ -89,6 +95,12 @@ class Job:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Job is immutable; use job.replace({name}=...)")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickle by the public fields, so unpickling builds the Job through __init__
+        # (checked again) instead of setting slots, which __setattr__ forbids.  Process
+        # pools and Dask pickle the jobs they ship.
+        return (_job_from_fields, (type(self), self.to_dict()))
 
     def replace(self, **changes: Any) -> "Job":
         """A copy with some fields changed (validated again)."""
@@ -133,6 +145,11 @@ class Job:
         caps = (f"cap_w={self.max_cap_w}" if self.rigid
                 else f"cap_w={self.min_cap_w}..{self.max_cap_w}")
         return f"Job({self.id!r}, gpus={self.gpus}, {caps})"
+
+
+def _job_from_fields(cls: type, fields: dict[str, Any]) -> Job:
+    """Unpickle a Job (or subclass) from its fields; see Job.__reduce__."""
+    return cls(**fields)
 
 
 class Placement(NamedTuple):

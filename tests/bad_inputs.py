@@ -59,6 +59,66 @@ def _tampered_node(snap: dict[str, Any]) -> dict[str, Any]:
     return snap
 
 
+# -- hostile types: ids and jobs whose own methods would run inside the engine --------
+
+_meddled = iter(range(10**9))
+
+
+def _meddle(engine: Any) -> None:
+    """What a hostile object does when the engine calls it: place one more job."""
+    engine.place(Job(f"meddler-{next(_meddled)}", 8))
+
+
+def _meddling_str(engine: Any, text: str) -> str:
+    """A str subclass equal to ``text`` whose __hash__ and __eq__ change the engine."""
+    class MeddlingStr(str):
+        def __hash__(self) -> int:
+            _meddle(engine)
+            return str.__hash__(self)
+
+        def __eq__(self, other: object) -> bool:
+            _meddle(engine)
+            return str.__eq__(self, other)
+
+    return MeddlingStr(text)
+
+
+def _meddling_object(engine: Any) -> Any:
+    """Not a str at all, with the same __hash__ and __eq__."""
+    class Meddler:
+        def __hash__(self) -> int:
+            _meddle(engine)
+            return hash("a")
+
+        def __eq__(self, other: object) -> bool:
+            _meddle(engine)
+            return True
+
+        def __repr__(self) -> str:
+            return "<meddler>"
+
+    return Meddler()
+
+
+class UnhashableStr(str):
+    __hash__ = None  # type: ignore[assignment]
+
+
+class IntSubclass(int):
+    pass
+
+
+def _job_with_id(job_id: Any) -> Job:
+    """A Job subclass whose id property hands the engine ``job_id`` (Job checked "a")."""
+    class ShiftyJob(Job):
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> Any:
+            return job_id if name == "id" else object.__getattribute__(self, name)
+
+    return ShiftyJob("a", 1)
+
+
 BAD_CALLS: list[BadCall] = [
     # -- sizes
     BadCall("gpus=0", lambda e, c: e.place(Job("x", 0)), JobError, ("gpus=0", "at least 1")),
@@ -139,6 +199,64 @@ BAD_CALLS: list[BadCall] = [
             lambda e, c: e.release_many(["never-placed"]), UnknownJobError, ("never-placed",)),
     BadCall("placement of unknown id", lambda e, c: e.placement("never-placed"),
             UnknownJobError, ("never-placed",)),
+    BadCall("place_on of a non-Job", lambda e, c: e.place_on("x", [0], 500), JobError,
+            ("expected a gpusched.Job", "str")),
+    BadCall("place_on of None", lambda e, c: e.place_on(None, [0], 500), JobError,
+            ("expected a gpusched.Job", "nonetype")),
+    # -- batches are refused whole
+    # (bad on every power model: more GPUs than the cluster, or not whole nodes)
+    BadCall("place_many with a bad job last", lambda e, c: e.place_many(
+        [Job("ok-1", 1), Job("ok-2", 1), Job("bad", c.num_gpus + 1)]), JobError,
+            ("'bad'", "gpus=")),
+    BadCall("place_many with a duplicate (live) id last", lambda e, c: e.place_many(
+        [Job("ok-1", 1), Job(c.live, 1)]), DuplicateJobError, ("already placed",)),
+    BadCall("place_many with an id twice", lambda e, c: e.place_many(
+        [Job("twin", 1), Job("twin", 2)]), DuplicateJobError, ("'twin'", "twice")),
+    BadCall("place_many with a non-Job last", lambda e, c: e.place_many(
+        [Job("ok-1", 1), "x"]), JobError, ("expected a gpusched.Job",)),
+    BadCall("place_many with a bad pod", lambda e, c: e.place_many(
+        [Job("ok-1", 1)], pod=c.num_pods), JobError, ("out of range",)),
+    BadCall("release_many with an unknown id last",
+            lambda e, c: e.release_many([c.live, "never-placed"]), UnknownJobError,
+            ("never-placed",)),
+    BadCall("release_many with a duplicate id", lambda e, c: e.release_many([c.live, c.live]),
+            UnknownJobError, ("twice",)),
+    # -- hostile types
+    BadCall("id a str subclass", lambda e, c: e.place(Job(_meddling_str(e, "m"), 8)),
+            JobError, ("'m'", "str subclass", "exactly str")),
+    BadCall("id a str subclass colliding with a live id",
+            lambda e, c: e.place(Job(_meddling_str(e, c.live), 8)), JobError,
+            ("exactly str",)),
+    BadCall("id an unhashable str subclass", lambda e, c: e.place(Job(UnhashableStr("u"), 1)),
+            JobError, ("'u'", "unhashablestr", "exactly str")),
+    BadCall("id an int subclass", lambda e, c: e.place(Job(IntSubclass(7), 1)), JobError,
+            ("7", "intsubclass", "str")),
+    BadCall("id an object with meddling __eq__", lambda e, c: e.place(
+        Job(_meddling_object(e), 1)), JobError, ("<meddler>", "str")),
+    BadCall("Job subclass handing out a meddling id",
+            lambda e, c: e.place(_job_with_id(_meddling_str(e, "a"))), JobError,
+            ("exactly str",)),
+    BadCall("Job subclass handing out an int id", lambda e, c: e.place(_job_with_id(7)),
+            JobError, ("7", "int", "exactly str")),
+    BadCall("Job subclass handing out a meddling id (place_on)",
+            lambda e, c: e.place_on(_job_with_id(_meddling_str(e, "a")), [0], 700), JobError,
+            ("exactly str",)),
+    BadCall("release a meddling str equal to a live id",
+            lambda e, c: e.release(_meddling_str(e, c.live)), UnknownJobError,
+            ("exactly str",)),
+    BadCall("release an unhashable str", lambda e, c: e.release(UnhashableStr(c.live)),
+            UnknownJobError, ("unhashablestr", "exactly str")),
+    BadCall("release a meddling object", lambda e, c: e.release(_meddling_object(e)),
+            UnknownJobError, ("<meddler>",)),
+    BadCall("release_many with a meddling str",
+            lambda e, c: e.release_many([_meddling_str(e, c.live)]), UnknownJobError,
+            ("exactly str",)),
+    BadCall("placement of a meddling str", lambda e, c: e.placement(_meddling_str(e, c.live)),
+            UnknownJobError, ("exactly str",)),
+    BadCall("job of an unhashable str", lambda e, c: e.job(UnhashableStr(c.live)),
+            UnknownJobError, ("exactly str",)),
+    BadCall("set_cap of a meddling str", lambda e, c: e.set_cap(_meddling_str(e, c.live), 500),
+            UnknownJobError, ("exactly str",)),
     # -- pods
     BadCall("pod=-1", lambda e, c: e.place(Job("x", 1), pod=-1), JobError,
             ("pod=-1", "out of range")),

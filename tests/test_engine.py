@@ -249,10 +249,12 @@ def test_batch_api_is_a_loop_of_single_calls(colossus, backend):
     ids = [j.id for j in jobs[::2] if j.id in looped]
     assert batched.release_many(ids) == [looped.release(i) for i in ids]
     assert batched._index_state() == looped._index_state()
-    # like the loop, a bad job stops the batch with its error; the jobs before it stay
+    # unlike the loop, a bad job anywhere refuses the whole batch: nothing is placed
+    before = batched._index_state()
     with pytest.raises(JobError, match="multiple of 8"):
         batched.place_many([Job("ok", 8), Job("bad", 12), Job("never", 8)])
-    assert "ok" in batched and "never" not in batched
+    assert "ok" not in batched and "never" not in batched
+    assert batched._index_state() == before
 
 
 def test_place_at_most_keeps_the_jobs_own_range(tiny, backend):
