@@ -15,7 +15,7 @@ NO_EXTENSIONS = bool(os.environ.get("GPUSCHED_NO_EXTENSIONS")) or (
     sys.implementation.name != "cpython")
 DEBUG_BUILD = bool(os.environ.get("GPUSCHED_DEBUG_BUILD"))
 
-# One set of directives for the whole project (STYLE.md).
+# One set of directives for the whole project, so every .pyx builds the same way.
 DIRECTIVES = {
     "language_level": "3",
     "boundscheck": DEBUG_BUILD,
