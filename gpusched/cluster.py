@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import SpecError
+from .errors import SpecError, UnknownRowError
 from .power import PowerModel
 
 __all__ = ["Cluster", "Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE", "PRESETS"]
@@ -146,7 +146,7 @@ class Constraints:
         try:
             return self.names.index(name)
         except ValueError:
-            raise KeyError(f"no constraint row named {name!r}") from None
+            raise UnknownRowError(f"no constraint row named {name!r}", field="name") from None
 
 
 # ======================================================================================

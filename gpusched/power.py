@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import PowerError
+
 __all__ = ["PowerModel", "throughput", "THROUGHPUT_FLOOR", "DEFAULT_SENSITIVITY"]
 
 #: s(cap) never drops below this: below ~0.3 TDP the measured curves flatten (physics.md §3).
@@ -101,7 +103,7 @@ class PowerModel:
         """Power of one node whose busy GPUs run at ``caps_w`` (one entry per busy GPU)."""
         busy = len(caps_w)
         if busy > self.gpus_per_node:
-            raise ValueError(f"a node has {self.gpus_per_node} GPUs, got {busy} caps")
+            raise PowerError(f"a node has {self.gpus_per_node} GPUs, got {busy} caps", field="caps_w")
         other = self.node_other_busy_w if busy else self.node_other_idle_w
         return other + (self.gpus_per_node - busy) * self.gpu_idle_w + sum(caps_w)
 
