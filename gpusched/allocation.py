@@ -162,21 +162,21 @@ class Allocation:
 def _check_queue(engine: Any, queue: Any) -> list[Job]:
     if isinstance(queue, (str, bytes)) or not hasattr(queue, "__iter__"):
         raise AllocationError(f"queue must be a sequence of gpusched.Job, got "
-                              f"{type(queue).__name__}")
+                              f"{type(queue).__name__}", field="queue")
     jobs = list(queue)
     running = {j.id: None for j in engine.jobs()}
     seen: dict[str, int] = {}
     for i, job in enumerate(jobs):
         if not isinstance(job, Job):
             raise JobError(f"queue[{i}] is a {type(job).__name__} ({job!r}); the queue must "
-                           "hold gpusched.Job values")
+                           "hold gpusched.Job values", field=f"queue[{i}]")
         if job.id in seen:
             raise DuplicateJobError(f"Job {job.id!r} is twice in the queue (queue[{seen[job.id]}]"
-                                    f" and queue[{i}]); job ids must be unique")
+                                    f" and queue[{i}]); job ids must be unique", field=f"queue[{i}].id")
         seen[job.id] = i
         if job.id in running:
             raise DuplicateJobError(f"Job {job.id!r} (queue[{i}]) is already running on the "
-                                    "engine; release it first or use another id")
+                                    "engine; release it first or use another id", field=f"queue[{i}].id")
         check_job(engine.cluster, job, {})
     return jobs
 
@@ -185,7 +185,7 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
             or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)):
         valid = ">= 0" if allow_zero else "> 0"
-        raise AllocationError(f"{name}={value!r} must be a finite number {valid}")
+        raise AllocationError(f"{name}={value!r} must be a finite number {valid}", field=name)
     return float(value)
 
 
@@ -992,7 +992,7 @@ def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
         its dict is not).  Never raises for a refused job.
     """
     if not isinstance(allocation, Allocation):
-        raise AllocationError(f"apply needs an Allocation, got {type(allocation).__name__}")
+        raise AllocationError(f"apply needs an Allocation, got {type(allocation).__name__}", field="allocation")
     placed: dict[str, Placement] = {}
     refused: dict[str, str] = {}
     power = engine.cluster.power
@@ -1106,7 +1106,7 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
     CapPlan
     """
     if not isinstance(apply, bool):
-        raise AllocationError(f"apply={apply!r} must be True or False")
+        raise AllocationError(f"apply={apply!r} must be True or False", field="apply")
     start = time.perf_counter()
     cluster = engine.cluster
     power = cluster.power

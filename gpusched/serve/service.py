@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._checks import check_job
 from ..cluster import Cluster
 from ..engine import Engine
 from ..errors import (DuplicateJobError, GpuschedError, JobError, PlacementError,
@@ -421,6 +422,13 @@ class PlacementService:
         queue = [self._job(j, f"body.queue[{i}]") for i, j in enumerate(body["queue"])]
         if len({j.id for j in queue}) != len(queue):
             raise RequestError(422, "job ids in the queue must be distinct", "body.queue")
+        # allocate() checks each job against the cluster too, but its error names only
+        # the Job field; checked here, the reply can name the queue entry as well.
+        for i, job in enumerate(queue):
+            try:
+                check_job(self.cluster, job, ())
+            except JobError as exc:
+                raise _job_error(exc, f"body.queue[{i}]") from None
         time_limit_s = float(body.get("time_limit_s", 1.0))
         # The MILP takes up to time_limit_s: solve outside the service lock (places and
         # releases go on), then apply under it; apply() refuses, and reports, any job
