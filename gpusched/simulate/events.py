@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..bound import job_class_key
 from ..job import Job, Placement
 from ..power import check_curve
 from .traces import TraceJob
@@ -114,6 +115,10 @@ class Simulator:
         #: Bumped whenever the engine's state changes, so the recorder can skip instants
         #: that changed nothing (an arrival that only joins the queue).
         self.state_version = 0
+        #: GPUs of the jobs present (queued or running), by fluid-bound job class, and a
+        #: counter bumped when they change (the recorder re-reads the bound then).
+        self.present_gpus: dict[tuple, int] = {}
+        self.present_version = 0
         self._power = cluster.power
         self._speeds: dict[tuple[int, Any], float] = {}
         for spec in jobs:
@@ -191,6 +196,12 @@ class Simulator:
         sim_job.work_left_s = 0.0
         self.done.append(sim_job)
         self.finished_since_round += 1
+        self._present(sim_job, -1)
+
+    def _present(self, sim_job: SimJob, sign: int) -> None:
+        key = job_class_key(sim_job.job)
+        self.present_gpus[key] = self.present_gpus.get(key, 0) + sign * sim_job.gpus
+        self.present_version += 1
 
     def run(self) -> None:
         """Process events up to the horizon; the recorder sees every new state."""
@@ -208,6 +219,7 @@ class Simulator:
                     self._finish(payload)
                 elif kind == ARRIVAL:
                     self.queue.append(payload)
+                    self._present(payload, 1)
                 else:
                     self.round_pending = False
                 reasons |= 1 << kind
