@@ -34,7 +34,11 @@ else:
         Extension(
             "gpusched._engine_c",
             ["ext/_engine.pyx"],
-            include_dirs=[np.get_include()],
+            # ext/ holds the C headers the .pyx includes (_recycle.h, _job_slots.h);
+            # listed in depends so that editing one rebuilds the core
+            include_dirs=["ext", np.get_include()],
+            depends=["ext/_recycle.h", "ext/_job_slots.h", "ext/_lock.pxi",
+                     "gpusched/_engine_c.pxd"],
             extra_compile_args=extra,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                            ("GPUSCHED_DEBUG", "1" if DEBUG_BUILD else "0")],

@@ -2,9 +2,24 @@
 """gpusched's placement core in Cython: the same algorithm as gpusched/_engine_py.py.
 
 Read the docstring of ``_engine_py`` first: it states the algorithm once, and this
-file follows it function by function (same names, ``c_`` prefixed), so the two can be
-read side by side.  Everything the hot path touches is a typed memoryview over NumPy
-arrays owned by the EngineCore; no Python object is created inside a search.
+file follows it function by function so the two can be read side by side:
+
+- the sections come in the twin's order (public hot path, search, the cap a candidate
+  allows, state changes, read-only views), and inside each the functions do too;
+- the twin's private method ``_name`` is the cdef method ``name`` here (``_search_node``
+  is ``search_node``, ``_commit`` is ``commit``); where the twin's method is called from
+  Python (``_search``, ``_insert``, ``_replace``, ``_reset``, ``_index_state``) the def
+  here has the very same name and signature;
+- what only the compiled core has is marked "Cython only": the bitsets that stand in
+  for the twin's sorted free lists, ``place_unlocked`` / ``release_unlocked`` (place
+  and release minus the lock), ``_commit_placement``, and the C-level API, whose
+  methods carry a ``c_`` prefix (``c_search``, ``c_commit``, ``c_place``,
+  ``c_release``: virtual entry points for other Cython modules, see _engine_c.pxd);
+- the CPython record recycling lives in ``_recycle.h`` and ``_job_slots.h``, and the
+  lock in ``_lock.pxi``.
+
+Everything the hot path touches is a typed memoryview over NumPy arrays owned by the
+EngineCore; no Python object is created inside a search.
 
 Invariants kept between calls (checked by the stateful tests on both twins):
 - node n is set in bitset f iff node_free[n] == f, for f in 1..G;
@@ -17,10 +32,6 @@ Invariants kept between calls (checked by the stateful tests on both twins):
 """
 
 cimport cython
-from cpython.pythread cimport (WAIT_LOCK, PyThread_acquire_lock,
-                               PyThread_allocate_lock, PyThread_free_lock,
-                               PyThread_get_thread_ident, PyThread_release_lock,
-                               PyThread_type_lock)
 from libc.stdlib cimport free, malloc, qsort
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from cpython.dict cimport PyDict_SetDefault
@@ -47,123 +58,13 @@ cdef extern from *:
     """
     int gs_ctz64(unsigned long long x) noexcept nogil
 
-cdef extern from *:
-    """
-    /* Set the items of a tuple that only the caller references (as CPython's zip and
-       enumerate do with their result tuples); each new item gains a reference, each old
-       one loses it, last, when the tuple is whole again. */
-    static void gs_tuple_refill(PyObject* t, PyObject* const* items, Py_ssize_t n) {
-        PyObject* old[4];
-        Py_ssize_t i;
-        for (i = 0; i < n; i++) {
-            old[i] = PyTuple_GET_ITEM(t, i);
-            Py_INCREF(items[i]);
-            PyTuple_SET_ITEM(t, i, items[i]);
-        }
-        for (i = 0; i < n; i++) Py_DECREF(old[i]);
-    }
-
-    /* A new Placement (a tuple subclass with no slots of its own) built as
-       tuple.__new__ builds one, less the argument tuple and the call through
-       tuple.__new__: the type's own allocator, then the four items. */
-    static PyObject* gs_new_placement(PyObject* type, PyObject* const* fields) {
-        PyTypeObject* t = (PyTypeObject*)type;
-        PyObject* p = t->tp_alloc(t, 4);
-        Py_ssize_t i;
-        if (p == NULL) return NULL;
-        for (i = 0; i < 4; i++) {
-            Py_INCREF(fields[i]);
-            PyTuple_SET_ITEM(p, i, fields[i]);
-        }
-        return p;
-    }
-
-    /* The record (job, placement) of a new placement, placement built from `fields`
-       (job_id, nodes, gpus_per_node, cap_w).  A new reference, or NULL on MemoryError.
-
-       Allocating and freeing a Placement (a tuple subtype) and its record cost more
-       than the search of an 8-GPU job.  So release keeps its record in a small ring of
-       spares (gs_keep_record) and this refills one.  It refills the spare's Placement
-       too when the record holds the only reference to it, that is when whoever got it
-       back from place and release has dropped it: then no one can see the change.  A
-       Placement still held anywhere is left alone and a new one made.  The ring has
-       n_spares records, so a caller that holds on to the last few placements, as
-       `p = place(job)` in a loop holds the previous one during the next call, still
-       gets a free one.  Free-threaded builds, where a reference count of 1 proves
-       nothing, always allocate. */
-    static PyObject* gs_take_record(PyObject** spares, int n_spares, PyObject* type,
-                                    PyObject* job, PyObject* const* fields) {
-        PyObject* record;
-        PyObject* placement;
-    #ifndef Py_GIL_DISABLED
-        int i, pick = -1;
-        for (i = 0; i < n_spares; i++) {
-            record = spares[i];
-            if (record == NULL || Py_REFCNT(record) != 1) continue;
-            if (Py_REFCNT(PyTuple_GET_ITEM(record, 1)) == 1) { pick = i; break; }
-            if (pick < 0) pick = i;
-        }
-        if (pick >= 0) {
-            record = spares[pick];
-            placement = PyTuple_GET_ITEM(record, 1);
-            if (Py_REFCNT(placement) == 1) {
-                gs_tuple_refill(placement, fields, 4);
-            } else {
-                placement = gs_new_placement(type, fields);
-                if (placement == NULL) return NULL;
-                Py_DECREF(PyTuple_GET_ITEM(record, 1));
-                PyTuple_SET_ITEM(record, 1, placement);
-            }
-            spares[pick] = NULL;
-            gs_tuple_refill(record, &job, 1);
-            if (!PyObject_GC_IsTracked(record)) PyObject_GC_Track(record);
-            return record;
-        }
-    #endif
-        placement = gs_new_placement(type, fields);
-        if (placement == NULL) return NULL;
-        record = PyTuple_Pack(2, job, placement);
-        Py_DECREF(placement);
-        return record;
-    }
-
-    /* Keep `record` (job, placement), just taken out of the job table, in the ring of
-       spares at *next, letting go of the record there before; the kept record lets go
-       of its job at once.  Only a record the caller alone holds is kept. */
-    static void gs_keep_record(PyObject** spares, int n_spares, int* next,
-                               PyObject* record) {
-    #ifndef Py_GIL_DISABLED
-        PyObject* old = spares[*next];
-        PyObject* none = Py_None;
-        if (Py_REFCNT(record) != 1) return;
-        Py_INCREF(record);
-        spares[*next] = record;
-        *next = (*next + 1) % n_spares;
-        gs_tuple_refill(record, &none, 1);
-        Py_XDECREF(old);
-    #endif
-    }
-    """
+cdef extern from "_recycle.h":
+    # released (job, placement) records kept for reuse; see ext/_recycle.h
     object gs_take_record(PyObject** spares, int n_spares, object type, object job,
                           PyObject** fields)
     void gs_keep_record(PyObject** spares, int n_spares, int* next, object record)
 
-cdef extern from *:
-    """
-    #include "structmember.h"
-    /* Where a __slots__ attribute lives in an instance of a Python class: the byte
-       offset its member descriptor reads, or -1 if `descr` is not a plain object slot
-       (then the caller falls back to getattr). */
-    static Py_ssize_t gs_slot_offset(PyObject* descr) {
-        if (!PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
-        PyMemberDef* member = ((PyMemberDescrObject*)descr)->d_member;
-        return member->type == T_OBJECT_EX ? member->offset : -1;
-    }
-    /* The object in the slot at `offset` of `obj`, borrowed; NULL if never set. */
-    static inline PyObject* gs_slot(PyObject* obj, Py_ssize_t offset) {
-        return *(PyObject**)((char*)obj + offset);
-    }
-    """
+cdef extern from "_job_slots.h":
     Py_ssize_t gs_slot_offset(object descr) except? -2
     PyObject* gs_slot(object obj, Py_ssize_t offset) noexcept
 
@@ -216,77 +117,7 @@ cdef int cmp_index(const void* a, const void* b) noexcept nogil:
     return -1 if x < y else (1 if x > y else 0)
 
 
-# ======================================================================================
-# The engine's one lock
-# ======================================================================================
-
-cdef class EngineLock:
-    """The engine's re-entrant lock, with C-level enter/exit for the hot path (and a
-    context manager for the Python-level methods).
-
-    The GIL makes the uncontended case a few loads and stores: ``owner``, ``count`` and
-    ``waiters`` are read and written only by a thread that holds the GIL, and nothing
-    between a test and the store after it can release the GIL, so each enter/exit is
-    atomic.  (This module does not declare itself free-threading compatible, so a
-    free-threaded CPython keeps the GIL on while it is loaded.)  Taking a PyThread lock
-    on every call instead costs a clock read and a semaphore round trip.
-
-    A thread that finds the lock held by another thread sleeps on ``wakeup`` with the
-    GIL released, so the holder, which may be searching without the GIL, can finish.
-    Invariants: ``count == 0`` iff ``owner == 0``; ``waiters`` counts the threads in
-    the waiting loop; every exit() to zero with ``waiters > 0`` releases ``wakeup``
-    once, and a woken thread tests ``count`` again, so a wake-up that finds a newcomer
-    holding the lock costs one more sleep (the newcomer's exit wakes it), never a lost
-    waiter.  tests/test_cython_api.py plants both failure modes.
-    """
-
-    def __cinit__(self):
-        self.wakeup = PyThread_allocate_lock()
-        if self.wakeup == NULL:
-            raise MemoryError()
-        PyThread_acquire_lock(self.wakeup, WAIT_LOCK)  # nobody to wake yet
-        self.count = 0
-        self.owner = 0
-        self.waiters = 0
-
-    def __dealloc__(self):
-        if self.wakeup != NULL:
-            PyThread_free_lock(self.wakeup)
-
-    @cython.final
-    cdef int enter(self) except -1:
-        cdef unsigned long me = PyThread_get_thread_ident()
-        if self.count == 0:
-            self.owner = me
-            self.count = 1
-            return 0
-        if self.owner == me:
-            self.count += 1
-            return 0
-        self.waiters += 1
-        while self.count:
-            with nogil:
-                PyThread_acquire_lock(self.wakeup, WAIT_LOCK)
-        self.waiters -= 1
-        self.owner = me
-        self.count = 1
-        return 0
-
-    @cython.final
-    cdef void exit(self) noexcept:
-        self.count -= 1
-        if self.count == 0:
-            self.owner = 0
-            if self.waiters:
-                PyThread_release_lock(self.wakeup)
-
-    def __enter__(self):
-        self.enter()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.exit()
-        return False
+include "_lock.pxi"
 
 
 cdef class EngineCore:
@@ -387,147 +218,159 @@ cdef class EngineCore:
         self._jobs = {}
 
     # ==================================================================================
-    # Bitsets of nodes by free-GPU count
+    # Public hot path
     # ==================================================================================
 
-    @cython.final
-    cdef void bit_set(self, int f, index_t n) noexcept nogil:
-        cdef Py_ssize_t w = f * self.n_words + (n >> 6)
-        if self.bits[w] == 0:
-            self.summary[f * self.n_summary + ((n >> 6) >> 6)] |= ONE << ((n >> 6) & 63)
-        self.bits[w] |= ONE << (n & 63)
+    # place and release are plain methods, not cyfunctions (binding=False): the call
+    # skips a bound-method object and its argument shuffle, which took 0.03 us of an
+    # 8-GPU place+release pair (0.34 us).
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")  # so inspect.signature still reads it
+    def place(self, job, pod=None):
+        """Place ``job`` (inside ``pod`` if given) at the highest feasible cap, or None."""
+        self.lock.enter()
+        try:
+            return self.place_unlocked(job, pod)
+        finally:
+            self.lock.exit()
 
     @cython.final
-    cdef void bit_clear(self, int f, index_t n) noexcept nogil:
-        cdef Py_ssize_t w = f * self.n_words + (n >> 6)
-        self.bits[w] &= ~(ONE << (n & 63))
-        if self.bits[w] == 0:
-            self.summary[f * self.n_summary + ((n >> 6) >> 6)] &= ~(ONE << ((n >> 6) & 63))
+    cdef object place_unlocked(self, object job, object pod):
+        """place() without the lock: validate, search, commit, record."""
+        cdef SearchResult res
+        cdef index_t pod_index = -1
+        cdef int64_t gpus, max_cap, min_cap
+        cdef int gpn
+        cdef index_t i
+        cdef PyObject* id_slot = NULL
+        cdef PyObject* gpus_slot = NULL
+        cdef PyObject* max_slot = NULL
+        cdef PyObject* min_slot = NULL
+        cdef int overflow, too_big
+        cdef PyObject* fields[4]
+        if type(job) is Job and JOB_SLOTS_KNOWN:
+            id_slot = gs_slot(job, JOB_ID_AT)
+            gpus_slot = gs_slot(job, JOB_GPUS_AT)
+            max_slot = gs_slot(job, JOB_MAX_CAP_AT)
+            min_slot = gs_slot(job, JOB_MIN_CAP_AT)
+        elif type(job) is not Job:
+            check_job(self.cluster, job, self._jobs)  # raises unless a subclass of Job
+        if id_slot != NULL and gpus_slot != NULL and max_slot != NULL and min_slot != NULL:
+            job_id = <object>id_slot
+            gpus_obj = <object>gpus_slot
+            max_obj = <object>max_slot
+            min_obj = <object>min_slot
+        else:  # a subclass, or a Job whose __init__ never ran (getattr raises then)
+            job_id = job.id
+            gpus_obj = job.gpus
+            max_obj = job.max_cap_w
+            min_obj = job.min_cap_w
+        # An int beyond 64 bits sets `overflow` instead of raising (no try block on the
+        # hot path); any such value is outside every valid range, so check_job raises.
+        gpus = PyLong_AsLongLongAndOverflow(gpus_obj, &overflow)
+        too_big = overflow
+        max_cap = PyLong_AsLongLongAndOverflow(max_obj, &overflow)
+        too_big |= overflow
+        min_cap = PyLong_AsLongLongAndOverflow(min_obj, &overflow)
+        too_big |= overflow
+        if (too_big or gpus > self.n_gpus or (gpus > self.G and gpus % self.G)
+                or min_cap < self.cap_min_w or max_cap > self.cap_max_w):
+            check_job(self.cluster, job, self._jobs)  # raises the precise error
+        # A duplicate id is caught by the insert at the end (one dict lookup, not two),
+        # or before it wherever another outcome would come first, as in check_job.
+        if pod is not None:
+            if job_id in self._jobs:
+                raise duplicate_job(job_id)
+            pod_index = check_pod(self.cluster, pod)
+        if gpus > self.G:
+            # gangs search longer than a GIL hand-off costs: let other threads run
+            with nogil:
+                res = self.search(<int>gpus, <int>max_cap, <int>min_cap, pod_index)
+        else:
+            res = self.search(<int>gpus, <int>max_cap, <int>min_cap, pod_index)
+        if res.status != FOUND:
+            if job_id in self._jobs:
+                raise duplicate_job(job_id)
+            return None
+        gpn = <int>gpus if gpus <= self.G else self.G
+        if res.n_nodes == 1:
+            nodes = self.node_tuples[self.out_nodes[0]]
+        else:
+            nodes = tuple([self.out_nodes[i] for i in range(res.n_nodes)])
+        cap_obj = self.cap_objs[res.cap_w]
+        gpn_obj = self.cap_objs[gpn]  # gpn <= G <= cap_max_w: shared ints
+        fields[0] = <PyObject*>job_id
+        fields[1] = <PyObject*>nodes
+        fields[2] = <PyObject*>gpn_obj
+        fields[3] = <PyObject*>cap_obj
+        # a released record and its Placement, refilled if no one else holds them: an
+        # 8-GPU place+release pair went from 0.31 to 0.24 us with it
+        entry = gs_take_record(self.spare_records, SPARE_RECORDS, Placement, job, fields)
+        if PyDict_SetDefault(self._jobs, job_id, entry) != <PyObject*>entry:
+            raise duplicate_job(job_id)  # nothing is committed yet
+        placement = (<tuple>entry)[1]
+        self.commit(&self.out_nodes[0], res.n_nodes, gpn, res.cap_w, 1)
+        return placement
+
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
+    def release(self, job_id):
+        """Free exactly what ``job_id`` holds; returns its placement."""
+        self.lock.enter()
+        try:
+            return self.release_unlocked(job_id)
+        finally:
+            self.lock.exit()
 
     @cython.final
-    cdef index_t next_set(self, int f, index_t pos) noexcept nogil:
-        """Lowest node >= pos with exactly f free GPUs, or -1.
+    cdef object release_unlocked(self, object job_id):
+        # every key is a str (Job checks), so anything else is unknown; and pop with a
+        # default raises nothing, so the hot path needs no try block
+        if not isinstance(job_id, str):
+            raise unknown_job(job_id)
+        entry = self._jobs.pop(job_id, None)
+        if entry is None:
+            raise unknown_job(job_id)
+        placement = (<tuple>entry)[1]
+        self._commit_placement(placement, -1)
+        gs_keep_record(self.spare_records, SPARE_RECORDS, &self.next_spare, entry)
+        return placement
 
-        Python: ``nodes[bisect_left(nodes, pos)]`` on the sorted list of such nodes.
+    def place_many(self, jobs, pod=None):
+        """``[place(j, pod) for j in jobs]`` under one lock acquisition, looped in C.
+
+        Like the loop, it stops at the first bad job with its error; the jobs before it
+        stay placed.
         """
-        if pos >= self.n_nodes:
-            return -1
-        cdef Py_ssize_t base = f * self.n_words, sbase = f * self.n_summary
-        cdef Py_ssize_t w = pos >> 6, s
-        cdef uint64_t word = self.bits[base + w] & (ALL << (pos & 63))
-        if word:
-            return <index_t>((w << 6) + gs_ctz64(word))
-        w += 1
-        if w >= self.n_words:
-            return -1
-        s = w >> 6
-        word = self.summary[sbase + s] & (ALL << (w & 63))
-        while word == 0:
-            s += 1
-            if s >= self.n_summary:
-                return -1
-            word = self.summary[sbase + s]
-        w = (s << 6) + gs_ctz64(word)
-        return <index_t>((w << 6) + gs_ctz64(self.bits[base + w]))
+        out = []
+        self.lock.enter()
+        try:
+            for job in jobs:
+                out.append(self.place_unlocked(job, pod))
+        finally:
+            self.lock.exit()
+        return out
 
-    # ==================================================================================
-    # The cap a candidate allows
-    # ==================================================================================
-
-    @cython.final
-    cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil:
-        """Highest cap on the grid (max, max - step, ..., min) at most bound_w; -1 if none."""
-        cdef int64_t step = self.cap_step_w, cap
-        if bound_w >= max_cap:
-            return max_cap
-        if bound_w < min_cap:
-            return -1
-        cap = max_cap - step * ((max_cap - bound_w + step - 1) // step)  # numerator > 0
-        return <int>cap if cap >= min_cap else min_cap
-
-    @cython.final
-    @cython.cdivision(True)  # every division below has a numerator >= 0 and divisor > 0
-    cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
-                      index_t* row_out, index_t* run_end_out) noexcept nogil:
-        """Cap for g GPUs on one node of ``rack`` (empty or not); the limiting row in
-        row_out, and the end of the run of racks that row limits alike in run_end_out.
-
-        Row i holds iff coef*(busy_step if empty) + coef*g*(cap - idle) <= slack[i].
-        """
-        cdef int64_t base_w = self.busy_step_w if empty else 0
-        cdef int64_t bound = max_cap, room, coef
-        cdef index_t k, row, bound_row = -1, run_end = rack + 1
-        for k in range(self.rack_rows_ptr[rack], self.rack_rows_ptr[rack + 1]):
-            row = self.rack_rows[k]
-            coef = self.rack_coef[k]
-            room = self.slack[row] - coef * base_w
-            if room < 0:
-                row_out[0] = row
-                run_end_out[0] = self.rack_run_end[k]
-                return -1
-            # row_bound = idle + room // (coef*g) is below bound iff room < coef*g*(bound
-            # - idle) (floor division by a positive number), so only a row that binds
-            # pays for a 64-bit division; most rows of a search have room to spare.
-            if room < coef * g * (bound - self.gpu_idle_w):
-                bound = self.gpu_idle_w + room // (coef * g)
-                bound_row = row
-                run_end = self.rack_run_end[k]
-        row_out[0] = bound_row
-        run_end_out[0] = run_end
-        return self.snap(bound, max_cap, min_cap)
-
-    @cython.final
-    @cython.cdivision(True)
-    cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
-                      index_t* row_out) noexcept nogil:
-        """Cap for whole empty ``nodes``; limiting row (lowest index on ties) in row_out."""
-        cdef index_t i, k, r, row, n_racks = 0, n_rows = 0, bound_row = -1, neg_row = -1
-        cdef int64_t bound = max_cap, room, row_bound, count
-        for i in range(n_nodes):
-            r = self.node_rack[nodes[i]]
-            if self.rack_count[r] == 0:
-                self.touched_racks[n_racks] = r
-                n_racks += 1
-            self.rack_count[r] += 1
-        for i in range(n_racks):
-            r = self.touched_racks[i]
-            count = self.rack_count[r]
-            self.rack_count[r] = 0
-            for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
-                row = self.rack_rows[k]
-                if self.row_per_w[row] == 0:
-                    self.touched_rows[n_rows] = row
-                    n_rows += 1
-                self.row_base[row] += self.rack_coef[k] * count * self.busy_step_w
-                self.row_per_w[row] += self.rack_coef[k] * count * self.G
-        for i in range(n_rows):
-            row = self.touched_rows[i]
-            room = self.slack[row] - self.row_base[row]
-            if room < 0:
-                if neg_row < 0 or row < neg_row:
-                    neg_row = row
-            elif neg_row < 0:
-                row_bound = self.gpu_idle_w + room // self.row_per_w[row]
-                if row_bound < bound or (row_bound == bound and bound_row >= 0
-                                         and row < bound_row):
-                    bound = row_bound
-                    bound_row = row
-            self.row_base[row] = 0
-            self.row_per_w[row] = 0
-        if neg_row >= 0:
-            row_out[0] = neg_row
-            return -1
-        row_out[0] = bound_row
-        return self.snap(bound, max_cap, min_cap)
+    def release_many(self, job_ids):
+        """``[release(i) for i in job_ids]`` under one lock acquisition, looped in C."""
+        out = []
+        self.lock.enter()
+        try:
+            for job_id in job_ids:
+                out.append(self.release_unlocked(job_id))
+        finally:
+            self.lock.exit()
+        return out
 
     # ==================================================================================
     # Search
     # ==================================================================================
 
-    cdef SearchResult c_search(self, int gpus, int max_cap, int min_cap,
-                               index_t pod) noexcept nogil:
-        """The C API's search (a virtual call, for other modules); see search()."""
-        return self.search(gpus, max_cap, min_cap, pod)
+    def _search(self, int gpus, int max_cap, int min_cap, index_t pod):
+        """(status, cap_w, nodes, row) as in the Python twin; changes nothing."""
+        cdef SearchResult res = self.search(gpus, max_cap, min_cap, pod)
+        return (res.status, res.cap_w, [self.out_nodes[i] for i in range(res.n_nodes)],
+                res.row)
 
     @cython.final
     cdef SearchResult search(self, int gpus, int max_cap, int min_cap,
@@ -568,106 +411,6 @@ cdef class EngineCore:
         return self.search_spread(k, max_cap, min_cap)
 
     @cython.final
-    cdef SearchResult search_spread(self, index_t k, int max_cap, int min_cap) noexcept nogil:
-        """k whole nodes over several pods at the highest target cap the greedy meets.
-
-        Python twin: ``_search_spread``.  Pods by (free nodes descending, index) are taken
-        whole unless that breaks a row at the target; the remainder best fit.
-        """
-        cdef SearchResult res
-        cdef index_t m = self.pods_fullest_first()
-        cdef int target = max_cap
-        while True:
-            if self.spread_at(k, target, m):
-                res.cap_w = self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
-                res.status = FOUND
-                res.n_nodes = k
-                qsort(&self.out_nodes[0], k, sizeof(index_t), cmp_index)
-                return res
-            if target == min_cap:
-                break
-            target = target - self.cap_step_w if target - self.cap_step_w > min_cap else min_cap
-        # nothing meets even min_cap; explain with the plain spread's binding row
-        self.spread_over_pods(k)
-        self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
-        res.status = NO_POWER
-        res.cap_w = -1
-        res.n_nodes = 0
-        return res
-
-    @cython.final
-    cdef bint spread_at(self, index_t k, int target, index_t m) noexcept nogil:
-        """Greedy over pod_keys[:m] at cap ``target``; nodes into out_nodes[:k] if met."""
-        cdef index_t i, j, p, q, r, need, got, n_used = 0, m2 = 0, taken = 0
-        cdef bint ok = False
-        for i in range(m):
-            need = k - taken
-            p = self.pod_keys[i].pod
-            if self.pod_free_nodes[p] <= need:
-                got = 0
-                for j in range(self.pod_racks_ptr[p], self.pod_racks_ptr[p + 1]):
-                    r = self.pod_racks[j]
-                    got += self.empty_nodes(r, self.rack_free_nodes[r],
-                                            &self.out_nodes[taken + got])
-                if self.fits(&self.out_nodes[taken], got, target, &n_used):
-                    taken += got
-                    if taken == k:
-                        ok = True
-                        break
-                continue
-            # the remainder: best fit among the pods not yet passed over
-            for j in range(i, m):
-                self.pod_keys2[m2].primary = self.pod_free_nodes[self.pod_keys[j].pod]
-                self.pod_keys2[m2].secondary = 0
-                self.pod_keys2[m2].pod = self.pod_keys[j].pod
-                m2 += 1
-            qsort(self.pod_keys2, m2, sizeof(PodKey), cmp_pod_key)
-            for j in range(m2):
-                q = self.pod_keys2[j].pod
-                if self.pod_free_nodes[q] >= need:
-                    self.nodes_in_pod(q, need, &self.out_nodes[taken])
-                    if self.fits(&self.out_nodes[taken], need, target, &n_used):
-                        ok = True
-                        break
-            break
-        for i in range(n_used):
-            self.row_used[self.used_rows[i]] = 0
-        return ok
-
-    @cython.final
-    cdef bint fits(self, const index_t* nodes, index_t n_nodes, int target,
-                   index_t* n_used) noexcept nogil:
-        """Whether whole empty nodes at cap ``target`` fit beside row_used; if so, add.
-
-        Python twin: ``_fits``.  row_base is the candidate's own per-row load.
-        """
-        cdef int64_t node_w = self.busy_step_w + <int64_t>self.G * (target - self.gpu_idle_w)
-        cdef index_t i, k, r, row, n_rows = 0
-        cdef bint ok = True
-        for i in range(n_nodes):
-            r = self.node_rack[nodes[i]]
-            for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
-                row = self.rack_rows[k]
-                if self.row_base[row] == 0:
-                    self.touched_rows[n_rows] = row
-                    n_rows += 1
-                self.row_base[row] += self.rack_coef[k] * node_w
-        for i in range(n_rows):
-            row = self.touched_rows[i]
-            if self.row_used[row] + self.row_base[row] > self.slack[row]:
-                ok = False
-                break
-        for i in range(n_rows):
-            row = self.touched_rows[i]
-            if ok:
-                if self.row_used[row] == 0:
-                    self.used_rows[n_used[0]] = row
-                    n_used[0] += 1
-                self.row_used[row] += self.row_base[row]
-            self.row_base[row] = 0
-        return ok
-
-    @cython.final
     cdef SearchResult search_node(self, int g, int max_cap, int min_cap,
                                   index_t pod) noexcept nogil:
         cdef SearchResult res
@@ -679,7 +422,7 @@ cdef class EngineCore:
             if pod >= 0:
                 n = self.next_in_pod(f, pod, -1)
             else:
-                n = self.next_set(f, 0)
+                n = self.next_with_free(f, 0)
             while n >= 0:
                 r = self.node_rack[n]
                 cap = self.rack_cap(r, g, empty, max_cap, min_cap, &row, &run_end)
@@ -697,7 +440,7 @@ cdef class EngineCore:
                     # The rest of this rack fits the same way, so skip it.  And row `row`
                     # holds every rack up to run_end at `cap` or below, no better than the
                     # best so far: skip those too (they cannot win, ties go to the first).
-                    n = self.next_set(f, self.rack_first[run_end if run_end > r + 1
+                    n = self.next_with_free(f, self.rack_first[run_end if run_end > r + 1
                                                          else r + 1])
             if best_cap == max_cap:
                 break
@@ -712,6 +455,32 @@ cdef class EngineCore:
         res.n_nodes = 1
         self.out_nodes[0] = best_node
         return res
+
+    @cython.final
+    cdef index_t next_with_free(self, int f, index_t pos) noexcept nogil:
+        """Lowest node >= pos with exactly f free GPUs, or -1.
+
+        Python: ``nodes[bisect_left(nodes, pos)]`` on the sorted list of such nodes.
+        """
+        if pos >= self.n_nodes:
+            return -1
+        cdef Py_ssize_t base = f * self.n_words, sbase = f * self.n_summary
+        cdef Py_ssize_t w = pos >> 6, s
+        cdef uint64_t word = self.bits[base + w] & (ALL << (pos & 63))
+        if word:
+            return <index_t>((w << 6) + gs_ctz64(word))
+        w += 1
+        if w >= self.n_words:
+            return -1
+        s = w >> 6
+        word = self.summary[sbase + s] & (ALL << (w & 63))
+        while word == 0:
+            s += 1
+            if s >= self.n_summary:
+                return -1
+            word = self.summary[sbase + s]
+        w = (s << 6) + gs_ctz64(word)
+        return <index_t>((w << 6) + gs_ctz64(self.bits[base + w]))
 
     @cython.final
     cdef index_t next_in_pod(self, int f, index_t pod, index_t after_rack) noexcept nogil:
@@ -843,6 +612,106 @@ cdef class EngineCore:
         return got
 
     @cython.final
+    cdef SearchResult search_spread(self, index_t k, int max_cap, int min_cap) noexcept nogil:
+        """k whole nodes over several pods at the highest target cap the greedy meets.
+
+        Python twin: ``_search_spread``.  Pods by (free nodes descending, index) are taken
+        whole unless that breaks a row at the target; the remainder best fit.
+        """
+        cdef SearchResult res
+        cdef index_t m = self.pods_fullest_first()
+        cdef int target = max_cap
+        while True:
+            if self.spread_at(k, target, m):
+                res.cap_w = self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
+                res.status = FOUND
+                res.n_nodes = k
+                qsort(&self.out_nodes[0], k, sizeof(index_t), cmp_index)
+                return res
+            if target == min_cap:
+                break
+            target = target - self.cap_step_w if target - self.cap_step_w > min_cap else min_cap
+        # nothing meets even min_cap; explain with the plain spread's binding row
+        self.spread_over_pods(k)
+        self.gang_cap(&self.out_nodes[0], k, max_cap, min_cap, &res.row)
+        res.status = NO_POWER
+        res.cap_w = -1
+        res.n_nodes = 0
+        return res
+
+    @cython.final
+    cdef bint spread_at(self, index_t k, int target, index_t m) noexcept nogil:
+        """Greedy over pod_keys[:m] at cap ``target``; nodes into out_nodes[:k] if met."""
+        cdef index_t i, j, p, q, r, need, got, n_used = 0, m2 = 0, taken = 0
+        cdef bint ok = False
+        for i in range(m):
+            need = k - taken
+            p = self.pod_keys[i].pod
+            if self.pod_free_nodes[p] <= need:
+                got = 0
+                for j in range(self.pod_racks_ptr[p], self.pod_racks_ptr[p + 1]):
+                    r = self.pod_racks[j]
+                    got += self.empty_nodes(r, self.rack_free_nodes[r],
+                                            &self.out_nodes[taken + got])
+                if self.fits(&self.out_nodes[taken], got, target, &n_used):
+                    taken += got
+                    if taken == k:
+                        ok = True
+                        break
+                continue
+            # the remainder: best fit among the pods not yet passed over
+            for j in range(i, m):
+                self.pod_keys2[m2].primary = self.pod_free_nodes[self.pod_keys[j].pod]
+                self.pod_keys2[m2].secondary = 0
+                self.pod_keys2[m2].pod = self.pod_keys[j].pod
+                m2 += 1
+            qsort(self.pod_keys2, m2, sizeof(PodKey), cmp_pod_key)
+            for j in range(m2):
+                q = self.pod_keys2[j].pod
+                if self.pod_free_nodes[q] >= need:
+                    self.nodes_in_pod(q, need, &self.out_nodes[taken])
+                    if self.fits(&self.out_nodes[taken], need, target, &n_used):
+                        ok = True
+                        break
+            break
+        for i in range(n_used):
+            self.row_used[self.used_rows[i]] = 0
+        return ok
+
+    @cython.final
+    cdef bint fits(self, const index_t* nodes, index_t n_nodes, int target,
+                   index_t* n_used) noexcept nogil:
+        """Whether whole empty nodes at cap ``target`` fit beside row_used; if so, add.
+
+        Python twin: ``_fits``.  row_base is the candidate's own per-row load.
+        """
+        cdef int64_t node_w = self.busy_step_w + <int64_t>self.G * (target - self.gpu_idle_w)
+        cdef index_t i, k, r, row, n_rows = 0
+        cdef bint ok = True
+        for i in range(n_nodes):
+            r = self.node_rack[nodes[i]]
+            for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
+                row = self.rack_rows[k]
+                if self.row_base[row] == 0:
+                    self.touched_rows[n_rows] = row
+                    n_rows += 1
+                self.row_base[row] += self.rack_coef[k] * node_w
+        for i in range(n_rows):
+            row = self.touched_rows[i]
+            if self.row_used[row] + self.row_base[row] > self.slack[row]:
+                ok = False
+                break
+        for i in range(n_rows):
+            row = self.touched_rows[i]
+            if ok:
+                if self.row_used[row] == 0:
+                    self.used_rows[n_used[0]] = row
+                    n_used[0] += 1
+                self.row_used[row] += self.row_base[row]
+            self.row_base[row] = 0
+        return ok
+
+    @cython.final
     cdef index_t pods_fullest_first(self) noexcept nogil:
         """Pods with empty nodes into pod_keys, by (empty nodes descending, index); count."""
         cdef index_t p, m = 0
@@ -877,13 +746,98 @@ cdef class EngineCore:
         self.nodes_in_pod(last, rem, &self.out_nodes[taken])
 
     # ==================================================================================
-    # State changes
+    # The cap a candidate allows
     # ==================================================================================
 
-    cdef void c_commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
-                       int cap_w, int sign) noexcept nogil:
-        """The C API's commit (a virtual call, for other modules); see commit()."""
-        self.commit(nodes, n_nodes, gpus_per_node, cap_w, sign)
+    @cython.final
+    cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil:
+        """Highest cap on the grid (max, max - step, ..., min) at most bound_w; -1 if none."""
+        cdef int64_t step = self.cap_step_w, cap
+        if bound_w >= max_cap:
+            return max_cap
+        if bound_w < min_cap:
+            return -1
+        cap = max_cap - step * ((max_cap - bound_w + step - 1) // step)  # numerator > 0
+        return <int>cap if cap >= min_cap else min_cap
+
+    @cython.final
+    @cython.cdivision(True)  # every division below has a numerator >= 0 and divisor > 0
+    cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
+                      index_t* row_out, index_t* run_end_out) noexcept nogil:
+        """Cap for g GPUs on one node of ``rack`` (empty or not); the limiting row in
+        row_out, and the end of the run of racks that row limits alike in run_end_out.
+
+        Row i holds iff coef*(busy_step if empty) + coef*g*(cap - idle) <= slack[i].
+        """
+        cdef int64_t base_w = self.busy_step_w if empty else 0
+        cdef int64_t bound = max_cap, room, coef
+        cdef index_t k, row, bound_row = -1, run_end = rack + 1
+        for k in range(self.rack_rows_ptr[rack], self.rack_rows_ptr[rack + 1]):
+            row = self.rack_rows[k]
+            coef = self.rack_coef[k]
+            room = self.slack[row] - coef * base_w
+            if room < 0:
+                row_out[0] = row
+                run_end_out[0] = self.rack_run_end[k]
+                return -1
+            # row_bound = idle + room // (coef*g) is below bound iff room < coef*g*(bound
+            # - idle) (floor division by a positive number), so only a row that binds
+            # pays for a 64-bit division; most rows of a search have room to spare.
+            if room < coef * g * (bound - self.gpu_idle_w):
+                bound = self.gpu_idle_w + room // (coef * g)
+                bound_row = row
+                run_end = self.rack_run_end[k]
+        row_out[0] = bound_row
+        run_end_out[0] = run_end
+        return self.snap(bound, max_cap, min_cap)
+
+    @cython.final
+    @cython.cdivision(True)
+    cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
+                      index_t* row_out) noexcept nogil:
+        """Cap for whole empty ``nodes``; limiting row (lowest index on ties) in row_out."""
+        cdef index_t i, k, r, row, n_racks = 0, n_rows = 0, bound_row = -1, neg_row = -1
+        cdef int64_t bound = max_cap, room, row_bound, count
+        for i in range(n_nodes):
+            r = self.node_rack[nodes[i]]
+            if self.rack_count[r] == 0:
+                self.touched_racks[n_racks] = r
+                n_racks += 1
+            self.rack_count[r] += 1
+        for i in range(n_racks):
+            r = self.touched_racks[i]
+            count = self.rack_count[r]
+            self.rack_count[r] = 0
+            for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
+                row = self.rack_rows[k]
+                if self.row_per_w[row] == 0:
+                    self.touched_rows[n_rows] = row
+                    n_rows += 1
+                self.row_base[row] += self.rack_coef[k] * count * self.busy_step_w
+                self.row_per_w[row] += self.rack_coef[k] * count * self.G
+        for i in range(n_rows):
+            row = self.touched_rows[i]
+            room = self.slack[row] - self.row_base[row]
+            if room < 0:
+                if neg_row < 0 or row < neg_row:
+                    neg_row = row
+            elif neg_row < 0:
+                row_bound = self.gpu_idle_w + room // self.row_per_w[row]
+                if row_bound < bound or (row_bound == bound and bound_row >= 0
+                                         and row < bound_row):
+                    bound = row_bound
+                    bound_row = row
+            self.row_base[row] = 0
+            self.row_per_w[row] = 0
+        if neg_row >= 0:
+            row_out[0] = neg_row
+            return -1
+        row_out[0] = bound_row
+        return self.snap(bound, max_cap, min_cap)
+
+    # ==================================================================================
+    # State changes
+    # ==================================================================================
 
     @cython.final
     cdef void commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
@@ -927,176 +881,6 @@ cdef class EngineCore:
                 self.slack[self.rack_rows[k]] -= sign * self.rack_coef[k] * delta
         self.free_gpus_total -= sign * gpus_per_node * n_nodes
 
-    cdef int c_place(self, int gpus, int max_cap, int min_cap, index_t pod,
-                     index_t* nodes_out, index_t* n_nodes_out) noexcept nogil:
-        """Place a job given by numbers only; returns its cap, or -1 if it does not fit.
-
-        The caller guarantees what place() would check: 1 <= gpus <= cluster GPUs, whole
-        nodes above G, caps inside the power model's range, pod < num_pods (-1: any).
-        nodes_out must hold gpus / G + 1 entries.
-        """
-        cdef SearchResult res = self.search(gpus, max_cap, min_cap, pod)
-        cdef index_t i
-        cdef int gpn = gpus if gpus <= self.G else self.G
-        if res.status != FOUND:
-            n_nodes_out[0] = 0
-            return -1
-        for i in range(res.n_nodes):
-            nodes_out[i] = self.out_nodes[i]
-        n_nodes_out[0] = res.n_nodes
-        self.commit(nodes_out, res.n_nodes, gpn, res.cap_w, 1)
-        return res.cap_w
-
-    cdef void c_release(self, const index_t* nodes, index_t n_nodes, int gpus,
-                        int cap_w) noexcept nogil:
-        """Give back what c_place returned for a job of ``gpus`` GPUs at ``cap_w``."""
-        self.commit(nodes, n_nodes, gpus if gpus <= self.G else self.G, cap_w, -1)
-
-    # ==================================================================================
-    # Public hot path
-    # ==================================================================================
-
-    @cython.final
-    cdef object place_unlocked(self, object job, object pod):
-        """place() without the lock: validate, search, commit, record."""
-        cdef SearchResult res
-        cdef index_t pod_index = -1
-        cdef int64_t gpus, max_cap, min_cap
-        cdef int gpn
-        cdef index_t i
-        cdef PyObject* id_slot = NULL
-        cdef PyObject* gpus_slot = NULL
-        cdef PyObject* max_slot = NULL
-        cdef PyObject* min_slot = NULL
-        cdef int overflow, too_big
-        cdef PyObject* fields[4]
-        if type(job) is Job and JOB_SLOTS_KNOWN:
-            id_slot = gs_slot(job, JOB_ID_AT)
-            gpus_slot = gs_slot(job, JOB_GPUS_AT)
-            max_slot = gs_slot(job, JOB_MAX_CAP_AT)
-            min_slot = gs_slot(job, JOB_MIN_CAP_AT)
-        elif type(job) is not Job:
-            check_job(self.cluster, job, self._jobs)  # raises unless a subclass of Job
-        if id_slot != NULL and gpus_slot != NULL and max_slot != NULL and min_slot != NULL:
-            job_id = <object>id_slot
-            gpus_obj = <object>gpus_slot
-            max_obj = <object>max_slot
-            min_obj = <object>min_slot
-        else:  # a subclass, or a Job whose __init__ never ran (getattr raises then)
-            job_id = job.id
-            gpus_obj = job.gpus
-            max_obj = job.max_cap_w
-            min_obj = job.min_cap_w
-        # An int beyond 64 bits sets `overflow` instead of raising (no try block on the
-        # hot path); any such value is outside every valid range, so check_job raises.
-        gpus = PyLong_AsLongLongAndOverflow(gpus_obj, &overflow)
-        too_big = overflow
-        max_cap = PyLong_AsLongLongAndOverflow(max_obj, &overflow)
-        too_big |= overflow
-        min_cap = PyLong_AsLongLongAndOverflow(min_obj, &overflow)
-        too_big |= overflow
-        if (too_big or gpus > self.n_gpus or (gpus > self.G and gpus % self.G)
-                or min_cap < self.cap_min_w or max_cap > self.cap_max_w):
-            check_job(self.cluster, job, self._jobs)  # raises the precise error
-        # A duplicate id is caught by the insert at the end (one dict lookup, not two),
-        # or before it wherever another outcome would come first, as in check_job.
-        if pod is not None:
-            if job_id in self._jobs:
-                raise duplicate_job(job_id)
-            pod_index = check_pod(self.cluster, pod)
-        if gpus > self.G:
-            # gangs search longer than a GIL hand-off costs: let other threads run
-            with nogil:
-                res = self.search(<int>gpus, <int>max_cap, <int>min_cap, pod_index)
-        else:
-            res = self.search(<int>gpus, <int>max_cap, <int>min_cap, pod_index)
-        if res.status != FOUND:
-            if job_id in self._jobs:
-                raise duplicate_job(job_id)
-            return None
-        gpn = <int>gpus if gpus <= self.G else self.G
-        if res.n_nodes == 1:
-            nodes = self.node_tuples[self.out_nodes[0]]
-        else:
-            nodes = tuple([self.out_nodes[i] for i in range(res.n_nodes)])
-        cap_obj = self.cap_objs[res.cap_w]
-        gpn_obj = self.cap_objs[gpn]  # gpn <= G <= cap_max_w: shared ints
-        fields[0] = <PyObject*>job_id
-        fields[1] = <PyObject*>nodes
-        fields[2] = <PyObject*>gpn_obj
-        fields[3] = <PyObject*>cap_obj
-        # a released record and its Placement, refilled if no one else holds them: an
-        # 8-GPU place+release pair went from 0.31 to 0.24 us with it
-        entry = gs_take_record(self.spare_records, SPARE_RECORDS, Placement, job, fields)
-        if PyDict_SetDefault(self._jobs, job_id, entry) != <PyObject*>entry:
-            raise duplicate_job(job_id)  # nothing is committed yet
-        placement = (<tuple>entry)[1]
-        self.commit(&self.out_nodes[0], res.n_nodes, gpn, res.cap_w, 1)
-        return placement
-
-    @cython.final
-    cdef object release_unlocked(self, object job_id):
-        # every key is a str (Job checks), so anything else is unknown; and pop with a
-        # default raises nothing, so the hot path needs no try block
-        if not isinstance(job_id, str):
-            raise unknown_job(job_id)
-        entry = self._jobs.pop(job_id, None)
-        if entry is None:
-            raise unknown_job(job_id)
-        placement = (<tuple>entry)[1]
-        self._commit_placement(placement, -1)
-        gs_keep_record(self.spare_records, SPARE_RECORDS, &self.next_spare, entry)
-        return placement
-
-    # place and release are plain methods, not cyfunctions (binding=False): the call
-    # skips a bound-method object and its argument shuffle, which took 0.03 us of an
-    # 8-GPU place+release pair (0.34 us).
-    @cython.binding(False)
-    @cython.embedsignature.format("clinic")  # so inspect.signature still reads it
-    def place(self, job, pod=None):
-        """Place ``job`` (inside ``pod`` if given) at the highest feasible cap, or None."""
-        self.lock.enter()
-        try:
-            return self.place_unlocked(job, pod)
-        finally:
-            self.lock.exit()
-
-    @cython.binding(False)
-    @cython.embedsignature.format("clinic")
-    def release(self, job_id):
-        """Free exactly what ``job_id`` holds; returns its placement."""
-        self.lock.enter()
-        try:
-            return self.release_unlocked(job_id)
-        finally:
-            self.lock.exit()
-
-    def place_many(self, jobs, pod=None):
-        """``[place(j, pod) for j in jobs]`` under one lock acquisition, looped in C.
-
-        Like the loop, it stops at the first bad job with its error; the jobs before it
-        stay placed.
-        """
-        out = []
-        self.lock.enter()
-        try:
-            for job in jobs:
-                out.append(self.place_unlocked(job, pod))
-        finally:
-            self.lock.exit()
-        return out
-
-    def release_many(self, job_ids):
-        """``[release(i) for i in job_ids]`` under one lock acquisition, looped in C."""
-        out = []
-        self.lock.enter()
-        try:
-            for job_id in job_ids:
-                out.append(self.release_unlocked(job_id))
-        finally:
-            self.lock.exit()
-        return out
-
     @cython.final
     cdef _commit_placement(self, placement, int sign):
         # a Placement is a named tuple: (job_id, nodes, gpus_per_node, cap_w)
@@ -1121,12 +905,6 @@ cdef class EngineCore:
             self._jobs[job.id] = (job, new)
         finally:
             self.lock.exit()
-
-    def _search(self, int gpus, int max_cap, int min_cap, index_t pod):
-        """(status, cap_w, nodes, row) as in the Python twin; changes nothing."""
-        cdef SearchResult res = self.search(gpus, max_cap, min_cap, pod)
-        return (res.status, res.cap_w, [self.out_nodes[i] for i in range(res.n_nodes)],
-                res.row)
 
     # ==================================================================================
     # Read-only views
@@ -1182,10 +960,10 @@ cdef class EngineCore:
         free_nodes = []
         for f in range(1, self.G + 1):
             members = []
-            n = self.next_set(f, 0)
+            n = self.next_with_free(f, 0)
             while n >= 0:
                 members.append(n)
-                n = self.next_set(f, n + 1)
+                n = self.next_with_free(f, n + 1)
             free_nodes.append(members)
         hist = np.asarray(self.pod_hist).reshape(self.n_pods, self.max_rack_nodes + 1)
         return {
@@ -1198,3 +976,60 @@ cdef class EngineCore:
             "slack": np.asarray(self.slack).tolist(),
             "free_gpus": self.free_gpus_total,
         }
+
+    # ==================================================================================
+    # The bitsets behind next_with_free (Cython only: the twin keeps sorted lists)
+    # ==================================================================================
+
+    @cython.final
+    cdef void bit_set(self, int f, index_t n) noexcept nogil:
+        cdef Py_ssize_t w = f * self.n_words + (n >> 6)
+        if self.bits[w] == 0:
+            self.summary[f * self.n_summary + ((n >> 6) >> 6)] |= ONE << ((n >> 6) & 63)
+        self.bits[w] |= ONE << (n & 63)
+
+    @cython.final
+    cdef void bit_clear(self, int f, index_t n) noexcept nogil:
+        cdef Py_ssize_t w = f * self.n_words + (n >> 6)
+        self.bits[w] &= ~(ONE << (n & 63))
+        if self.bits[w] == 0:
+            self.summary[f * self.n_summary + ((n >> 6) >> 6)] &= ~(ONE << ((n >> 6) & 63))
+
+    # ==================================================================================
+    # The C-level API (Cython only; declared and documented in gpusched/_engine_c.pxd)
+    # ==================================================================================
+
+    cdef SearchResult c_search(self, int gpus, int max_cap, int min_cap,
+                               index_t pod) noexcept nogil:
+        """The C API's search (a virtual call, for other modules); see search()."""
+        return self.search(gpus, max_cap, min_cap, pod)
+
+    cdef void c_commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
+                       int cap_w, int sign) noexcept nogil:
+        """The C API's commit (a virtual call, for other modules); see commit()."""
+        self.commit(nodes, n_nodes, gpus_per_node, cap_w, sign)
+
+    cdef int c_place(self, int gpus, int max_cap, int min_cap, index_t pod,
+                     index_t* nodes_out, index_t* n_nodes_out) noexcept nogil:
+        """Place a job given by numbers only; returns its cap, or -1 if it does not fit.
+
+        The caller guarantees what place() would check: 1 <= gpus <= cluster GPUs, whole
+        nodes above G, caps inside the power model's range, pod < num_pods (-1: any).
+        nodes_out must hold gpus / G + 1 entries.
+        """
+        cdef SearchResult res = self.search(gpus, max_cap, min_cap, pod)
+        cdef index_t i
+        cdef int gpn = gpus if gpus <= self.G else self.G
+        if res.status != FOUND:
+            n_nodes_out[0] = 0
+            return -1
+        for i in range(res.n_nodes):
+            nodes_out[i] = self.out_nodes[i]
+        n_nodes_out[0] = res.n_nodes
+        self.commit(nodes_out, res.n_nodes, gpn, res.cap_w, 1)
+        return res.cap_w
+
+    cdef void c_release(self, const index_t* nodes, index_t n_nodes, int gpus,
+                        int cap_w) noexcept nogil:
+        """Give back what c_place returned for a job of ``gpus`` GPUs at ``cap_w``."""
+        self.commit(nodes, n_nodes, gpus if gpus <= self.G else self.G, cap_w, -1)

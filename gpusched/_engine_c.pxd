@@ -105,7 +105,7 @@ cdef class EngineCore:
 
     # Records (None, placement) of the last few releases, kept so that place can refill
     # one, and its Placement too if nothing else holds that (gs_take_record in
-    # _engine.pyx).  Owned references, or NULL; next_spare is where release keeps the
+    # ext/_recycle.h).  Owned references, or NULL; next_spare is where release keeps the
     # next one.
     cdef PyObject* spare_records[SPARE_RECORDS]
     cdef int next_spare
@@ -127,31 +127,21 @@ cdef class EngineCore:
     cdef void c_release(self, const index_t* nodes, index_t n_nodes, int gpus,
                         int cap_w) noexcept nogil
 
-    # internals (declared here because every cdef method of a class with a .pxd must be);
-    # the final ones are direct calls, which the C compiler may inline
+    # internals (declared here because every cdef method of a class with a .pxd must be),
+    # in the order of ext/_engine.pyx, which is the twin's (_search_node here is
+    # search_node there); the final ones are direct calls, which the C compiler may inline
+    @cython.final
+    cdef object place_unlocked(self, object job, object pod)
+    @cython.final
+    cdef object release_unlocked(self, object job_id)
     @cython.final
     cdef SearchResult search(self, int gpus, int max_cap, int min_cap,
                              index_t pod) noexcept nogil
     @cython.final
-    cdef void commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
-                     int cap_w, int sign) noexcept nogil
-    @cython.final
-    cdef void bit_set(self, int f, index_t n) noexcept nogil
-    @cython.final
-    cdef void bit_clear(self, int f, index_t n) noexcept nogil
-    @cython.final
-    cdef index_t next_set(self, int f, index_t pos) noexcept nogil
-    @cython.final
-    cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil
-    @cython.final
-    cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
-                      index_t* row_out, index_t* run_end_out) noexcept nogil
-    @cython.final
-    cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
-                      index_t* row_out) noexcept nogil
-    @cython.final
     cdef SearchResult search_node(self, int g, int max_cap, int min_cap,
                                   index_t pod) noexcept nogil
+    @cython.final
+    cdef index_t next_with_free(self, int f, index_t pos) noexcept nogil
     @cython.final
     cdef index_t next_in_pod(self, int f, index_t pod, index_t after_rack) noexcept nogil
     @cython.final
@@ -164,10 +154,6 @@ cdef class EngineCore:
     @cython.final
     cdef index_t empty_nodes(self, index_t rack, index_t count, index_t* out) noexcept nogil
     @cython.final
-    cdef index_t pods_fullest_first(self) noexcept nogil
-    @cython.final
-    cdef void spread_over_pods(self, index_t k) noexcept nogil
-    @cython.final
     cdef SearchResult search_spread(self, index_t k, int max_cap, int min_cap) noexcept nogil
     @cython.final
     cdef bint spread_at(self, index_t k, int target, index_t m) noexcept nogil
@@ -175,8 +161,23 @@ cdef class EngineCore:
     cdef bint fits(self, const index_t* nodes, index_t n_nodes, int target,
                    index_t* n_used) noexcept nogil
     @cython.final
+    cdef index_t pods_fullest_first(self) noexcept nogil
+    @cython.final
+    cdef void spread_over_pods(self, index_t k) noexcept nogil
+    @cython.final
+    cdef int snap(self, int64_t bound_w, int max_cap, int min_cap) noexcept nogil
+    @cython.final
+    cdef int rack_cap(self, index_t rack, int g, bint empty, int max_cap, int min_cap,
+                      index_t* row_out, index_t* run_end_out) noexcept nogil
+    @cython.final
+    cdef int gang_cap(self, const index_t* nodes, index_t n_nodes, int max_cap, int min_cap,
+                      index_t* row_out) noexcept nogil
+    @cython.final
+    cdef void commit(self, const index_t* nodes, index_t n_nodes, int gpus_per_node,
+                     int cap_w, int sign) noexcept nogil
+    @cython.final
     cdef _commit_placement(self, placement, int sign)
     @cython.final
-    cdef object place_unlocked(self, object job, object pod)
+    cdef void bit_set(self, int f, index_t n) noexcept nogil
     @cython.final
-    cdef object release_unlocked(self, object job_id)
+    cdef void bit_clear(self, int f, index_t n) noexcept nogil

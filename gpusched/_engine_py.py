@@ -2,7 +2,10 @@
 
 It runs the same algorithm over the same indexes as the Cython core (``ext/_engine.pyx``),
 written as plain Python.  Both must return identical placements for every input; the
-differential and stateful tests hold them to it.
+differential and stateful tests hold them to it, and ``gpusched._core.EngineCoreAPI``
+writes down the methods both provide.  The .pyx has the same sections in the same
+order, and this module's ``_name`` is its cdef ``name`` (``_search_node`` there is
+``search_node``), so the two can be read side by side.
 
 The algorithm (DESIGN.md, "Engine semantics")
 ---------------------------------------------
@@ -60,7 +63,7 @@ class EngineCore:
     backend = "python"
 
     def __init__(self, cluster: "Cluster") -> None:
-        self.cluster = cluster
+        self._cluster = cluster
         power = cluster.power
         self._G = power.gpus_per_node
         self._gpu_idle_w = power.gpu_idle_w
@@ -88,7 +91,13 @@ class EngineCore:
         self._lock = threading.RLock()
         self._reset()
 
+    @property
+    def cluster(self) -> "Cluster":
+        """The site this engine places on (read-only, as in the compiled core)."""
+        return self._cluster
+
     def _reset(self) -> None:
+        """Empty the engine: every GPU free, every job gone."""
         cluster, G = self.cluster, self._G
         rack_nodes = cluster.rack_nodes.tolist()
         self._node_free: list[int] = [G] * cluster.num_nodes
@@ -227,7 +236,9 @@ class EngineCore:
         first_nodes = self._nodes_in_pod(keyed[0][2], k)
         cap, row = self._gang_cap(first_nodes, max_cap, min_cap)
         if cap == max_cap or len(keyed) == 1:
-            return (FOUND if cap > 0 else NO_POWER), cap, sorted(first_nodes), row
+            if cap < 0:  # a job that goes nowhere has no nodes, as every NO_POWER answer
+                return NO_POWER, -1, [], row
+            return FOUND, cap, sorted(first_nodes), row
         best_cap, best_nodes, best_row, first_row = cap, first_nodes, row, row
         for _, _, p in keyed[1:]:
             nodes = self._nodes_in_pod(p, k)

@@ -235,8 +235,7 @@ class _Site:
         pair_coef = coo.data[order][head]          # max coefficient: sorted descending
         pods_per_row = np.bincount(pair_row, minlength=c.num_rows)
         racks_per_row = np.diff(A.indptr)
-        for i in np.flatnonzero(pods_per_row >= 2):
-            self.zone_rows.append(int(i))
+        self.zone_rows.extend(int(i) for i in np.flatnonzero(pods_per_row >= 2).tolist())
         sel = np.isin(pair_row, self.zone_rows)
         for i, p, v in zip(pair_row[sel].tolist(), pair_pod[sel].tolist(),
                            pair_coef[sel].tolist()):
@@ -289,10 +288,10 @@ class _Site:
             potential = (int(self.pod_usable_empty[p]) * d_ref
                          + sum(f * (cap_ref_w - idle) + busy * f / G for f in self.pod_partials[p])
                          + busy)
-            rows = [i for i in self.pod_rows.get(p, [])
-                    if self.row_pod_coef[i][p] * potential > self.slack_w[i]]
-            if rows:
-                self.binding_pod_rows[p] = rows
+            can_bind = [i for i in self.pod_rows.get(p, [])
+                        if self.row_pod_coef[i][p] * potential > self.slack_w[i]]
+            if can_bind:
+                self.binding_pod_rows[p] = can_bind
         # zones: pods with the same zone rows and coefficients
         zone_key: list[tuple] = [() for _ in range(n_pods)]
         keys: list[list[tuple[int, float]]] = [[] for _ in range(n_pods)]
@@ -540,13 +539,14 @@ class _Model:
         # spanning jobs take whole reserved pods of their zone
         for z in sorted(span_zones):
             idx = np.flatnonzero((self.var_kind == 1) & (self.var_place == z))
-            c = list(idx)
-            v = [order[a].nodes for a in self.var_jc[idx].tolist()]
+            span_cols: list[int] = idx.tolist()
+            span_vals = [order[a].nodes for a in self.var_jc[idx].tolist()]
             for k in self.u_classes:
                 if site.class_zone[k] == z:
-                    c.append(u_index[k])
-                    v.append(-float(site.class_nodes[k]))
-            add_row(np.array(c), np.array(v, dtype=float), 0.0, f"zone-{z}-span")
+                    span_cols.append(u_index[k])
+                    span_vals.append(-float(site.class_nodes[k]))
+            add_row(np.array(span_cols), np.array(span_vals, dtype=float), 0.0,
+                    f"zone-{z}-span")
         # power rows
         cluster_c = site.cluster.constraints
         class_of_pod = np.zeros(site.cluster.num_pods, dtype=np.int64)
@@ -679,6 +679,8 @@ class _Model:
                     if float(-self.c @ rounded) > fix_value:
                         x = rounded
                         stats["kept"] = "rounding"
+                # rounding is always feasible and worth >= 0 > -1, so x is set by now
+                assert x is not None
                 best_x, best_value = x, float(-self.c @ x)
         lp_gap = (bound - best_value) / max(bound, 1e-9) if math.isfinite(bound) else 1.0
         if (n <= exact_max_vars and lp_gap > mip_rel_gap
@@ -881,9 +883,9 @@ class _Result:
         for k, pods in enumerate(site.class_pods):
             free_members[k] = list(pods)
         for i, k in enumerate(m.u_classes):
-            take = int(round(u[i]))
-            reserved[int(site.class_zone[k])].extend(free_members[k][:take])
-            free_members[k] = free_members[k][take:]
+            n_take = int(round(u[i]))
+            reserved[int(site.class_zone[k])].extend(free_members[k][:n_take])
+            free_members[k] = free_members[k][n_take:]
         order_span: list[str] = []
         for z, items in by_zone.items():
             nodes: list[int] = []
@@ -891,10 +893,10 @@ class _Result:
                 nodes.extend(site.pod_usable_empty_nodes[p])
             i = 0
             for job, _ in sorted(items, key=lambda t: -t[0].gpus):
-                k = job.gpus // G
-                take = nodes[i:i + k]
-                i += k
-                if len(take) < k:  # cannot happen for a feasible solution; say so if it does
+                k_nodes = job.gpus // G
+                take = nodes[i:i + k_nodes]
+                i += k_nodes
+                if len(take) < k_nodes:  # cannot happen for a feasible solution; say so if it does
                     dropped[job.id] = "not placed: the pods reserved for spanning jobs ran out"
                     cap_w.pop(job.id, None)
                     continue

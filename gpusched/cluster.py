@@ -189,7 +189,7 @@ def _name(value: Any, where: str) -> str:
 def _watts(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise SpecError(f"must be a number of watts, got {value!r}", field=where)
-    if isinstance(value, (int, np.integer)) and abs(value) > _MAX_LIMIT_W:
+    if isinstance(value, (int, np.integer)) and abs(int(value)) > _MAX_LIMIT_W:
         # checked before float(): an int of 400 digits (valid JSON) would overflow it
         raise SpecError(f"must be in [0, {_MAX_LIMIT_W:g}], got {value!r}", field=where)
     value = float(value)
@@ -205,7 +205,7 @@ def _watts(value: Any, where: str) -> float:
 def _coefficient(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise SpecError(f"must be a number, got {value!r}", field=where)
-    if isinstance(value, (int, np.integer)) and abs(value) > 1000:
+    if isinstance(value, (int, np.integer)) and abs(int(value)) > 1000:
         raise SpecError(f"must be a finite number in [0, 1000], got {value!r}", field=where)
     value = float(value)
     if not math.isfinite(value) or not 0 <= value <= 1000:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _engine_py
+from ._core import EngineCoreAPI, SearchAnswer
 from ._checks import check_job, check_pod, gpus_per_node_for
 from .cluster import COEF_SCALE, Cluster
 from .errors import JobError, PlacementError, SnapshotError
@@ -35,9 +36,10 @@ NO_EXTENSIONS = bool(os.environ.get("GPUSCHED_NO_EXTENSIONS")) or (
     sys.implementation.name != "cpython")
 REQUIRE_EXTENSIONS = bool(os.environ.get("GPUSCHED_REQUIRE_EXTENSIONS"))
 
-_cores: dict[str, type] = {"python": _engine_py.EngineCore}
-if TYPE_CHECKING or NO_EXTENSIONS:
-    if REQUIRE_EXTENSIONS and not TYPE_CHECKING:
+# the twins, by backend name; both meet gpusched._core.EngineCoreAPI
+_cores: dict[str, type[EngineCoreAPI]] = {"python": _engine_py.EngineCore}
+if NO_EXTENSIONS:
+    if REQUIRE_EXTENSIONS:
         raise ImportError("GPUSCHED_REQUIRE_EXTENSIONS=1 and GPUSCHED_NO_EXTENSIONS=1 "
                           "contradict each other; unset one")
 else:
@@ -112,21 +114,24 @@ class Engine:
 
     def __new__(cls, cluster: Cluster | None = None, backend: str | None = None) -> "Engine":
         if cls is not Engine:
-            return super().__new__(cls)  # type: ignore[misc]
+            return super().__new__(cls)
         name = DEFAULT_BACKEND if backend is None else backend
         if name not in _ENGINE_CLASSES:
             raise ValueError(f"backend={backend!r} is not available; available backends are "
                              f"{available_backends()}")
-        return _ENGINE_CLASSES[name].__new__(_ENGINE_CLASSES[name], cluster, backend)
+        engine_class = _ENGINE_CLASSES[name]
+        return engine_class.__new__(engine_class, cluster, backend)
 
     def __init__(self, cluster: Cluster, backend: str | None = None) -> None:
         if not isinstance(cluster, Cluster):
             raise TypeError(f"Engine needs a gpusched.Cluster, got {type(cluster).__name__}")
         super().__init__(cluster)  # type: ignore[call-arg]
 
-    # The twins provide these (declared here for readers and type checkers).
+    # The twin provides these (gpusched._core.EngineCoreAPI is the contract; they are
+    # declared here too so that type checkers know an Engine has them).
     if TYPE_CHECKING:
-        cluster: Cluster
+        @property
+        def cluster(self) -> Cluster: ...
 
         def place(self, job: Job, pod: int | str | None = None) -> Placement | None: ...
         def release(self, job_id: str) -> Placement: ...
@@ -142,7 +147,7 @@ class Engine:
         def job(self, job_id: str) -> Job: ...
         def __len__(self) -> int: ...
         def __contains__(self, job_id: object) -> bool: ...
-        def _search(self, gpus: int, max_cap: int, min_cap: int, pod: int) -> tuple[int, int, list[int], int]: ...
+        def _search(self, gpus: int, max_cap: int, min_cap: int, pod: int) -> SearchAnswer: ...
         def _insert(self, job: Job, placement: Placement) -> None: ...
         def _replace(self, job: Job, old: Placement, new: Placement) -> None: ...
         def _reset(self) -> None: ...
@@ -246,7 +251,7 @@ class Engine:
         """Replace this engine's state by ``snapshot``; on error the state is unchanged."""
         if not isinstance(snapshot, dict):
             raise SnapshotError(f"a snapshot is a dict, got {type(snapshot).__name__}")
-        if snapshot.get("format") != SNAPSHOT_FORMAT:
+        if type(snapshot.get("format")) is not int or snapshot["format"] != SNAPSHOT_FORMAT:
             raise SnapshotError(f"snapshot format {snapshot.get('format')!r} is not "
                                 f"{SNAPSHOT_FORMAT}, the one this version reads")
         c = self.cluster
@@ -425,9 +430,9 @@ class _PythonEngine(Engine, _engine_py.EngineCore):
     backend = "python"
 
 
-_ENGINE_CLASSES: dict[str, type] = {"python": _PythonEngine}
+_ENGINE_CLASSES: dict[str, type[Engine]] = {"python": _PythonEngine}
 if "cython" in _cores:
-    class _CythonEngine(Engine, _cores["cython"]):  # type: ignore[misc, valid-type]
+    class _CythonEngine(Engine, _engine_c.EngineCore):
         backend = "cython"
 
     _ENGINE_CLASSES["cython"] = _CythonEngine

@@ -155,7 +155,9 @@ def test_bad_release_requests(served, body, status, field):
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
                                      {"Authorization": TOKEN},
-                                     {"Authorization": f"bearer  {TOKEN}"}])
+                                     {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": f"Bearer{TOKEN}"},
+                                     {"Authorization": f"Bearer {TOKEN} "}])
 def test_mutating_calls_need_the_token(served, headers):
     service, client = served
     before = fingerprint(service)
@@ -248,8 +250,7 @@ def test_snapshot_file_loads_with_engine_load(tmp_path, array):
     assert engine.placements() == service.engine.placements()
 
 
-@pytest.mark.parametrize("tail", [b"0badc0de {\"op\":\"rel", b"deadbeef", b"\x00" * 40,
-                                  b"00000000 {}\n"])
+@pytest.mark.parametrize("tail", [b"0badc0de {\"op\":\"rel", b"deadbeef", b"\x00" * 40])
 def test_torn_last_record_is_dropped_and_cut_off(tmp_path, array, tail):
     service = PlacementService(array, tmp_path / "s")
     stream(service, 1, 30)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 
 import numpy as np
 import pytest
 
-from gpusched import Cluster, TraceError
+from gpusched import Cluster
 from gpusched.engine import DEFAULT_BACKEND
 from gpusched.power import throughput
-from gpusched.simulate import (TraceJob, fit_load, load_trace, repeat_to_horizon, scale_trace,
-                               simulate, synthetic_jobs)
+from gpusched.simulate import TraceJob, simulate, synthetic_jobs
 from gpusched.simulate.events import EventQueue
 from gpusched.simulate.policies import Optimize, Policy, lifted_cluster
-from gpusched.simulate.traces import parse_trace
 
 BIG = 1e9
 
@@ -202,99 +199,6 @@ def test_optimize_delivers_at_least_fifo_on_a_reduced_default():
     assert opt["policy_info"]["allocator"] == "gpusched.allocate"
     assert opt["totals"]["delivered_gpu_hours"] >= fifo["totals"]["delivered_gpu_hours"]
     assert opt["violations"]["row_seconds"] == 0 == fifo["violations"]["row_seconds"]
-
-
-# ---- traces ----------------------------------------------------------------------------
-
-ITP_HEADER = "job_id,submission_time,duration,num_gpu\n"
-
-
-def parse(text: str, **kw):
-    return parse_trace(text.splitlines(keepends=True), source="t.csv", **kw)
-
-
-@pytest.mark.parametrize("body, line, words", [
-    ("a,0,100,8\nb,5,-3,8\n", 3, "duration '-3' must be a positive"),
-    ("a,0,100,8\nb,5,100,256\n", 3, "larger than the cluster (128 GPUs)"),
-    ("a,0,100,12\n", 2, "must be a multiple of 8"),
-    ("a,0,abc,8\n", 2, "must be numbers"),
-    ("a,0,100\n", 2, "3 fields"),
-    ("a,0,100,8\na,1,100,8\n", 3, "appears twice"),
-    ("a,-1,100,8\n", 2, "submit time '-1'"),
-    ("a,0,100,0\n", 2, "at least 1"),
-])
-def test_bad_trace_lines_are_refused_with_line_number(body, line, words):
-    with pytest.raises(TraceError) as info:
-        parse(ITP_HEADER + body, max_gpus=128)
-    assert f"line {line}:" in str(info.value)
-    assert words in str(info.value)
-
-
-def test_missing_column_is_refused_on_line_1():
-    with pytest.raises(TraceError, match=r"line 1: missing column\(s\) num_gpu"):
-        parse("job_id,submission_time,duration\na,0,100\n")
-
-
-def test_skip_bad_counts_and_keeps_the_good_lines():
-    trace = parse(ITP_HEADER + "a,0,100,8\nb,5,-3,8\nc,9,100,256\nd,7,50,1\n", max_gpus=128,
-                  skip_bad=True)
-    assert [j.id for j in trace.jobs] == ["a", "d"]      # sorted by submit time
-    assert trace.skipped == 2
-    assert trace.skipped_reasons[0].startswith("line 3:")
-
-
-def test_philly_columns_load(tmp_path):
-    path = tmp_path / "philly.csv"
-    path.write_text("job_id,submit_time,real_iteration,model_name,ddl,batch_size,num_gpu,"
-                    "real_duration,duration,iteration\n"
-                    "0,0,1282877,vgg16,771220,256,1,976570,976570,1282877\n"
-                    "1,219316,26446831,vgg16,2065619,64,4,1792395,1792395,26446831\n")
-    trace = load_trace(path)
-    assert [(j.submit_s, j.gpus, j.duration_s) for j in trace.jobs] == [
-        (0.0, 1, 976570.0), (219316.0, 4, 1792395.0)]
-
-
-def test_bundled_trace_is_the_first_14_days_of_cluster04():
-    trace = load_trace("itp-cluster04-14d")
-    assert len(trace) == 4587 and trace.skipped == 0
-    first = trace.jobs[0]
-    # the first row of ms-itp-2021 cluster04.csv
-    assert (first.id, first.submit_s, first.duration_s, first.gpus) == (
-        "c9c620ea-4336-c1a9-8abe-e26bd13076b8", 5810.0, 288476.0, 16)
-    # gang sizes of the window (gpusched/data/README.md)
-    sizes = np.unique([j.gpus for j in trace.jobs], return_counts=True)
-    assert dict(zip(*(s.tolist() for s in sizes))) == {1: 3629, 2: 36, 4: 25, 8: 777, 16: 21, 32: 99}
-    assert max(j.submit_s for j in trace.jobs) < 5810 + 14 * 86400
-    assert all(j.min_cap_w == 350 and j.max_cap_w == 700 for j in trace.jobs)
-
-
-def test_gzipped_trace_and_unknown_name(tmp_path):
-    path = tmp_path / "t.csv.gz"
-    path.write_bytes(gzip.compress((ITP_HEADER + "a,0,100,8\n").encode()))
-    assert len(load_trace(path)) == 1
-    with pytest.raises(TraceError, match="neither a bundled trace"):
-        load_trace(tmp_path / "nope.csv")
-
-
-def test_scaling_multiplies_offered_load():
-    jobs = [TraceJob(f"j{i}", 100.0 * i, 1000.0, g) for i, g in enumerate([1, 2, 4, 8, 64])]
-    scaled = scale_trace(jobs, arrival_scale=10, gang_scale=4)
-    assert [j.gpus for j in scaled] == [4, 8, 16, 32, 256]
-    assert [j.submit_s for j in scaled] == [0, 10, 20, 30, 40]
-    fitted, rate = fit_load(jobs, 1000, 1.0, gang_scale=2)
-    # offered GPUs = sum(gpus * duration) / span
-    offered = sum(j.gpus * j.duration_s for j in fitted) / (fitted[-1].submit_s)
-    assert offered == pytest.approx(1000)
-    assert scale_trace([TraceJob("x", 0, 1, 64)], gang_scale=4, max_gpus=100)[0].gpus == 96
-    with pytest.raises(TraceError):
-        scale_trace(jobs, arrival_scale=0)
-
-
-def test_repeat_to_horizon_keeps_the_rate_and_renames():
-    jobs = [TraceJob(f"j{i}", 10.0 * i, 5.0, 1) for i in range(3)]   # 0, 10, 20
-    out = repeat_to_horizon(jobs, 55)
-    assert [j.submit_s for j in out] == [0, 10, 20, 30, 40, 50]
-    assert [j.id for j in out][3:] == ["p1/j0", "p1/j1", "p1/j2"]
 
 
 def test_synthetic_mix_is_seeded_and_has_the_three_classes():

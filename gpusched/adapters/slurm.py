@@ -51,6 +51,7 @@ Node names are kept, so a Placement maps back to Slurm names and
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tomllib
@@ -62,16 +63,25 @@ from ..cluster import Cluster
 from ..errors import SpecError
 from ..job import Placement
 
-__all__ = ["Topology", "expand_hostlist", "compress_hostlist", "parse_topology",
-           "read_topology", "load_overlay", "cluster_from_topology", "read_cluster",
+__all__ = ["Topology", "expand_hostlist", "hostlist_size", "compress_hostlist",
+           "parse_topology", "read_topology", "load_overlay", "cluster_from_topology", "read_cluster",
            "placement_nodelist"]
 
+#: Most hosts one hostlist may name, and most one topology.conf (or one overlay's rows,
+#: or its rack groups) may name in all.  Every count is taken before anything is
+#: expanded, so a short expression cannot make the importer build more names than this.
 _MAX_HOSTS = 2_000_000
+#: Most digits of one number in a bracket: 18 digits fit an int64, and no site numbers
+#: its hosts past that.
+_MAX_DIGITS = 18
+_ASCII_NUMBER = re.compile(r"[0-9]+")
+_NAME_SPECIALS = "[], \t="
 
+# A parsed hostlist: its comma-separated parts, each a sequence of pieces; a piece is a
+# literal (str) or a bracket, a list of (first, last, width) ranges.
+_Bracket = list[tuple[int, int, int]]
+_Part = list["str | _Bracket"]
 
-# ======================================================================================
-# Hostlists
-# ======================================================================================
 
 def _split_top(expr: str) -> list[str]:
     """Split at commas outside brackets."""
@@ -80,68 +90,121 @@ def _split_top(expr: str) -> list[str]:
         if ch == "[":
             depth += 1
             if depth > 1:
-                raise ValueError(f"nested '[' in {expr!r}")
+                raise SpecError(f"nested '[' in hostlist {expr!r}")
         elif ch == "]":
             depth -= 1
             if depth < 0:
-                raise ValueError(f"']' without '[' in {expr!r}")
+                raise SpecError(f"']' without '[' in hostlist {expr!r}")
         elif ch == "," and depth == 0:
             parts.append(expr[start:i])
             start = i + 1
     if depth:
-        raise ValueError(f"'[' without ']' in {expr!r}")
+        raise SpecError(f"'[' without ']' in hostlist {expr!r}")
     parts.append(expr[start:])
     return parts
 
 
-def _expand_range(body: str, expr: str) -> list[str]:
-    out: list[str] = []
+def _number(text: str, item: str, expr: str) -> int:
+    # str.isdigit() and int() also take '²' and '١': Slurm reads only ASCII 0-9.
+    if not _ASCII_NUMBER.fullmatch(text):
+        raise SpecError(f"range {item!r} in hostlist {expr!r} is not N or N-M with "
+                        "ASCII digits 0-9")
+    if len(text) > _MAX_DIGITS:
+        raise SpecError(f"number {text!r} in hostlist {expr!r} has {len(text)} digits; "
+                        f"at most {_MAX_DIGITS} are read")
+    return int(text)
+
+
+def _parse_bracket(body: str, expr: str) -> _Bracket:
+    ranges: _Bracket = []
     for item in body.split(","):
         lo, dash, hi = item.partition("-")
-        if not lo.isdigit() or (dash and not hi.isdigit()):
-            raise ValueError(f"range {item!r} in {expr!r} is not N or N-M with digits")
-        if not dash:
-            out.append(lo)
-            continue
-        start, stop = int(lo), int(hi)
+        start = _number(lo, item, expr)
+        stop = _number(hi, item, expr) if dash else start
         if stop < start:
-            raise ValueError(f"range {item!r} in {expr!r} runs backwards")
-        if stop - start >= _MAX_HOSTS:
-            raise ValueError(f"range {item!r} in {expr!r} has more than {_MAX_HOSTS} hosts")
+            raise SpecError(f"range {item!r} in hostlist {expr!r} runs backwards")
         # Slurm pads every number to the width of the lower bound when it has a leading 0.
         width = len(lo) if lo.startswith("0") and len(lo) > 1 else 0
-        out.extend(str(n).zfill(width) for n in range(start, stop + 1))
-    return out
+        ranges.append((start, stop, width))
+    return ranges
 
 
-def expand_hostlist(expr: str) -> list[str]:
+def _check_literal(piece: str, expr: str) -> str:
+    for ch in piece:
+        # Whitespace of any kind (U+2028, U+0085, ...) and control characters are no part
+        # of a host name; a name holding one could not be written back on a Slurm line.
+        if ch in _NAME_SPECIALS or ch.isspace() or not ch.isprintable():
+            raise SpecError(f"bad character {ch!r} in host name {piece!r} of hostlist "
+                            f"{expr!r}")
+    return piece
+
+
+def _parse_hostlist(expr: object) -> list[_Part]:
+    # Only ASCII blanks are trimmed: str.strip() would also drop a trailing U+0085.
+    if not isinstance(expr, str) or not expr.strip(" \t"):
+        raise SpecError(f"hostlist {expr!r} is empty; write names like gpu[0001-0512]")
+    parts: list[_Part] = []
+    for part in _split_top(expr.strip(" \t")):
+        if not part:
+            raise SpecError(f"empty name in hostlist {expr!r}")
+        pieces: _Part = []
+        for piece in re.split(r"(\[[^\]]*\])", part):
+            if piece.startswith("["):
+                pieces.append(_parse_bracket(piece[1:-1], expr))
+            elif piece:
+                pieces.append(_check_literal(piece, expr))
+        parts.append(pieces)
+    return parts
+
+
+def _part_size(pieces: _Part) -> int:
+    size = 1
+    for piece in pieces:
+        if not isinstance(piece, str):
+            size *= sum(stop - start + 1 for start, stop, _ in piece)
+    return size
+
+
+def hostlist_size(expr: str) -> int:
+    """How many names ``expr`` stands for, counted without expanding it.
+
+    The count is exact (Python integers), so ``a[1-1999999]b[1-1999999]`` gives
+    3,999,996,000,001 at once.  Raises :class:`SpecError` for a malformed expression.
+    """
+    return sum(_part_size(pieces) for pieces in _parse_hostlist(expr))
+
+
+def expand_hostlist(expr: str, *, max_hosts: int | None = None) -> list[str]:
     """Names in a Slurm hostlist expression, in order (``gpu[01-03,07]`` -> 4 names).
 
-    Raises ValueError for unbalanced brackets, empty names or backwards ranges.
+    The names are counted first (the sum over a bracket's ranges, the product over a
+    name's brackets, the sum over its comma-separated parts); an expression naming more
+    than ``max_hosts`` hosts (default 2,000,000) is refused before any name is built.
+
+    Raises
+    ------
+    SpecError
+        Unbalanced or nested brackets, empty names, backwards ranges, numbers that are not
+        ASCII digits, or more than ``max_hosts`` names.
     """
-    if not isinstance(expr, str) or not expr.strip():
-        raise ValueError(f"hostlist {expr!r} is empty")
+    if max_hosts is None:
+        max_hosts = _MAX_HOSTS
+    parts = _parse_hostlist(expr)
+    total = sum(_part_size(pieces) for pieces in parts)
+    if total > max_hosts:
+        raise SpecError(f"hostlist {expr!r} names {total:,} hosts; at most {max_hosts:,} "
+                        "are read")
     names: list[str] = []
-    for part in _split_top(expr.strip()):
-        if not part:
-            raise ValueError(f"empty name in hostlist {expr!r}")
-        pieces = re.split(r"(\[[^\]]*\])", part)
-        combos = [""]
-        for piece in pieces:
-            if piece.startswith("["):
-                options = _expand_range(piece[1:-1], expr)
-            else:
-                if any(c in piece for c in "[], \t="):
-                    raise ValueError(f"bad character in host name {piece!r} of {expr!r}")
-                options = [piece]
-            combos = [c + o for c in combos for o in options]
-            if len(combos) > _MAX_HOSTS:
-                raise ValueError(f"hostlist {expr!r} names more than {_MAX_HOSTS} hosts")
-        names.extend(combos)
+    for pieces in parts:
+        options = [[piece] if isinstance(piece, str) else
+                   [str(n).zfill(width) for start, stop, width in piece
+                    for n in range(start, stop + 1)] for piece in pieces]
+        names.extend("".join(combo) for combo in itertools.product(*options))
     return names
 
 
-_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$")
+# ASCII digits only: a name ending in "١" is a plain name, not host number 1.
+_TRAILING_NUMBER = re.compile(r"^(.*?)([0-9]+)([^0-9]*)$")
 
 
 def compress_hostlist(names: Iterable[str]) -> str:
@@ -209,6 +272,38 @@ class Topology:
 
 _TREE_KEYS = {"switchname", "switches", "nodes", "linkspeed"}
 _BLOCK_KEYS = {"blockname", "nodes"}
+# Slurm reads its config with fgets(): a line ends at '\n' only (a trailing '\r' is
+# dropped), and tokens are separated by C isspace() characters, all of them ASCII.
+# str.splitlines() and str.split() would also break at \f, \x1c-\x1e, \x85, U+2028 and
+# U+2029, turning the rest of a comment into configuration.
+_ASCII_BLANKS = " \t\r\v\f"
+_TOKEN_SEPARATOR = re.compile(f"[{_ASCII_BLANKS}]+")
+
+
+def _switch_cycle(switches: Mapping[str, list[str]]) -> list[str] | None:
+    """The first cycle of Switches= links, in file order (``[a, b, a]``), or None."""
+    done: set[str] = set()
+    for root in switches:
+        if root in done:
+            continue
+        path, on_path = [root], {root}
+        stack = [iter(switches[root])]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:  # every child of path[-1] explored: it is on no cycle
+                stack.pop()
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                continue
+            if child in on_path:
+                return path[path.index(child):] + [child]
+            if child in done or child not in switches:
+                continue
+            path.append(child)
+            on_path.add(child)
+            stack.append(iter(switches[child]))
+    return None
 
 
 def parse_topology(text: str, source: str = "topology.conf") -> Topology:
@@ -221,15 +316,33 @@ def parse_topology(text: str, source: str = "topology.conf") -> Topology:
     block_sizes: list[int] = []
     sizes_line = 0
 
+    hosts_named = 0
+
     def fail(number: int, message: str) -> SpecError:
         return SpecError(f"{source}: {message}", field=f"line {number}")
 
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
+    def expand(number: int, key: str, expr: str) -> list[str]:
+        # The whole file shares one budget of names, counted before each expansion, so
+        # many lines of big ranges cannot add up to more than _MAX_HOSTS either.
+        nonlocal hosts_named
+        try:
+            size = hostlist_size(expr)
+            if hosts_named + size > _MAX_HOSTS:
+                raise SpecError(f"{expr!r} names {size:,} hosts, which with the "
+                                f"{hosts_named:,} of the lines above is more than "
+                                f"{_MAX_HOSTS:,} in one file")
+            names = expand_hostlist(expr)
+        except SpecError as exc:
+            raise fail(number, f"{key}: {exc}") from None
+        hosts_named += size
+        return names
+
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.split("#", 1)[0].strip(_ASCII_BLANKS)
         if not line:
             continue
         params: dict[str, str] = {}
-        for token in line.split():
+        for token in _TOKEN_SEPARATOR.split(line):
             key, eq, value = token.partition("=")
             if not eq or not key or not value:
                 raise fail(number, f"{token!r} is not Key=Value")
@@ -242,11 +355,12 @@ def parse_topology(text: str, source: str = "topology.conf") -> Topology:
                 raise fail(number, "BlockSizes= stands on its own line")
             if sizes_line:
                 raise fail(number, f"BlockSizes is given twice (also line {sizes_line})")
-            try:
-                block_sizes = [int(v) for v in params["blocksizes"].split(",")]
-            except ValueError:
+            values = params["blocksizes"].split(",")
+            # int() would also take '１６', '1_6' and ' 16': Slurm reads ASCII digits only.
+            if not all(_ASCII_NUMBER.fullmatch(v) and len(v) <= _MAX_DIGITS for v in values):
                 raise fail(number, f"BlockSizes={params['blocksizes']!r} must be a comma "
-                                   "list of whole numbers") from None
+                                   "list of whole numbers (ASCII digits 0-9)")
+            block_sizes = [int(v) for v in values]
             base = block_sizes[0]
             if base < 1 or any(b <= a or b % base or (b // base) & (b // base - 1)
                                for a, b in zip(block_sizes, block_sizes[1:])):
@@ -281,23 +395,18 @@ def parse_topology(text: str, source: str = "topology.conf") -> Topology:
         if name in switch_line:
             raise fail(number, f"{name!r} is defined twice (also line {switch_line[name]})")
         switch_line[name] = number
-        if "linkspeed" in params and not params["linkspeed"].isdigit():
-            raise fail(number, f"LinkSpeed={params['linkspeed']!r} must be a whole number")
+        if "linkspeed" in params and not _ASCII_NUMBER.fullmatch(params["linkspeed"]):
+            raise fail(number, f"LinkSpeed={params['linkspeed']!r} must be a whole number "
+                               "(ASCII digits 0-9)")
         if "nodes" in params and "switches" in params:
             raise fail(number, "a switch lists either Nodes= (a leaf) or Switches=, not both")
         if "switches" in params:
-            try:
-                switches[name] = expand_hostlist(params["switches"])
-            except ValueError as exc:
-                raise fail(number, f"Switches: {exc}") from None
+            switches[name] = expand(number, "Switches", params["switches"])
             continue
         if "nodes" not in params:
             raise fail(number, f"{name!r} lists no Nodes=" +
                        (" or Switches=" if kind == "tree" else ""))
-        try:
-            nodes = expand_hostlist(params["nodes"])
-        except ValueError as exc:
-            raise fail(number, f"Nodes: {exc}") from None
+        nodes = expand(number, "Nodes", params["nodes"])
         for node in nodes:
             if node in node_where:
                 other, other_line = node_where[node]
@@ -314,6 +423,13 @@ def parse_topology(text: str, source: str = "topology.conf") -> Topology:
             if child not in switch_line:
                 raise fail(switch_line[name], f"switch {name!r} lists {child!r}, which is "
                                               "not defined")
+    cycle = _switch_cycle(switches)
+    if cycle is not None:
+        # The tree plugin walks Switches= up to a root; a loop has none.
+        lines = ", ".join(f"{n!r} line {switch_line[n]}" for n in dict.fromkeys(cycle))
+        raise fail(switch_line[cycle[-2]], f"Switches= links form a cycle "
+                                           f"{' -> '.join(cycle)} ({lines}); the switches "
+                                           "of topology/tree must form a tree")
     return Topology(plugin, pods, switches, block_sizes, source)
 
 
@@ -321,7 +437,8 @@ def read_topology(path: str | os.PathLike[str]) -> Topology:
     """Parse a topology.conf file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # bytes, then decode: read_text() would turn a lone '\r' into a line break
+        text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read {path}: {exc}", field="path") from None
     return parse_topology(text, source=str(path))
@@ -358,11 +475,29 @@ def _keys(table: Any, allowed: set[str], where: str) -> Mapping[str, Any]:
     return table
 
 
-def _hosts(expr: Any, where: str) -> set[str]:
-    try:
-        return set(expand_hostlist(expr))
-    except ValueError as exc:
-        raise SpecError(str(exc), field=where) from None
+class _HostBudget:
+    """Names a set of overlay hostlists may expand to in all, counted before expanding.
+
+    One per kind of list (rows, rack groups): each list alone is bounded by
+    :func:`expand_hostlist`, and this bounds a thousand of them too.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.used = 0
+
+    def hosts(self, expr: Any, where: str) -> set[str]:
+        try:
+            size = hostlist_size(expr)
+            if self.used + size > _MAX_HOSTS:
+                raise SpecError(f"{expr!r} names {size:,} hosts, which with the "
+                                f"{self.used:,} of the {self.what} before it is more than "
+                                f"{_MAX_HOSTS:,}")
+            names = set(expand_hostlist(expr))
+        except SpecError as exc:
+            raise SpecError(str(exc), field=where) from None
+        self.used += size
+        return names
 
 
 def cluster_from_topology(topology: Topology, overlay: Mapping[str, Any]) -> Cluster:
@@ -371,12 +506,13 @@ def cluster_from_topology(topology: Topology, overlay: Mapping[str, Any]) -> Clu
     known = set(topology.node_names)
     defaults = dict(_keys(overlay.get("racks", {}), _RACK_FIELDS, "overlay.racks"))
     groups = []
+    group_budget = _HostBudget("rack groups")
     for i, group in enumerate(overlay.get("rack_groups", [])):
         where = f"overlay.rack_groups[{i}]"
         _keys(group, _RACK_FIELDS | {"nodes"}, where)
         if "nodes" not in group:
             raise SpecError("is missing (a hostlist)", field=f"{where}.nodes")
-        hosts = _hosts(group["nodes"], f"{where}.nodes")
+        hosts = group_budget.hosts(group["nodes"], f"{where}.nodes")
         stray = sorted(hosts - known)
         if stray:
             raise SpecError(f"names node(s) not in {topology.source}: "
@@ -399,13 +535,14 @@ def cluster_from_topology(topology: Topology, overlay: Mapping[str, Any]) -> Clu
                         "busway_w and nodes", field="overlay.rows")
     rows = []
     node_row: dict[str, int] = {}
+    row_budget = _HostBudget("rows")
     for i, row in enumerate(rows_raw):
         where = f"overlay.rows[{i}]"
         _keys(row, _ROW_FIELDS, where)
         for key in ("name", "hall", "busway_w", "nodes"):
             if key not in row:
                 raise SpecError("is missing", field=f"{where}.{key}")
-        for node in _hosts(row["nodes"], f"{where}.nodes"):
+        for node in row_budget.hosts(row["nodes"], f"{where}.nodes"):
             if node in node_row:
                 raise SpecError(f"node {node!r} is also in rows[{node_row[node]}]",
                                 field=f"{where}.nodes")
@@ -426,8 +563,8 @@ def cluster_from_topology(topology: Topology, overlay: Mapping[str, Any]) -> Clu
             members = nodes[start:start + per_rack]
             k += 1
             name = f"{pod}-r{k}"
-            row_index = {node_row.get(n) for n in members}
-            if None in row_index:
+            row_index = {node_row[n] for n in members if n in node_row}
+            if any(n not in node_row for n in members):
                 missing = [n for n in members if n not in node_row]
                 raise SpecError(f"node(s) {compress_hostlist(missing)} of rack {name!r} are "
                                 "in no row", field="overlay.rows")

@@ -9,6 +9,7 @@ the fsync goes to a worker thread, and concurrent requests share it (group commi
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import sys
@@ -22,10 +23,59 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .schemas import RequestError, openapi_document, parse_json
+from .schemas import MAX_BODY_BYTES, RequestError, openapi_document, parse_json
 from .service import PlacementService
 
-__all__ = ["create_app", "JSONReply"]
+__all__ = ["create_app", "JSONReply", "BODY_TIMEOUT_S"]
+
+BODY_TIMEOUT_S = 30.0
+"""A client gets this long to send a whole body: a stalled upload must not hold a
+connection (and its descriptor) forever."""
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes MAX_BODY_BYTES.
+
+    A declared Content-Length over the limit is refused before a byte is read; a chunked
+    or under-declared body is counted as it streams in, so the server never holds more
+    than the limit plus one chunk per request.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() \
+            and int(declared) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body of {declared} bytes (Content-Length) is "
+                                f"over the {MAX_BODY_BYTES} byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestError(413, f"request body is over the {MAX_BODY_BYTES} byte "
+                                    "limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_content_type(request: Request) -> None:
+    """Refuse a body that says it is not JSON (a browser's text/plain form post)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise RequestError(415, f"Content-Type {declared!r} is not JSON; send "
+                                "'Content-Type: application/json'", "headers.content-type")
+
+
+def _bearer_token(header: bytes) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header, as the bytes sent.
+
+    RFC 7235: the scheme is case-insensitive and is followed by one or more spaces.
+    """
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.lstrip(b" ")
 
 
 class JSONReply(Response):
@@ -59,18 +109,21 @@ def create_app(service: PlacementService, *, token: str | None = None,
     close_on_shutdown : bool
         Snapshot and release the state directory when the server stops.
     """
-    expected = None if token is None else f"Bearer {token}".encode("utf-8")
-    failure: list[str] = []   # set once the journal failed: memory and disk disagree
+    # Compared as UTF-8 bytes: what curl sends from a UTF-8 shell.
+    expected = None if token is None else token.encode("utf-8", "surrogateescape")
     openapi = openapi_document(service.cluster, token_required=token is not None,
                                k8s_open=k8s_open)
 
     def authorised(request: Request) -> bool:
         if expected is None:
             return True
-        given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(given, expected)
+        # Starlette decodes header bytes as Latin-1; encoding back gives the raw bytes.
+        given = _bearer_token(request.headers.get("authorization", "").encode("latin-1"))
+        # compare_digest takes time independent of where the bytes differ
+        return hmac.compare_digest(given if given is not None else b"", expected)
 
-    Operation = Callable[[Any], "tuple[Any, int] | Any"]
+    # an operation takes the request body, or nothing when the route has no body
+    Operation = Callable[..., "tuple[Any, int] | Any"]
 
     def endpoint(op: Operation, *, mutating: bool, durable: bool, k8s: bool = False,
                  has_body: bool = True, threaded: bool = False
@@ -83,31 +136,38 @@ def create_app(service: PlacementService, *, token: str | None = None,
                     raise RequestError(401, "this call changes state and needs the header "
                                             "'Authorization: Bearer <token>' with the "
                                             "server's token")
-                if mutating and failure:
-                    return JSONReply({"error": f"the journal failed ({failure[0]}); "
-                                               "restart the server to recover from disk",
-                                      "field": None}, status_code=503)
-                body = parse_json(await request.body()) if has_body else None
+                if mutating and service.journal.broken is not None:
+                    return _broken()
+                body = None
+                if has_body:
+                    _json_content_type(request)
+                    try:
+                        raw = await asyncio.wait_for(read_body(request), BODY_TIMEOUT_S)
+                    except asyncio.TimeoutError:
+                        raise RequestError(408, f"the body did not arrive within "
+                                                f"{BODY_TIMEOUT_S:g} s") from None
+                    body = parse_json(raw)
                 if threaded:  # it may wait on the network: keep the event loop free
                     result = await run_in_threadpool(op, body)
                 else:
-                    result = op(body) if has_body else op()  # type: ignore[call-arg]
+                    result = op(body) if has_body else op()
                 seq = 0
                 if durable:
                     result, seq = result
                 if seq:
                     await service.journal.wait_durable(seq)
+                    # durable now: a checkpoint failure is logged, never this reply's
                     service.maybe_checkpoint()
                 if isinstance(result, dict):
                     result.pop("_seq", None)
                 return JSONReply(result)
             except RequestError as exc:
-                return _error(exc)
+                reply = _error(exc)
+                if exc.status in (408, 413):  # the rest of the body is not read
+                    reply.headers["connection"] = "close"
+                return reply
             except OSError as exc:
-                failure.append(f"{type(exc).__name__}: {exc}")
-                traceback.print_exc(file=sys.stderr)
-                return JSONReply({"error": f"journal write failed: {exc}", "field": None},
-                                 status_code=503)
+                return _journal_failed(exc)
             except Exception as exc:  # a bug: say so, keep serving
                 traceback.print_exc(file=sys.stderr)
                 return JSONReply({"error": f"internal error: {type(exc).__name__}: {exc}",
@@ -115,11 +175,29 @@ def create_app(service: PlacementService, *, token: str | None = None,
 
         return handle
 
+    def _broken() -> JSONReply:
+        return JSONReply({"error": f"the journal failed ({service.journal.broken}); "
+                                   "restart the server to recover from disk",
+                          "field": None}, status_code=503)
+
+    def _journal_failed(exc: OSError) -> JSONReply:
+        # The service rolled memory back to the directory, so nothing of this request
+        # stays; the journal is marked broken only when even that was not possible.
+        traceback.print_exc(file=sys.stderr)
+        return JSONReply({"error": f"journal write failed, nothing changed: {exc}",
+                          "field": None}, status_code=503)
+
     async def gangs(request: Request) -> Response:
-        listing = service.gangs.listing()
-        seq = listing.pop("_seq")
-        if seq:
-            await service.journal.wait_durable(seq)
+        # Listing expires reservations, which appends to the journal.
+        if service.journal.broken is not None:
+            return _broken()
+        try:
+            listing = service.gangs.listing()
+            seq = listing.pop("_seq")
+            if seq:
+                await service.journal.wait_durable(seq)
+        except OSError as exc:
+            return _journal_failed(exc)
         return JSONReply(listing)
 
     async def openapi_json(request: Request) -> Response:

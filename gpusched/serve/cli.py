@@ -9,16 +9,131 @@ variable ``GPUSCHED_TOKEN``) makes every mutating call require a bearer token.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import resource
 import socket
 import sys
+from typing import Any
 
 from ..cluster import PRESETS, Cluster
 from ..engine import available_backends
+from ..errors import GpuschedError
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "guarded_protocol", "connection_budget"]
 
 TOKEN_ENV = "GPUSCHED_TOKEN"
+
+JOURNAL_FD_RESERVE = 64
+"""Descriptors kept free of client connections: the journal, its checkpoint's temp
+files and directory fsyncs, the lock, the listening socket and worker threads need them
+even when clients hold every connection they may."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds > 0")
+    return value
+
+
+def connection_budget(requested: int | None) -> int:
+    """How many client connections to allow: ``requested``, within the descriptor limit.
+
+    Raises the soft RLIMIT_NOFILE to the hard one (as far as it goes) and keeps
+    ``JOURNAL_FD_RESERVE`` descriptors for the journal: a client flood can then never
+    leave the journal without a descriptor.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    # descriptors already open (stdio, the engine's files) count against the limit too
+    ceiling = max(1, soft - JOURNAL_FD_RESERVE - len(os.listdir("/proc/self/fd"))) \
+        if os.path.isdir("/proc/self/fd") else max(1, soft - 2 * JOURNAL_FD_RESERVE)
+    return min(requested, ceiling) if requested is not None else min(1024, ceiling)
+
+
+def guarded_protocol(base: type, *, max_connections: int, idle_timeout_s: float) -> type:
+    """``base`` (a uvicorn HTTP protocol class) that bounds connections and idleness.
+
+    uvicorn closes a keep-alive connection only once a response is complete, so a client
+    that connects and sends nothing, or half a request line, would hold its descriptor
+    for ever.  Here every connection must deliver a complete request head within
+    ``idle_timeout_s`` of connecting or of its last response, and a connection beyond
+    ``max_connections`` is closed as soon as it is accepted.  A stalled body is bounded
+    by the app's own body timeout.
+    """
+
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        _idle_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.close()
+                return
+            self._arm_idle()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_idle()
+            super().connection_lost(exc)
+
+        def _arm_idle(self) -> None:
+            self._disarm_idle()
+            self._idle_timer = self.loop.call_later(idle_timeout_s, self._idle_timeout)
+
+        def _disarm_idle(self) -> None:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+
+        def _idle_timeout(self) -> None:
+            self._idle_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def _request_head_complete(self) -> None:
+            self._disarm_idle()
+
+        # httptools calls this once the request head is parsed
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._request_head_complete()
+
+        # h11 has no such callback: a new request cycle means the head is complete
+        def handle_events(self) -> None:
+            before = getattr(self, "cycle", None)
+            super().handle_events()
+            if getattr(self, "cycle", None) is not before:
+                self._request_head_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_idle()
+
+    Guarded.__name__ = f"Guarded{base.__name__}"
+    return Guarded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +151,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k8s-open", action="store_true",
                         help="leave the Kubernetes extender verbs open even with a token "
                              "(kube-scheduler sends no Authorization header)")
-    parser.add_argument("--snapshot-every", type=int, default=10_000,
-                        help="journal entries between snapshots")
-    parser.add_argument("--gang-timeout-s", type=float, default=300.0,
-                        help="seconds a Kubernetes gang has to bind all its pods")
+    parser.add_argument("--snapshot-every", type=_positive_int, default=10_000,
+                        help="journal entries between snapshots (>= 1)")
+    parser.add_argument("--gang-timeout-s", type=_positive_seconds, default=300.0,
+                        help="seconds a Kubernetes gang has to bind all its pods (> 0)")
+    parser.add_argument("--max-connections", type=_positive_int, default=None,
+                        help="client connections open at once; more are closed at "
+                             "accept (default 1024, less if the descriptor limit is low)")
+    parser.add_argument("--idle-timeout-s", type=_positive_seconds, default=10.0,
+                        help="seconds a connection may sit without a complete request "
+                             "head before it is closed (default 10)")
     parser.add_argument("--kube-api", default=None, metavar="URL|in-cluster",
                         help="bind k8s pods through this API server (the bind verb); "
                              "'in-cluster' uses the pod's service account. Without it, "
@@ -87,9 +208,13 @@ def run(args: argparse.Namespace) -> int:
                 kube_token = f.read().strip()
         binder = ApiServerBinder(args.kube_api, token=kube_token, ca_file=args.kube_ca_file)
     cluster = Cluster.resolve(args.cluster)
-    service = PlacementService(cluster, args.state, backend=args.backend,
-                               snapshot_every=args.snapshot_every,
-                               gang_timeout_s=args.gang_timeout_s, binder=binder)
+    try:
+        service = PlacementService(cluster, args.state, backend=args.backend,
+                                   snapshot_every=args.snapshot_every,
+                                   gang_timeout_s=args.gang_timeout_s, binder=binder)
+    except GpuschedError as exc:
+        print(f"gpusched serve: {exc}", file=sys.stderr)
+        return 2
     app = create_app(service, token=token, k8s_open=args.k8s_open)
     # Bind the socket ourselves so --port 0 can report the port it got before serving.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -112,7 +237,16 @@ def run(args: argparse.Namespace) -> int:
           f"backend), {len(service.engine)} jobs recovered from {args.state} "
           f"({service.recovered_entries} journal entries replayed); listening on "
           f"http://{host}:{port}{' (token required)' if token else ''}", flush=True)
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on")
+    max_connections = connection_budget(args.max_connections)
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # httptools is optional: fall back to h11
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    protocol = guarded_protocol(base, max_connections=max_connections,
+                                idle_timeout_s=args.idle_timeout_s)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on",
+                            http=protocol, timeout_keep_alive=max(1, int(args.idle_timeout_s)),
+                            limit_concurrency=max_connections + 1)
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
     return 0

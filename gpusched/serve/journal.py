@@ -20,10 +20,17 @@ Crash points of a checkpoint (snapshot, then a new empty journal), and why each 
 3. during the journal's replacement (temp file, fsync, rename): the old journal (all
    entries skipped) or the new empty one is there; either replays to the same state.
 
-A crash in the middle of an append leaves a torn last record (no newline, or a bad
-checksum); recovery drops it and truncates the file before appending again.  A bad record
-that is followed by good ones is not a torn append but corruption: recovery refuses it
-with a SnapshotError naming the line, rather than silently losing what follows.
+A crash in the middle of an append leaves a torn last record: bytes with no newline
+after them (a record is acknowledged only after its newline is written and fsynced).
+Recovery drops such a tail and truncates the file before appending again.  A complete,
+newline-terminated record that fails its checksum was damaged after it was written (it
+may have been acknowledged): recovery refuses it with a SnapshotError naming the line,
+wherever it is, rather than silently losing an acknowledged change.
+
+A failed append (disk full, I/O error) is cut off again at once (``ftruncate`` to the
+length before it), so the file never holds a partial record followed by good ones; if
+even the cut fails, the journal is marked ``broken`` and refuses every later append, and
+the next start treats the unterminated tail as torn.
 """
 
 from __future__ import annotations
@@ -41,11 +48,22 @@ from typing import Any
 from ..errors import SnapshotError
 from ..state import decode_state, encode_state, write_atomic
 
-__all__ = ["Journal", "Recovery", "SNAPSHOT_NAME", "JOURNAL_NAME"]
+__all__ = ["Journal", "JournalBroken", "Recovery", "SNAPSHOT_NAME", "JOURNAL_NAME"]
 
 SNAPSHOT_NAME = "snapshot.state"
 JOURNAL_NAME = "journal.log"
 LOCK_NAME = "lock"
+
+
+class JournalBroken(OSError):
+    """The journal stopped taking appends: memory and disk may disagree until a restart."""
+
+
+def _unusable(state_dir: Path, exc: OSError) -> str:
+    return (f"state directory {str(state_dir)!r} is not usable: {exc.strerror or exc} "
+            f"({exc.filename or state_dir}); --state must name a directory (or a path "
+            f"that can be created as one) holding only {SNAPSHOT_NAME}, {JOURNAL_NAME} "
+            f"and {LOCK_NAME} as regular files")
 
 
 def encode_entry(entry: dict[str, Any]) -> bytes:
@@ -103,8 +121,11 @@ class Journal:
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SnapshotError(_unusable(self.state_dir, exc)) from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -112,6 +133,8 @@ class Journal:
             raise SnapshotError(f"state directory {str(self.state_dir)!r} is in use by "
                                 "another gpusched server") from None
         self._fd: int | None = None
+        self._size = 0           # bytes of whole records in the journal file
+        self.broken: str | None = None   # why appends stopped, once memory and disk disagree
         self.written_seq = 0
         self.durable_seq = 0
         self.snapshot_seq = 0
@@ -130,13 +153,23 @@ class Journal:
     def recover(self) -> Recovery:
         """Read the snapshot and the journal after it; cut a torn tail off the journal.
 
-        Raises SnapshotError for a damaged snapshot, a corrupted record followed by good
-        ones, or entries that do not follow on from the snapshot.
+        Raises SnapshotError for a damaged snapshot, a damaged complete record, entries
+        that do not follow on from the snapshot, or a directory whose files cannot be read
+        (a directory where a file should be, no permission).
         """
-        for leftover in self.state_dir.glob(f".{SNAPSHOT_NAME}.*.tmp"):
-            leftover.unlink()  # a checkpoint that crashed before its rename
-        for leftover in self.state_dir.glob(f".{JOURNAL_NAME}.*.tmp"):
-            leftover.unlink()
+        try:
+            return self._recover()
+        except OSError as exc:
+            raise SnapshotError(_unusable(self.state_dir, exc)) from None
+
+    def read(self) -> Recovery:
+        """What the directory holds now, without changing it (a torn tail is skipped)."""
+        snapshot, snapshot_seq = self._read_snapshot()
+        data = self.journal_path.read_bytes() if self.journal_path.exists() else b""
+        entries, _ = self._parse(data, snapshot_seq)
+        return Recovery(snapshot, entries, snapshot_seq, 0)
+
+    def _read_snapshot(self) -> tuple[dict[str, Any] | None, int]:
         snapshot = None
         snapshot_seq = 0
         if self.snapshot_path.exists():
@@ -147,6 +180,14 @@ class Journal:
                     or snapshot_seq < 0:
                 raise SnapshotError(f"{self.snapshot_path}: journal_seq must be a whole "
                                     f"number >= 0, got {snapshot_seq!r}")
+        return snapshot, snapshot_seq
+
+    def _recover(self) -> Recovery:
+        for leftover in self.state_dir.glob(f".{SNAPSHOT_NAME}.*.tmp"):
+            leftover.unlink()  # a checkpoint that crashed before its rename
+        for leftover in self.state_dir.glob(f".{JOURNAL_NAME}.*.tmp"):
+            leftover.unlink()
+        snapshot, snapshot_seq = self._read_snapshot()
         data = self.journal_path.read_bytes() if self.journal_path.exists() else b""
         entries, good_bytes = self._parse(data, snapshot_seq)
         torn = len(data) - good_bytes
@@ -161,32 +202,32 @@ class Journal:
         recovery = Recovery(snapshot, entries, snapshot_seq, torn)
         self.snapshot_seq = snapshot_seq
         self.written_seq = self.durable_seq = recovery.last_seq
+        self._size = good_bytes
         self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._fsync_dir()
         return recovery
 
     def _parse(self, data: bytes, snapshot_seq: int) -> tuple[list[dict[str, Any]], int]:
+        """The entries after the snapshot and the length of the whole records.
+
+        Only the bytes after the last newline can be torn; every line before it is a
+        complete record and must decode.
+        """
         entries: list[dict[str, Any]] = []
-        offset = 0
-        bad_line = 0  # first damaged record (1-based line number), 0 while all are good
-        good_bytes = 0
+        whole = data.rfind(b"\n") + 1   # bytes up to and including the last newline
         expected = snapshot_seq + 1
-        for number, line in enumerate(data.split(b"\n"), start=1):
-            end = offset + len(line) + 1
-            complete = end <= len(data)
-            offset = end
-            if not line and not complete:
-                break  # the empty piece after the final newline
-            entry = decode_entry(line) if complete else None
+        lines = data[:whole].split(b"\n")[:-1]
+        for number, line in enumerate(lines, start=1):
+            entry = decode_entry(line)
             if entry is None:
-                bad_line = bad_line or number
-                continue
-            if bad_line:
-                raise SnapshotError(f"{self.journal_path}: line {bad_line} is corrupted and "
-                                    f"valid entries follow it (line {number}); a torn append "
-                                    "can only be the last record, so this file was damaged. "
-                                    "Restore the state directory from a backup")
-            good_bytes = offset
+                later = "" if number == len(lines) else \
+                    f", and {len(lines) - number} record(s) follow it"
+                raise SnapshotError(f"{self.journal_path}: line {number} is corrupted: a complete "
+                                    f"record (newline-terminated) that fails its checksum "
+                                    f"or does not decode{later}; only an unterminated last "
+                                    "record can be a torn append, so this file was damaged "
+                                    "after it was written and may hold acknowledged "
+                                    "changes. Restore the state directory from a backup")
             if entry["seq"] <= snapshot_seq and expected == snapshot_seq + 1:
                 continue  # already in the snapshot (a crash between checkpoint steps)
             if entry["seq"] != expected:
@@ -195,7 +236,7 @@ class Journal:
                                     "missing between the snapshot and the journal")
             expected += 1
             entries.append(entry)
-        return entries, good_bytes
+        return entries, whole
 
     # ---- appending ------------------------------------------------------------------
 
@@ -203,14 +244,30 @@ class Journal:
         """Append ``entry`` (given the next seq) without fsync; return its seq."""
         if self._fd is None:
             raise RuntimeError("Journal.recover() must run before write()")
+        if self.broken is not None:
+            raise JournalBroken(f"the journal failed earlier ({self.broken}); restart the "
+                                "server to recover from disk")
         seq = self.written_seq + 1
         record = encode_entry({**entry, "seq": seq})
         view = memoryview(record)
-        while view:
-            done = os.write(self._fd, view)
-            view = view[done:]
+        try:
+            while view:
+                done = os.write(self._fd, view)
+                view = view[done:]
+        except OSError as exc:
+            self._cut_partial(exc)
+            raise
+        self._size += len(record)
         self.written_seq = seq
         return seq
+
+    def _cut_partial(self, exc: OSError) -> None:
+        """Remove the bytes of a failed append, or stop appending if that fails too."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as cut:
+            self.broken = (f"an append failed ({exc}) and its partial record could not be "
+                           f"cut off ({cut})")
 
     def sync(self) -> None:
         """Make every record written so far durable (blocking fsync)."""
@@ -230,7 +287,15 @@ class Journal:
         try:
             target = self.written_seq
             fd = self._fd
-            await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+            if fd is None:  # closed meanwhile (close() syncs first), or never recovered
+                raise RuntimeError("the journal is closed; nothing to flush")
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+            except OSError as exc:
+                # After a failed fsync the kernel may have dropped the pages: what is on
+                # disk is unknown, so nothing more may be appended or checkpointed.
+                self.broken = self.broken or f"fsync failed: {exc}"
+                raise
             self.durable_seq = max(self.durable_seq, target)
         finally:
             self._flush_task = None
@@ -253,15 +318,20 @@ class Journal:
         """
         if self._flush_task is not None:
             raise RuntimeError("checkpoint while a journal fsync is in flight")
+        if self.broken is not None:
+            raise JournalBroken(f"no checkpoint: the journal failed earlier ({self.broken})")
         seq = self.written_seq
         write_atomic(self.snapshot_path, encode_state({**snapshot, "journal_seq": seq}))
-        # The snapshot is durable now; only then may the journal lose its entries.
+        # The snapshot is durable now: the journal's entries are covered by it even if
+        # emptying the journal fails below (recovery skips seq <= journal_seq).
+        self.snapshot_seq = seq
         write_atomic(self.journal_path, b"")
         old_fd, self._fd = self._fd, os.open(self.journal_path,
                                              os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if old_fd is not None:
             os.close(old_fd)
-        self.snapshot_seq = self.durable_seq = seq
+        self._size = 0
+        self.durable_seq = seq
 
     def _fsync_dir(self) -> None:
         dir_fd = os.open(self.state_dir, os.O_RDONLY)
@@ -272,10 +342,13 @@ class Journal:
 
     def close(self) -> None:
         """Sync and release the directory (the lock goes with the descriptor)."""
-        if self._fd is not None:
-            self.sync()
-            os.close(self._fd)
-            self._fd = None
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        try:
+            if self._fd is not None and self.broken is None:
+                self.sync()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1

@@ -149,10 +149,11 @@ def parse_pod(pod: Any) -> PodInfo:
     else:
         if not isinstance(gang_name, str) or not gang_name or len(gang_name) > 200:
             raise PodError(f"annotation {GANG_NAME} must be a name of 1..200 characters")
-        size = annotation_int(GANG_SIZE, 1, 100_000)
-        if size is None:
+        given_size = annotation_int(GANG_SIZE, 1, 100_000)
+        if given_size is None:
             raise PodError(f"annotation {GANG_SIZE} (pods in the gang) is required with "
                            f"{GANG_NAME}")
+        size = given_size
         gang = f"{namespace}/{gang_name}"
     return PodInfo(namespace, name, str(uid) if uid is not None else "", gpus, gang, size,
                    annotation_int(MAX_CAP, 1, 100_000), annotation_int(MIN_CAP, 1, 100_000))

@@ -293,7 +293,7 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
               "422": _reply("a field is missing, unknown or out of range; the message "
                             "names it", "Error")}
     auth = {"401": _reply("missing or wrong bearer token", "Error")} if token_required else {}
-    secured = [{"bearer": []}] if token_required else []
+    secured: list[dict[str, list[str]]] = [{"bearer": []}] if token_required else []
 
     def post(summary: str, request: str, ok: dict[str, Any], *, mutating: bool,
              extra: dict[str, Any] | None = None, k8s: bool = False) -> dict[str, Any]:

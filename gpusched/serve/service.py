@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -109,6 +110,8 @@ class PlacementService:
         self.cluster = cluster
         self.lock = threading.Lock()
         self.snapshot_every = snapshot_every
+        self._next_checkpoint_entries = snapshot_every
+        self._backend = backend
         self.engine = Engine(cluster, backend=backend)
         self.gangs = GangBook(self, timeout_s=gang_timeout_s, clock=clock, binder=binder)
         self.schemas = request_schemas(cluster)
@@ -124,41 +127,90 @@ class PlacementService:
 
     def _recover(self) -> None:
         recovery = self.journal.recover()
+        self._load(recovery, self.engine, self.gangs)
+        self.recovered_entries = len(recovery.entries)
+
+    def _load(self, recovery: Any, engine: Engine, gangs: Any) -> None:
+        """Build ``engine`` and ``gangs`` from a snapshot and the journal entries after it."""
         if recovery.snapshot is not None:
-            self.engine.load_snapshot(recovery.snapshot)
-            self.gangs.load(recovery.snapshot.get("k8s_gangs", []))
+            engine.load_snapshot(recovery.snapshot)
+            gangs.load(recovery.snapshot.get("k8s_gangs", []))
         for entry in recovery.entries:
             try:
-                self._replay(entry)
+                self._replay(entry, engine, gangs)
             except (GpuschedError, KeyError, TypeError, ValueError) as exc:
                 raise SnapshotError(f"{self.journal.journal_path}: entry seq {entry['seq']} "
                                     f"({entry.get('op')!r}) does not replay: {exc}") from exc
-        self.recovered_entries = len(recovery.entries)
 
-    def _replay(self, entry: dict[str, Any]) -> None:
+    @staticmethod
+    def _replay(entry: dict[str, Any], engine: Engine, gangs: Any) -> None:
         op = entry["op"]
         if op == "place":
             job = Job.from_dict(entry["job"])
-            self.engine._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
+            engine._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
             if entry.get("gang") is not None:
-                self.gangs.restore_one(entry["gang"])
+                gangs.restore_one(entry["gang"])
         elif op == "release":
-            self.engine.release(entry["job_id"])
-            self.gangs.forget_job(entry["job_id"])
+            engine.release(entry["job_id"])
+            gangs.forget_job(entry["job_id"])
         elif op == "set-cap":
-            self.engine.set_cap(entry["job_id"], entry["cap_w"])
+            engine.set_cap(entry["job_id"], entry["cap_w"])
         elif op == "bind":
-            self.gangs.replay_bind(entry["gang"], entry["pod"], entry["node"])
+            gangs.replay_bind(entry["gang"], entry["pod"], entry["node"])
         elif op == "unbind":
-            self.gangs.replay_unbind(entry["gang"], entry["pod"])
+            gangs.replay_unbind(entry["gang"], entry["pod"])
         else:
             raise ValueError(f"unknown journal op {op!r}")
+
+    def _roll_back_to_disk(self) -> None:
+        """After a failed append: make memory what the directory holds (caller has the lock).
+
+        Callers change the engine (or a gang reservation) and then journal the change; when
+        the append fails, that change must not stay in memory, or a later checkpoint would
+        write out what its client was told had failed.  The journal has already cut the
+        partial record off, so the directory holds every change appended before it (the
+        acknowledged ones and those whose fsync is under way): rebuild from it.
+        """
+        from .k8s import GangBook
+
+        old = self.gangs
+        gangs = GangBook(self, timeout_s=old.timeout_s, clock=old.clock, binder=old.binder)
+        engine = Engine(self.cluster, backend=self._backend)
+        try:
+            self._load(self.journal.read(), engine, gangs)
+            self.engine.load_snapshot(engine.snapshot())
+        except (OSError, GpuschedError) as exc:
+            self.journal.broken = self.journal.broken or (
+                f"memory could not be rebuilt from disk after a failed append ({exc})")
+            return
+        # Keep each surviving reservation's deadline and the pods filtered into it (the
+        # replay re-arms deadlines and learns only bound pods).
+        for gang, reservation in gangs.reservations.items():
+            before = old.reservations.get(gang)
+            if before is not None and before.job_id == reservation.job_id:
+                reservation.deadline = before.deadline
+        old.reservations.clear()
+        old.reservations.update(gangs.reservations)
+        pod_gang = {pod: gang for pod, gang in old._pod_gang.items()
+                    if gang in gangs.reservations}
+        pod_gang.update(gangs._pod_gang)
+        old._pod_gang.clear()
+        old._pod_gang.update(pod_gang)
 
     # ---- journaling (caller holds self.lock) -------------------------------------------
 
     def record(self, entry: dict[str, Any]) -> int:
-        """Append ``entry`` to the journal; the reply must wait for its fsync."""
-        return self.journal.write(entry)
+        """Append ``entry`` to the journal; the reply must wait for its fsync.
+
+        If the append fails, memory is rolled back to the directory's state and the
+        OSError propagates (the caller answers 503): the change is neither in memory nor
+        on disk.
+        """
+        try:
+            return self.journal.write(entry)
+        except OSError:
+            self._roll_back_to_disk()
+            raise
 
     def record_place(self, job: Job, placement: Placement,
                      gang: dict[str, Any] | None = None) -> int:
@@ -174,12 +226,25 @@ class PlacementService:
         return {**self.engine.snapshot(), "k8s_gangs": self.gangs.dump()}
 
     def maybe_checkpoint(self) -> bool:
-        """Snapshot and empty the journal if it is long and no fsync is in flight."""
+        """Snapshot and empty the journal if it is long and no fsync is in flight.
+
+        Every entry is durable in the journal before this runs, so a failed checkpoint
+        (no descriptor left, disk full) loses nothing: it is reported on stderr and tried
+        again after another ``snapshot_every`` entries, and never fails a request.
+        """
         with self.lock:
-            if (self.journal.entries_since_snapshot < self.snapshot_every
-                    or self.journal.flushing):
+            if (self.journal.entries_since_snapshot < self._next_checkpoint_entries
+                    or self.journal.flushing or self.journal.broken is not None):
                 return False
-            self.journal.checkpoint(self.snapshot())
+            try:
+                self.journal.checkpoint(self.snapshot())
+            except OSError as exc:
+                self._next_checkpoint_entries = (self.journal.entries_since_snapshot
+                                                 + self.snapshot_every)
+                print(f"gpusched serve: checkpoint failed ({exc}); the journal still holds "
+                      "every change, retrying later", file=sys.stderr)
+                return False
+            self._next_checkpoint_entries = self.snapshot_every
             return True
 
     def checkpoint(self) -> None:
@@ -189,9 +254,19 @@ class PlacementService:
     def close(self) -> None:
         """Snapshot (so the next start replays nothing) and release the directory."""
         with self.lock:
-            if self.journal.entries_since_snapshot and not self.journal.flushing:
-                self.journal.checkpoint(self.snapshot())
-            self.journal.close()
+            # A broken journal means memory may hold changes the disk refused: never
+            # snapshot them; the next start recovers from the directory.
+            if (self.journal.entries_since_snapshot and not self.journal.flushing
+                    and self.journal.broken is None):
+                try:
+                    self.journal.checkpoint(self.snapshot())
+                except OSError as exc:
+                    print(f"gpusched serve: final checkpoint failed ({exc}); the journal "
+                          "still holds every change", file=sys.stderr)
+            try:
+                self.journal.close()
+            except OSError as exc:
+                print(f"gpusched serve: closing the journal failed ({exc})", file=sys.stderr)
 
     # ---- validation -----------------------------------------------------------------
 

@@ -79,21 +79,28 @@ def build_workload(cluster: Cluster, *, trace: str = DEFAULT_TRACE, horizon_s: f
                             "seed": seed}
     if trace == "synthetic":
         jobs = synthetic_jobs(cluster.num_gpus, horizon_s, load=load, frontier=frontier,
-                              seed=seed)
+                              seed=seed, gpus_per_node=cluster.gpus_per_node)
         info.update(kind="synthetic", frontier=frontier)
     else:
-        loaded = load_trace(trace, max_gpus=cluster.num_gpus, skip_bad=skip_bad)
+        # The site's node size, so a 6-GPU line on a 4-GPU-per-node site is refused (or
+        # skipped) here with its line number, not inside the simulation.
+        loaded = load_trace(trace, max_gpus=cluster.num_gpus, skip_bad=skip_bad,
+                            gpus_per_node=cluster.gpus_per_node)
         if not loaded.jobs:
             raise TraceError(f"trace {trace!r} has no usable job")
         scaled, arrival_scale = fit_load(loaded.jobs, cluster.num_gpus, load,
-                                         gang_scale=gang_scale)
+                                         gang_scale=gang_scale,
+                                         gpus_per_node=cluster.gpus_per_node)
         jobs = repeat_to_horizon(scaled, horizon_s)
-        gangs = frontier_gangs(frontier, horizon_s, seed=seed, cluster_gpus=cluster.num_gpus)
+        gangs = frontier_gangs(frontier, horizon_s, seed=seed, cluster_gpus=cluster.num_gpus,
+                               gpus_per_node=cluster.gpus_per_node)
         jobs = sorted(jobs + gangs, key=lambda j: (j.submit_s, j.id))
         info.update(kind="trace", trace_jobs=len(loaded.jobs), skipped_lines=loaded.skipped,
                     skipped_examples=loaded.skipped_reasons[:5], gang_scale=gang_scale,
                     arrival_scale=round(arrival_scale, 3),
-                    offered_gpus=round(offered_load_gpus(scaled), 1),
+                    # a trace of one arrival instant has no span, so no rate
+                    offered_gpus=(round(offered_load_gpus(scaled), 1)
+                                  if len({j.submit_s for j in scaled}) > 1 else None),
                     frontier_gangs=[j.gpus for j in gangs])
     info["jobs"] = len(jobs)
     info["cap_range_w"] = "350..700 for every job (flexible: caps matter)"

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from ..errors import TraceError
-from .traces import TraceJob
+from .traces import TraceJob, whole_gang
 
 __all__ = ["synthetic_jobs", "frontier_gangs", "SMALL_SIZES", "SMALL_SHARES"]
 
@@ -50,11 +50,13 @@ def _lognormal_mean(median_s: float, sigma: float) -> float:
 
 
 def frontier_gangs(count: int, horizon_s: float, *, seed: int = 0, cluster_gpus: int | None = None,
-                   min_cap_w: int = 350, weight: float = 1.0) -> list[TraceJob]:
+                   min_cap_w: int = 350, weight: float = 1.0,
+                   gpus_per_node: int | None = None) -> list[TraceJob]:
     """``count`` frontier pretraining gangs arriving in the first quarter of the horizon.
 
     Sizes larger than a third of ``cluster_gpus`` are dropped, so small test clusters
-    get none rather than an unplaceable one.
+    get none rather than an unplaceable one.  Sizes are rounded up to whole nodes of
+    ``gpus_per_node`` GPUs (no change for nodes of a power of two up to 4,096).
     """
     if count < 0:
         raise TraceError(f"frontier gang count {count} must be >= 0")
@@ -62,15 +64,16 @@ def frontier_gangs(count: int, horizon_s: float, *, seed: int = 0, cluster_gpus:
     sizes = rng.choice(FRONTIER_SIZES, size=count)
     starts = np.sort(rng.uniform(0, 0.25 * horizon_s, size=count))
     durations = FRONTIER_MEDIAN_S * np.exp(FRONTIER_SIGMA * rng.standard_normal(count))
-    return [TraceJob(f"frontier-{i}", float(t), float(d), int(g), min_cap_w=min_cap_w,
+    gangs = [whole_gang(int(g), gpus_per_node) for g in sizes]
+    return [TraceJob(f"frontier-{i}", float(t), float(d), g, min_cap_w=min_cap_w,
                      weight=weight, kind="frontier")
-            for i, (g, t, d) in enumerate(zip(sizes, starts, durations))
+            for i, (g, t, d) in enumerate(zip(gangs, starts, durations))
             if cluster_gpus is None or g <= cluster_gpus // 3]
 
 
 def synthetic_jobs(cluster_gpus: int, horizon_s: float, *, load: float = 1.0,
                    frontier: int = 2, small_share: float = 0.1, seed: int = 0,
-                   min_cap_w: int = 350) -> list[TraceJob]:
+                   min_cap_w: int = 350, gpus_per_node: int | None = None) -> list[TraceJob]:
     """A synthetic LLM-era job mix offering ``load`` x ``cluster_gpus`` busy GPUs.
 
     Parameters
@@ -87,6 +90,10 @@ def synthetic_jobs(cluster_gpus: int, horizon_s: float, *, load: float = 1.0,
         Share of the non-frontier demand taken by small (1..64-GPU) jobs.
     seed : int
         Everything is drawn from ``numpy.random.default_rng(seed)``: same seed, same jobs.
+    gpus_per_node : int, optional
+        The site's GPUs per node: every gang size is rounded up to a valid one (whole
+        nodes above a node), so the mix runs on any node size.  Default: the power
+        model's default, for which no size changes.
 
     Returns
     -------
@@ -100,7 +107,7 @@ def synthetic_jobs(cluster_gpus: int, horizon_s: float, *, load: float = 1.0,
         raise TraceError(f"small_share={small_share!r} must be in [0, 1]")
     rng = np.random.default_rng(seed)
     jobs = frontier_gangs(frontier, horizon_s, seed=seed, cluster_gpus=cluster_gpus,
-                          min_cap_w=min_cap_w)
+                          min_cap_w=min_cap_w, gpus_per_node=gpus_per_node)
     frontier_gpus = sum(j.gpus for j in jobs)
     rest_gpus = max(0.1 * cluster_gpus, load * cluster_gpus - frontier_gpus)
     large_sizes = [g for g in LARGE_SIZES if g <= cluster_gpus // 2] or [8]
@@ -113,15 +120,16 @@ def synthetic_jobs(cluster_gpus: int, horizon_s: float, *, load: float = 1.0,
     large_g = rng.choice(large_sizes, size=n_large)
     large_t = rng.uniform(0, horizon_s, size=n_large)
     large_d = LARGE_MEDIAN_S * np.exp(LARGE_SIGMA * rng.standard_normal(n_large))
-    jobs += [TraceJob(f"large-{i}", float(t), float(max(600.0, d)), int(g),
+    jobs += [TraceJob(f"large-{i}", float(t), float(max(600.0, d)),
+                      whole_gang(int(g), gpus_per_node),
                       min_cap_w=min_cap_w, kind="large")
              for i, (g, t, d) in enumerate(zip(large_g, large_t, large_d))]
     small_g = rng.choice(SMALL_SIZES, size=n_small, p=shares)
     small_t = rng.uniform(0, horizon_s, size=n_small)
     small_d = np.clip(SMALL_MEDIAN_S * np.exp(SMALL_SIGMA * rng.standard_normal(n_small)),
                       SMALL_MIN_S, SMALL_MAX_S)
-    jobs += [TraceJob(f"small-{i}", float(t), float(d), int(g), min_cap_w=min_cap_w,
-                      kind="small")
+    jobs += [TraceJob(f"small-{i}", float(t), float(d), whole_gang(int(g), gpus_per_node),
+                      min_cap_w=min_cap_w, kind="small")
              for i, (g, t, d) in enumerate(zip(small_g, small_t, small_d))]
     jobs.sort(key=lambda j: (j.submit_s, j.id))
     return jobs

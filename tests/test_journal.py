@@ -1,0 +1,314 @@
+"""Journal fault injection: failed and partial appends, a full disk, damaged complete
+records, checkpoint failures, and crashes between the steps of place and checkpoint.
+
+The promise checked after every restart: every acknowledged change is there, nothing
+unacknowledged is, and the directory starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import gpusched
+from gpusched.errors import SnapshotError
+from gpusched.serve import PlacementService, create_app
+from gpusched.serve import journal as journal_module
+from gpusched.serve.journal import JOURNAL_NAME
+
+pytest.importorskip("starlette")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def array() -> gpusched.Cluster:
+    return gpusched.Cluster.preset("colossus-array")
+
+
+def placed(service: PlacementService) -> set[str]:
+    return {p.job_id for p in service.engine.placements()}
+
+
+def restart(service: PlacementService, tmp_path, name: str, backend=None) -> PlacementService:
+    """The directory as a crash leaves it (no final checkpoint), started again."""
+    target = tmp_path / name
+    shutil.copytree(service.state_dir, target, ignore=shutil.ignore_patterns("lock"))
+    return PlacementService(service.cluster, target, backend=backend)
+
+
+class FailingWrites:
+    """os.write that, from the armed call on, writes ``partial`` bytes then fails."""
+
+    def __init__(self, partial: int, err: int = errno.ENOSPC) -> None:
+        self.partial, self.err, self.armed = partial, err, False
+        self.real = os.write
+
+    def __call__(self, fd: int, data) -> int:
+        if not self.armed:
+            return self.real(fd, data)
+        if self.partial:
+            done = self.real(fd, bytes(data[:self.partial]))
+            self.partial = 0  # the next call (the rest of the record) fails
+            return done
+        raise OSError(self.err, os.strerror(self.err))
+
+
+@pytest.mark.parametrize("partial", [0, 1, 17])
+def test_failed_append_changes_nothing_in_memory_or_on_disk(tmp_path, array, backend,
+                                                            monkeypatch, partial):
+    service = PlacementService(array, tmp_path / "s", backend=backend)
+    with TestClient(create_app(service)) as client:
+        for i in range(5):
+            assert client.post("/v1/place", json={"job": {"id": f"ok{i}", "gpus": 8}}
+                               ).json()["placed"]
+        before = json.dumps(service.engine.snapshot(), sort_keys=True)
+        size = (service.state_dir / JOURNAL_NAME).stat().st_size
+        writes = FailingWrites(partial)
+        monkeypatch.setattr(journal_module.os, "write", writes)
+        writes.armed = True
+        reply = client.post("/v1/place", json={"job": {"id": "lost", "gpus": 64}})
+        assert reply.status_code == 503
+        release = client.post("/v1/release", json={"job_id": "ok0"})
+        assert release.status_code == 503
+        # memory is what the disk holds: the refused place and release are not in it
+        assert json.dumps(service.engine.snapshot(), sort_keys=True) == before
+        assert (service.state_dir / JOURNAL_NAME).stat().st_size == size  # cut off again
+        assert service.journal.broken is None
+        # the disk has room again: the service goes on, and a checkpoint holds no ghost
+        writes.armed = False
+        assert client.post("/v1/place", json={"job": {"id": "after", "gpus": 8}}
+                           ).json()["placed"]
+        service.checkpoint()
+        assert "lost" not in placed(service) and "ok0" in placed(service)
+        again = restart(service, tmp_path, "copy", backend)
+        assert placed(again) == {f"ok{i}" for i in range(5)} | {"after"}
+        again.close()
+
+
+def test_failed_cut_stops_appends_and_the_next_start_drops_the_tail(tmp_path, array,
+                                                                    monkeypatch):
+    service = PlacementService(array, tmp_path / "s")
+    with TestClient(create_app(service)) as client:
+        assert client.post("/v1/place", json={"job": {"id": "ok", "gpus": 8}}).json()["placed"]
+        writes = FailingWrites(9)
+        monkeypatch.setattr(journal_module.os, "write", writes)
+
+        def no_cut(fd, size):
+            raise OSError(errno.EIO, "I/O error")
+        monkeypatch.setattr(journal_module.os, "ftruncate", no_cut)
+        writes.armed = True
+        assert client.post("/v1/place", json={"job": {"id": "lost", "gpus": 8}}
+                           ).status_code == 503
+        assert service.journal.broken is not None
+        writes.armed = False
+        # every mutating call and the gang listing (which expires, so appends) refuse
+        assert client.post("/v1/place", json={"job": {"id": "x", "gpus": 8}}
+                           ).status_code == 503
+        assert client.get("/v1/k8s/gangs").status_code == 503
+        data = (service.state_dir / JOURNAL_NAME).read_bytes()
+        assert not data.endswith(b"\n")  # the partial record is still there
+        again = restart(service, tmp_path, "copy")
+        assert placed(again) == {"ok"}
+        again.close()
+
+
+def test_damaged_complete_last_record_is_refused_not_dropped(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    for i in range(4):
+        service.place({"job": {"id": f"j{i}", "gpus": 8}})
+    service.journal.sync()
+    path = service.state_dir / JOURNAL_NAME
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # one bit of the acknowledged last record, newline intact
+    copy = tmp_path / "copy"
+    shutil.copytree(service.state_dir, copy, ignore=shutil.ignore_patterns("lock"))
+    (copy / JOURNAL_NAME).write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="line 4 is corrupted: a complete record"):
+        PlacementService(array, copy)
+    assert (copy / JOURNAL_NAME).read_bytes() == bytes(data)  # nothing was cut off
+
+
+@pytest.mark.parametrize("errno_", [errno.EMFILE, errno.ENOSPC])
+def test_failed_checkpoint_never_fails_a_durable_request(tmp_path, array, monkeypatch,
+                                                         errno_):
+    service = PlacementService(array, tmp_path / "s", snapshot_every=3)
+    real = journal_module.write_atomic
+    failing = {"on": True}
+
+    def write_atomic(path, data):
+        if failing["on"]:
+            raise OSError(errno_, os.strerror(errno_))
+        real(path, data)
+    monkeypatch.setattr(journal_module, "write_atomic", write_atomic)
+    with TestClient(create_app(service)) as client:
+        for i in range(8):
+            reply = client.post("/v1/place", json={"job": {"id": f"j{i}", "gpus": 8}})
+            assert reply.status_code == 200 and reply.json()["placed"], reply.text
+        assert service.journal.broken is None
+        failing["on"] = False
+        for i in range(8, 12):
+            assert client.post("/v1/place", json={"job": {"id": f"j{i}", "gpus": 8}}
+                               ).status_code == 200
+        again = restart(service, tmp_path, "copy")
+        assert placed(again) == {f"j{i}" for i in range(12)}
+        again.close()
+
+
+def test_crash_between_checkpoint_steps_recovers_every_acknowledged_change(tmp_path, array,
+                                                                           monkeypatch):
+    """A crash after each step of a checkpoint: the snapshot's temp file, its rename, the
+    journal's temp file, its rename.  Each is simulated by failing the step after it."""
+    steps = ["mkstemp", "fsync", "replace"]
+    for step in steps:
+        for occurrence in (1, 2):  # the snapshot's write, then the journal's
+            service = PlacementService(array, tmp_path / f"s-{step}-{occurrence}")
+            rng = np.random.default_rng(occurrence)
+            acked = set()
+            for i in range(12):
+                reply, _ = service.place({"job": {"id": f"j{i}", "gpus": int(rng.choice(
+                    [1, 8, 16]))}})
+                if reply["placed"]:
+                    acked.add(f"j{i}")
+            service.journal.sync()
+            calls = {"n": 0}
+            module = journal_module.write_atomic.__globals__
+            real = module["os"].replace if step == "replace" else None
+
+            def crash(*args, **kwargs):
+                calls["n"] += 1
+                raise OSError(errno.EIO, "simulated crash")
+            target = {"mkstemp": (module["tempfile"], "mkstemp"),
+                      "fsync": (module["os"], "fsync"),
+                      "replace": (module["os"], "replace")}[step]
+            original = getattr(*target)
+            seen = {"n": 0}
+
+            def nth(*args, **kwargs):
+                seen["n"] += 1
+                if seen["n"] == occurrence:
+                    return crash()
+                return original(*args, **kwargs)
+            monkeypatch.setattr(*target, nth)
+            try:
+                service.journal.checkpoint(service.snapshot())
+            except OSError:
+                pass
+            monkeypatch.undo()
+            del real
+            again = restart(service, tmp_path, f"copy-{step}-{occurrence}")
+            assert placed(again) == acked, (step, occurrence)
+            again.place({"job": {"id": "later", "gpus": 8}})
+            again.journal.sync()
+            third = restart(again, tmp_path, f"third-{step}-{occurrence}")
+            assert placed(third) == acked | {"later"}
+            for s in (service, again, third):
+                s.journal.close()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for the disk-full case needs root (CI runs as root)")
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (no CAP_SYS_ADMIN?): {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_full_disk_on_a_real_tmpfs(small_tmpfs, array, backend, tmp_path):
+    state = small_tmpfs / "state"
+    service = PlacementService(array, state, backend=backend, snapshot_every=10 ** 6)
+    acked: set[str] = set()
+    refused = 0
+    with TestClient(create_app(service)) as client:
+        filler = small_tmpfs / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:  # fill the disk, then leave a few KiB free
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        os.truncate(filler, max(0, filler.stat().st_size - 8192))
+        for i in range(400):
+            reply = client.post("/v1/place", json={"job": {
+                "id": f"job-with-a-long-name-{i:04d}-" + "x" * 40, "gpus": 1}})
+            if reply.status_code == 200:
+                if reply.json()["placed"]:
+                    acked.add(f"job-with-a-long-name-{i:04d}-" + "x" * 40)
+            else:
+                assert reply.status_code == 503, reply.text
+                refused += 1
+        assert refused, "the disk never filled up"
+        assert placed(service) == acked
+        assert service.journal.broken is None
+        # the directory as a crash leaves it, taken while the disk is still full
+        copy = tmp_path / "copy"
+        shutil.copytree(state, copy, ignore=shutil.ignore_patterns("lock"))
+        restarted = PlacementService(array, copy, backend=backend)
+        assert placed(restarted) == acked
+        restarted.close()
+        filler.unlink()
+    copy = tmp_path / "copy-after-close"
+    shutil.copytree(state, copy, ignore=shutil.ignore_patterns("lock"))
+    restarted = PlacementService(array, copy, backend=backend)
+    assert placed(restarted) == acked
+    restarted.close()
+
+
+@pytest.mark.parametrize("layout", ["file", "under-file", "journal-dir", "snapshot-dir",
+                                    "lock-dir"])
+def test_unusable_state_directory_is_a_snapshot_error(tmp_path, array, layout):
+    state = tmp_path / "state"
+    if layout == "file":
+        state.write_text("x")
+    elif layout == "under-file":
+        (tmp_path / "f").write_text("x")
+        state = tmp_path / "f" / "state"
+    else:
+        state.mkdir()
+        (state / {"journal-dir": "journal.log", "snapshot-dir": "snapshot.state",
+                  "lock-dir": "lock"}[layout]).mkdir()
+    with pytest.raises(SnapshotError, match="is not usable"):
+        PlacementService(array, state)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--state", "{file}"], "is not usable"),
+    (["--state", "{dir}", "--snapshot-every", "0"], "--snapshot-every"),
+    (["--state", "{dir}", "--gang-timeout-s", "nan"], "--gang-timeout-s"),
+    (["--state", "{dir}", "--gang-timeout-s", "-1"], "--gang-timeout-s"),
+])
+def test_serve_cli_refuses_bad_arguments_without_a_traceback(tmp_path, args, message):
+    (tmp_path / "file").write_text("x")
+    args = [a.format(file=tmp_path / "file", dir=tmp_path / "d") for a in args]
+    result = subprocess.run([sys.executable, "-m", "gpusched.cli", "serve", "--cluster",
+                             "colossus-array", "--port", "0", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_snapshot_format_true_is_refused(array):
+    engine = gpusched.Engine(array)
+    snapshot = engine.snapshot()
+    snapshot["format"] = True
+    with pytest.raises(SnapshotError, match="format True"):
+        gpusched.Engine(array).load_snapshot(snapshot)
