@@ -114,7 +114,7 @@ class Job:
     def rigid(self) -> bool:
         return self.min_cap_w == self.max_cap_w
 
-    def throughput(self, cap_w: float, tdp_w: float = 700.0) -> float:
+    def throughput(self, cap_w: float, tdp_w: float) -> float:
         """s(cap) on this job's curve for a GPU of ``tdp_w`` (``cluster.power.gpu_tdp_w``;
         ``PowerModel.speed(job, cap)`` reads it from the site)."""
         return float(self.curve.speed(cap_w, tdp_w))

@@ -17,9 +17,10 @@
                 start at once at full cap); ``rebalance_caps(engine, apply=True)`` at most
                 every ``rebalance_interval_s``, when no queued job could use the free
                 GPUs.  A job waiting over ``max_wait_s`` makes rounds offer only it.
-                Deterministic for a given input as long as no solve hits its time limit
-                (``rounds_stopped_by_time_limit`` in the report counts those that did);
-                the other three policies are deterministic, full stop.
+                Deterministic: solves stop at a node limit, not a clock; a wall-clock
+                safety net remains and ``rounds_stopped_by_time_limit`` in the report
+                counts the rounds where it fired.  The other three policies are
+                deterministic, full stop.
 ``oblivious``   The baseline without gpusched's power model: fifo order on an engine
                 whose cluster has every power and cooling limit lifted, so every job runs
                 at its ``max_cap_w``.  The metrics still check the real cluster's rows and
@@ -254,8 +255,19 @@ class Optimize(Policy):
     max_queue : int, default 500
         The first jobs of the queue (arrival order) offered to one round.  ``allocate``
         groups equal jobs into classes, so a long queue costs little.
-    time_limit_s : float, default 0.1
-        Solver time limit per round.
+    time_limit_s : float, default 10
+        Wall-clock safety net of each solve of a round; it decides nothing unless it
+        fires (``rounds_stopped_by_time_limit`` counts those rounds, whose outcome then
+        depends on the machine).  Before issue 14 a 0.1 s limit ended the solves, so
+        two runs could differ.
+    node_limit : int, default 50
+        Branch-and-bound nodes per MILP (``allocate(node_limit=...)``): the work limit
+        that does stop solves, the same on every machine
+        (``rounds_stopped_by_work_limit``).
+    exact_max_vars : int, default 600
+        ``allocate``'s threshold for also running the full MILP after LP-and-fix: a
+        round's model of thousands of variables is solved by LP-and-fix alone (what
+        the 0.1 s limit did before, by the clock), keeping rounds fast.
     max_wait_s : float, default 3600
         Once the oldest queued job has waited this long, rounds first offer it alone
         and fits; while it does not, no other job starts (anti-starvation for
@@ -291,7 +303,8 @@ class Optimize(Policy):
     name = "optimize"
 
     def __init__(self, round_interval_s: float = 300.0, rebalance_interval_s: float = 3600.0,
-                 max_queue: int = 500, time_limit_s: float = 0.1,
+                 max_queue: int = 500, time_limit_s: float = 10.0, node_limit: int = 50,
+                 exact_max_vars: int = 600,
                  max_wait_s: float = 3600.0, margin: float = 0.05,
                  drain_on_events: bool = True, rebalance_after_round: bool = False,
                  fill_between_rounds: bool = False, rebalance_in_drain: bool = True) -> None:
@@ -306,6 +319,9 @@ class Optimize(Policy):
         self.rebalance_interval_s = rebalance_interval_s
         self.max_queue = max_queue
         self.time_limit_s = time_limit_s
+        self.node_limit = node_limit
+        self.exact_max_vars = exact_max_vars
+        self.work_limited = 0
         self.max_wait_s = max_wait_s
         self.margin = margin
         self.drain_rounds = 0
@@ -432,11 +448,14 @@ class Optimize(Policy):
             try:
                 with _quiet_stdout():
                     allocation = self._allocate.allocate(sim.engine, [s.job for s in offered],
-                                                         time_limit_s=self.time_limit_s)
+                                                         time_limit_s=self.time_limit_s,
+                                                         node_limit=self.node_limit,
+                                                         exact_max_vars=self.exact_max_vars)
                 self.solve_time_s += float(getattr(allocation, "solve_time_s", 0.0) or 0.0)
-                # A solve stopped by its time limit depends on the machine's speed: the
-                # one way an optimize run can differ between two machines.
+                # A solve stopped by the wall-clock safety net depends on the machine's
+                # speed: the one way an optimize run can differ between two machines.
                 self.time_limited += allocation.status == "time_limit"
+                self.work_limited += allocation.status == "work_limit"
                 placements = self._allocate.apply(sim.engine, allocation)
             except GpuschedError as exc:
                 self._note(f"allocate failed at t={sim.now:.0f} s: {exc}")
@@ -535,6 +554,8 @@ class Optimize(Policy):
                 "fallback_rounds": self.fallback_rounds,
                 "engine_spans": self.engine_spans,
                 "rounds_stopped_by_time_limit": self.time_limited,
+                "node_limit": self.node_limit, "exact_max_vars": self.exact_max_vars,
+                "rounds_stopped_by_work_limit": self.work_limited,
                 "solver_time_s": round(self.solve_time_s, 3),
                 "allocator": "gpusched.allocate" if self._allocate is not None
                 else "greedy fallback (gpusched.allocate missing)",
