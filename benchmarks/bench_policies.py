@@ -187,16 +187,16 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="1/16 of colossus-100k, 2 simulated hours, one synthetic seed, "
+                        help="1/16 of colossus-100k, 8 simulated hours, one synthetic seed, "
                              "the smallest ITP cluster (a CI smoke run)")
     parser.add_argument("--hours", type=float, default=None,
-                        help="simulated hours per run (default 16, or 2 with --quick)")
+                        help="simulated hours per run (default 16, or 8 with --quick)")
     parser.add_argument("--only", default=None, help="run only workloads whose name has this")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--out", default="bench-policies-out",
                         help="directory for the determinism check's reports")
     args = parser.parse_args(argv)
-    hours = args.hours or (2.0 if args.quick else 16.0)
+    hours = args.hours or (8.0 if args.quick else 16.0)
     cluster = site(args.quick)
     specs, skipped = workloads(args.quick)
     if args.only:
