@@ -48,7 +48,8 @@ class SimulationResult:
         ``policy`` (its parameters and counters), ``wall_s``.
     series : dict of ndarray
         The state after every instant: ``t_s``, ``facility_w``, ``hall_w`` (one column
-        per hall), ``busy_gpus``, ``work_gpus``, ``frag_gpus``, ``violated_rows``.
+        per hall), ``busy_gpus``, ``work_gpus``, ``frag_gpus``, ``violated_rows``,
+        ``bound_gpus`` (the fluid bound of the jobs present, gpusched.bound).
     rack_power_at_peak_w : ndarray of int64
         Rack powers at the instant of peak facility power (for the floor map).
     jct_s : ndarray
