@@ -71,7 +71,8 @@ def queue_asking(target_w: float, seed: int) -> list[Job]:
 
 def delivered(placements: dict[str, Any] | list, jobs: dict[str, Job]) -> float:
     items = placements.values() if isinstance(placements, dict) else placements
-    return sum(jobs[p.job_id].weight * jobs[p.job_id].gpus * jobs[p.job_id].throughput(p.cap_w)
+    return sum(jobs[p.job_id].weight * jobs[p.job_id].gpus
+               * jobs[p.job_id].throughput(p.cap_w, 700)   # colossus: H100, 700 W TDP
                for p in items if p is not None)
 
 

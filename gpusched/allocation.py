@@ -11,7 +11,9 @@ Two solvers, both on the cluster's one constraint system ``A · P <= b``:
 The model of :func:`allocate`
 -----------------------------
 *Cap levels.*  A job's caps are its grid ``max_cap_w, max - 25, ..., min_cap_w``
-(``PowerModel.cap_grid_w``).  One integer variable per (job, place, level) selects a grid
+(``PowerModel.cap_grid_w``) plus the whole-watt breakpoints of its throughput curve
+(:func:`cap_levels_w`), with s read from the job's curve at the site's TDP
+(``PowerModel.speed``, the same number the simulator uses).  One integer variable per (job, place, level) selects a grid
 point, so the objective uses s(cap) exactly at the grid points; this is the chord
 (piecewise-linear) form of the concave s with breakpoints on the 25 W grid.
 
@@ -54,7 +56,7 @@ empty pods of one zone (integer ``u_c`` members of class c reserved for them) an
 placed on those nodes by :func:`apply` with the engine's checked ``place_on``.
 
 *Job classes (exact aggregation).*  Queued jobs equal in size, caps, weight and
-sensitivity are interchangeable too: one integer variable per (job class, place,
+throughput curve are interchangeable too: one integer variable per (job class, place,
 level), bounded by the class's count; the earliest jobs of a class are admitted first.
 
 *When it is still too big.*  Above 600 integer variables the LP relaxation is solved
@@ -64,9 +66,11 @@ each variable in it, and the 50 variables outside it with the smallest reduced c
 (the ones closest to paying for the room a rounded-out job leaves); everything else is
 fixed at 0 (method ``"lp-fix"``, relax-and-fix).  A vertex of the LP has at most as many
 fractional job classes as binding coupling rows, so that MILP is small.  If it finds
-nothing in time, the LP point is rounded (down for jobs, whole pods up for spanning
+nothing within its node limit, the LP point is rounded (down for jobs, whole pods up for spanning
 jobs) and filled greedily by reduced cost.  Up to ``exact_max_vars`` variables the full
-MILP also runs, in the time left, and the better incumbent is kept.  The gap is always
+MILP also runs (node limit again), and the better incumbent is kept.  No clock
+decides any of this (the wall-clock limit is a reported safety net), so the same
+inputs give the same allocation on every machine.  The gap is always
 against the best bound (LP or MILP dual bound), so it is honest for every method.
 
 Everything the MILP admits is placed by :func:`apply` in the order of ``admitted``
@@ -91,7 +95,11 @@ from ._checks import check_job
 from .cluster import COEF_SCALE
 from .errors import AllocationError, DuplicateJobError, JobError, PlacementError
 from .job import Job, Placement
-from .power import throughput
+from .power import check_curve
+
+#: Branch-and-bound nodes per MILP: enough to close the gap below 0.1 % on the benchmark's
+#: instances (benchmarks/bench_allocate.py) while 1,000 jobs on colossus-100k stay < 2 s.
+DEFAULT_NODE_LIMIT = 200
 
 __all__ = ["allocate", "apply", "rebalance_caps", "Allocation", "CapPlan", "AllocationError"]
 
@@ -107,9 +115,10 @@ class Allocation:
     Attributes
     ----------
     status : str
-        ``"optimal"`` (within ``mip_rel_gap``), ``"time_limit"`` (best found when the
-        time ran out), ``"infeasible"`` (no queued job can be admitted now), ``"empty"``
-        (empty queue), ``"no-solution"`` (the solver found nothing in time).
+        ``"optimal"`` (within ``mip_rel_gap``), ``"work_limit"`` (best found when the
+        node limit stopped the search: deterministic), ``"time_limit"`` (best found
+        when the wall-clock safety net fired: machine-dependent), ``"infeasible"`` (no queued job can be admitted now), ``"empty"``
+        (empty queue), ``"no-solution"`` (the solver found nothing within its limits).
     admitted : tuple of str
         Job ids to place, in the order :func:`apply` places them.
     pod : dict of str to int
@@ -178,6 +187,7 @@ def _check_queue(engine: Any, queue: Any) -> list[Job]:
             raise DuplicateJobError(f"Job {job.id!r} (queue[{i}]) is already running on the "
                                     "engine; release it first or use another id")
         check_job(engine.cluster, job, {})
+        check_curve(engine.cluster.power, job)
     return jobs
 
 
@@ -192,6 +202,18 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float
 # ======================================================================================
 # Cluster analysis: rows by where they sit, pods, classes
 # ======================================================================================
+
+def cap_levels_w(power: Any, job: Job) -> list[int]:
+    """The caps a job's variables choose from, highest first: the site's cap grid
+    between the job's caps, plus the breakpoints of its curve (whole watts), so that
+    chords between levels are the curve's own segments for a measured table."""
+    caps = set(power.cap_grid_w(job.max_cap_w, job.min_cap_w))
+    tdp = power.gpu_tdp_w
+    for c in job.curve.breakpoints_w(job.min_cap_w, job.max_cap_w, tdp):
+        if abs(c - round(c)) < 1e-6:
+            caps.add(int(round(c)))
+    return sorted(caps, reverse=True)
+
 
 def _pow2_at_least(n: int) -> int:
     return 1 << (int(n) - 1).bit_length()
@@ -356,9 +378,9 @@ class _JobClass:
     value: list[float]   # weight * gpus * s(cap) per cap
 
 
-def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 1.0,
+def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 10.0,
              mip_rel_gap: float = 1e-3, aggregate: bool = True,
-             exact_max_vars: int = 4_000) -> Allocation:
+             exact_max_vars: int = 4_000, node_limit: int = DEFAULT_NODE_LIMIT) -> Allocation:
     """Decide which queued jobs to admit, where and at which cap (MILP, HiGHS).
 
     Parameters
@@ -367,10 +389,14 @@ def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 1.0,
         The live state; not changed.  Its running load counts against every row.
     queue : sequence of Job
         Jobs waiting, in priority (FIFO) order; ties in the optimum favour earlier jobs.
-    time_limit_s : float, default 1.0
-        Wall-time budget of the solves (HiGHS).  The LP relaxation and the full MILP
-        share it; the restricted MILP of the LP-and-fix path gets a budget of its own,
-        so a large queue may take up to about twice this, plus model building.
+    time_limit_s : float, default 10
+        Wall-clock safety net of each solve (HiGHS).  It decides nothing on a normal
+        run: the work limit below does.  When it fires, the status is
+        ``"time_limit"`` and the result depends on the machine's speed.
+    node_limit : int, default 200
+        Branch-and-bound nodes each MILP may explore (HiGHS ``node_limit``).  Reaching
+        it returns the best incumbent, status ``"work_limit"``: the same answer on
+        every machine and every run.
     mip_rel_gap : float, default 1e-3
         Relative gap at which HiGHS stops.
     aggregate : bool, default True
@@ -394,6 +420,9 @@ def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 1.0,
     """
     start = time.perf_counter()
     time_limit_s = _check_positive("time_limit_s", time_limit_s)
+    if (isinstance(node_limit, bool) or not isinstance(node_limit, (int, np.integer))
+            or node_limit < 1):
+        raise AllocationError(f"node_limit={node_limit!r} must be a whole number >= 1")
     mip_rel_gap = _check_positive("mip_rel_gap", mip_rel_gap, allow_zero=True)
     with engine._lock:
         jobs = _check_queue(engine, queue)
@@ -404,7 +433,7 @@ def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 1.0,
         cap_ref = max(j.max_cap_w for j in jobs)
         site = _Site(engine, cap_ref, aggregate)
     model = _Model(site, jobs, aggregate)
-    result = model.solve(time_limit_s, mip_rel_gap, exact_max_vars)
+    result = model.solve(time_limit_s, mip_rel_gap, exact_max_vars, int(node_limit))
     return result.finish(start, job_by_id)
 
 
@@ -421,7 +450,7 @@ class _Model:
         classes: dict[tuple, _JobClass] = {}
         order: list[_JobClass] = []
         for job in jobs:
-            key = ((job.gpus, job.max_cap_w, job.min_cap_w, job.weight, job.sensitivity)
+            key = ((job.gpus, job.max_cap_w, job.min_cap_w, job.weight, job.curve)
                    if aggregate else (job.id,))
             jc = classes.get(key)
             if jc is None:
@@ -430,10 +459,10 @@ class _Model:
                 else:
                     nodes = job.gpus // G
                     size, nodes = G * _pow2_at_least(nodes), nodes
-                caps = power.cap_grid_w(job.max_cap_w, job.min_cap_w)
+                caps = cap_levels_w(power, job)
                 value = (job.weight * job.gpus
-                         * np.asarray(throughput(np.array(caps, dtype=float),
-                                                 job.sensitivity))).reshape(-1).tolist()
+                         * np.asarray(power.speed(job, np.array(caps, dtype=float)))
+                         ).reshape(-1).tolist()
                 jc = _JobClass([], job.gpus, size, nodes, caps, value)
                 classes[key] = jc
                 order.append(jc)
@@ -625,13 +654,16 @@ class _Model:
     # ---- solving ----------------------------------------------------------------------
 
     def solve(self, time_limit_s: float, mip_rel_gap: float, exact_max_vars: int,
-              extra: int = 50) -> "_Result":
+              node_limit: int, extra: int = 50) -> "_Result":
         """LP relaxation and fixing first, then the full MILP if it is small enough.
 
         Both are exact solves of the same model; the better incumbent and the tighter
-        bound are kept.  ``time_limit_s`` is the budget of the whole sequence.
+        bound are kept.  What runs, and how far, is decided by work, never by the
+        clock: each MILP stops at ``node_limit`` branch-and-bound nodes (HiGHS is
+        deterministic for a given limit), and the choice of the next step depends only
+        on the results so far.  ``time_limit_s`` is a per-solve safety net; when it
+        fires the result depends on the machine, and ``stats["safety_net"]`` says so.
         """
-        deadline = time.perf_counter() + time_limit_s
         n = self.n_y + self.n_u
         if self.n_y == 0:
             return _Result(self, np.zeros(n), "infeasible", 0.0, "none", {})
@@ -652,9 +684,10 @@ class _Model:
                          b_ub=self.ub if self.n_rows else None,
                          bounds=np.column_stack([np.zeros(n), self.var_ub]), method="highs",
                          # presolve costs more than it saves on this wide, shallow LP
-                         options={"time_limit": max(0.05, deadline - time.perf_counter()),
-                                  "presolve": False})
+                         options={"time_limit": time_limit_s, "presolve": False})
             stats["lp_s"] = round(time.perf_counter() - t, 3)
+            if lp.status == 1:
+                stats["safety_net"] = "lp"
             if lp.x is not None:
                 if lp.status == 0:
                     bound = -lp.fun
@@ -664,14 +697,11 @@ class _Model:
                          else np.zeros(self.n_rows))
                 reduced = self.c - self.A.T @ duals if self.n_rows else self.c.copy()
                 allowed = self._neighbourhood(lp.x, reduced, extra)
-                # the restricted MILP gets a budget of its own: its first incumbents can
-                # be poor, and half a second more usually brings it within 0.1%
-                x = self._fix(lp.x, allowed, mip_rel_gap,
-                              time.perf_counter() + time_limit_s, stats)
+                x = self._fix(lp.x, allowed, mip_rel_gap, time_limit_s, node_limit, stats)
                 stats["fix_s"] = round(time.perf_counter() - t, 3)
                 fix_value = -1.0 if x is None else float(-self.c @ x)
                 if fix_value < (1 - 10 * max(mip_rel_gap, 1e-4)) * bound:
-                    # no incumbent in time, or a poor one: round the LP too (fast,
+                    # no incumbent within the node limit, or a poor one: round the LP too (fast,
                     # always feasible) and keep the better
                     t = time.perf_counter()
                     rounded = self._round(lp.x, allowed, reduced)
@@ -683,15 +713,14 @@ class _Model:
                 assert x is not None
                 best_x, best_value = x, float(-self.c @ x)
         lp_gap = (bound - best_value) / max(bound, 1e-9) if math.isfinite(bound) else 1.0
-        if (n <= exact_max_vars and lp_gap > mip_rel_gap
-                and (small or deadline - time.perf_counter() > 0.05)):
+        if n <= exact_max_vars and lp_gap > mip_rel_gap:
             t = time.perf_counter()
             res = milp(self.c, constraints=cons, bounds=Bounds(np.zeros(n), self.var_ub),
                        integrality=np.ones(n),
-                       options={"time_limit": max(0.05, deadline - time.perf_counter())
-                                if not small else max(time_limit_s, 0.05),
+                       options={"time_limit": time_limit_s, "node_limit": node_limit,
                                 "mip_rel_gap": mip_rel_gap})
             stats["full_s"] = round(time.perf_counter() - t, 3)
+            _note_limit(res, "full", stats)
             dual = getattr(res, "mip_dual_bound", None)
             if dual is not None and math.isfinite(dual):
                 bound = min(bound, -dual)
@@ -705,7 +734,8 @@ class _Model:
             bound = best_value
         bound = max(bound, best_value)
         gap = (bound - best_value) / max(bound, 1e-9)
-        status = "optimal" if optimal or gap <= mip_rel_gap + 1e-9 else "time_limit"
+        status = ("optimal" if optimal or gap <= mip_rel_gap + 1e-9
+                  else "time_limit" if "safety_net" in stats else "work_limit")
         if best_value == 0 and not np.any(best_x):
             status = "optimal" if optimal else "no-solution"
         return _Result(self, best_x, status, bound, best_method, stats)
@@ -810,7 +840,8 @@ class _Model:
         return x
 
     def _fix(self, x_lp: np.ndarray, allowed: np.ndarray, mip_rel_gap: float,
-             deadline: float, stats: dict[str, Any]) -> np.ndarray | None:
+             time_limit_s: float, node_limit: int,
+             stats: dict[str, Any]) -> np.ndarray | None:
         """The restricted MILP around an LP optimum (relax-and-fix); None if it fails.
 
         Only the LP's support and, for each variable in it, the neighbouring cap levels
@@ -831,13 +862,24 @@ class _Model:
         res = milp(self.c[cols], constraints=sub_cons,
                    bounds=Bounds(np.zeros(cols.size), self.var_ub[cols]),
                    integrality=np.ones(cols.size),
-                   options={"time_limit": max(0.1, deadline - time.perf_counter()),
+                   options={"time_limit": time_limit_s, "node_limit": node_limit,
                             "mip_rel_gap": mip_rel_gap})
+        _note_limit(res, "fix", stats)
         if res.x is None:
             return None
         x = np.zeros(n)
         x[cols] = np.rint(res.x)
         return x
+
+
+def _note_limit(res: Any, solve: str, stats: dict[str, Any]) -> None:
+    """Record which limit stopped a MILP: the node limit (work, deterministic) or the
+    wall-clock safety net (machine-dependent, reported)."""
+    message = str(getattr(res, "message", ""))
+    if "Time limit" in message:
+        stats["safety_net"] = solve
+    elif res.status != 0 and "limit" in message.lower():
+        stats.setdefault("work_limit", []).append(solve)
 
 
 class _Result:
@@ -939,8 +981,9 @@ class _Result:
         admitted = tuple(order_span + [i for _, i in sorted(order_big, key=lambda t: t[0])]
                          + [i for _, i in sorted(order_small, key=lambda t: t[0])])
         cap_w = {i: cap_w[i] for i in admitted}
+        power = site.power
         objective = float(sum(job_by_id[i].weight * job_by_id[i].gpus
-                              * job_by_id[i].throughput(cap_w[i]) for i in admitted))
+                              * power.speed(job_by_id[i], cap_w[i]) for i in admitted))
         status = self.status
         if not admitted and status in ("optimal", "infeasible"):
             status = "infeasible"
@@ -1147,12 +1190,13 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
     k = 0
     t_hi = np.zeros(n)
     # chords of s over the cap grid, per (max, min, sensitivity): most jobs share them
-    chord_cache: dict[tuple[int, int, float], tuple[float, np.ndarray, np.ndarray]] = {}
+    chord_cache: dict[tuple[int, int, Any], tuple[float, np.ndarray, np.ndarray]] = {}
     for j, job in enumerate(jobs):
-        key = (job.max_cap_w, job.min_cap_w, job.sensitivity)
+        key = (job.max_cap_w, job.min_cap_w, job.curve)
         if key not in chord_cache:
-            grid = np.array(power.cap_grid_w(job.max_cap_w, job.min_cap_w)[::-1], dtype=float)
-            s = np.atleast_1d(throughput(grid, job.sensitivity))
+            # the grid plus the curve's own breakpoints: a table's chords are its points
+            grid = np.array(cap_levels_w(power, job)[::-1], dtype=float)
+            s = np.atleast_1d(power.speed(job, grid))
             slopes = np.diff(s) / np.diff(grid) if len(grid) > 1 else np.zeros(0)
             chord_cache[key] = (float(s.max()), slopes, s[:-1] - slopes * grid[:-1])
         t_max, slopes, intercepts = chord_cache[key]
@@ -1164,7 +1208,7 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
         chord_v.extend(np.column_stack([np.ones(m), -slopes]).ravel().tolist())
         chord_b.extend(intercepts.tolist())
         k += m
-    t_lo = np.array([float(throughput(j.min_cap_w, j.sensitivity)) for j in jobs])
+    t_lo = np.array([float(power.speed(j, j.min_cap_w)) for j in jobs])
     chords = sp.csr_matrix((chord_v, (chord_r, chord_c)), shape=(k, 2 * n))
     rows = sp.hstack([M, sp.csr_matrix((M.shape[0], n))]).tocsr()
     A_ub = sp.vstack([rows, chords]).tocsr()
@@ -1178,7 +1222,7 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
     res = linprog(obj, A_ub=A_ub, b_ub=b_ub, bounds=bounds, method="highs")
     if res.status != 0:
         return CapPlan({j.id: p.cap_w for j, p in zip(jobs, placements)},
-                       float(sum(wg * np.array([jb.throughput(p.cap_w) for jb, p in
+                       float(sum(wg * np.array([power.speed(jb, p.cap_w) for jb, p in
                                                 zip(jobs, placements)]))),
                        0.0, {}, [], time.perf_counter() - start, f"lp failed: {res.message}")
     cap_lp = res.x[:n]
@@ -1196,7 +1240,7 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
             duals[c.names[r]] = float(price)
     binding = sorted(duals, key=lambda name: -duals[name])
     cap_w = {job.id: int(cap) for job, cap in zip(jobs, snapped)}
-    objective = float(sum(job.weight * job.gpus * job.throughput(cap_w[job.id])
+    objective = float(sum(job.weight * job.gpus * power.speed(job, cap_w[job.id])
                           for job in jobs))
     plan = CapPlan(cap_w, objective, float(-res.fun), duals, binding,
                    time.perf_counter() - start)
