@@ -12,7 +12,7 @@ from .errors import DuplicateJobError, JobError, UnknownJobError
 from .job import Job
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .spec import Cluster
 
 __all__ = ["check_job", "check_pod", "duplicate_job", "unknown_job", "gpus_per_node_for"]
 

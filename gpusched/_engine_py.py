@@ -44,7 +44,7 @@ from ._checks import check_job, check_pod, gpus_per_node_for, unknown_job
 from .job import Job, Placement
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .spec import Cluster
 
 __all__ = ["EngineCore", "FOUND", "NO_CAPACITY", "NO_POWER"]
 

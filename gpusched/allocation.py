@@ -88,7 +88,7 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from ._checks import check_job
-from .cluster import COEF_SCALE
+from .spec import COEF_SCALE
 from .errors import AllocationError, DuplicateJobError, JobError, PlacementError
 from .job import Job, Placement
 from .power import throughput

@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 
-from ..cluster import PRESETS, Cluster
+from ..spec import PRESETS, Cluster
 from ..engine import available_backends
 
 __all__ = ["add_arguments", "run"]

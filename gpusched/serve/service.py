@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..cluster import Cluster
+from ..spec import Cluster
 from ..engine import Engine
 from ..errors import (DuplicateJobError, GpuschedError, JobError, PlacementError,
                       SnapshotError, UnknownJobError)

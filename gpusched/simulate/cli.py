@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cluster import PRESETS, Cluster
+from ..spec import PRESETS, Cluster
 from ..errors import SpecError, TraceError
 from . import SimulationResult, simulate
 from .policies import POLICIES, make_policy

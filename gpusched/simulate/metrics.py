@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cluster import COEF_SCALE
+from ..spec import COEF_SCALE
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from ..spec import Cluster
     from .events import SimJob, Simulator
 
 __all__ = ["Recorder", "summarise_jobs", "percentile"]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..cluster import Cluster
+from ..spec import Cluster
 from ..engine import Engine
 from ..errors import GpuschedError
 
