@@ -1,4 +1,4 @@
-"""Cluster-wide allocation (gpusched.allocation): the MILP, apply, and the cap LP.
+"""Cluster-wide allocation (gpusched.plan): the MILP, apply, and the cap LP.
 
 Engine-facing tests run on both backends through the ``backend`` fixture.
 """
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpusched import Cluster, DuplicateJobError, Engine, GpuschedError, Job, JobError
-from gpusched.allocation import Allocation, AllocationError, CapPlan, allocate, apply, rebalance_caps
+from gpusched.plan import Allocation, AllocationError, CapPlan, allocate, apply, rebalance_caps
 
 from .strategies import clusters, jobs as job_strategy
 from .verify import check_engine

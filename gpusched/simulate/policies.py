@@ -298,7 +298,7 @@ class Optimize(Policy):
         self.fallback_rounds = 0
         self.errors: list[str] = []
         try:
-            from .. import allocation as _allocate
+            from .. import plan as _allocate
             self._allocate: Any = _allocate
         except ImportError:  # pragma: no cover - only before gpusched.allocate exists
             self._allocate = None
