@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from gpusched import Cluster, Engine, Job
-from gpusched.allocation import allocate, apply, rebalance_caps
+from gpusched.plan import allocate, apply, rebalance_caps
 
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # mostly mid-size jobs, a tail of very large ones (a 100k-GPU site's queue)

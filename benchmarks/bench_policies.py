@@ -5,7 +5,7 @@ Workloads (the same workload builder as ``gpusched simulate``, on colossus-100k 
 * ``default``: the bundled ms-itp-2021 cluster04 window with frontier gangs (the
   default ``gpusched simulate``);
 * ``synthetic/s0..s2``: the LLM-era mix (``--trace synthetic``) with seeds 0, 1, 2;
-* ``itp/clusterNN``: each ms-itp-2021 cluster in ``/work/shared/traces/ms-itp-2021``
+* ``itp/clusterNN``: each ms-itp-2021 cluster in ``$GPUSCHED_TRACES/ms-itp-2021``
   (or ``$GPUSCHED_TRACES``), scaled like the default;
 * ``philly``: Philly VC 103959 (``philly-vc103959/philly_103959.csv``), scaled alike.
 
@@ -46,7 +46,10 @@ from gpusched.simulate.cli import build_workload  # noqa: E402
 
 POLICIES = ("optimize", "fifo", "backfill", "oblivious")
 RIVALS = ("fifo", "backfill")   # power-aware policies optimize must match or beat
-TRACES_DIR = Path(os.environ.get("GPUSCHED_TRACES", "/work/shared/traces"))
+# Where the ms-itp-2021 and Philly traces are unpacked (by default shared/traces beside
+# the checkout); absent traces are skipped and named.
+TRACES_DIR = Path(os.environ.get("GPUSCHED_TRACES",
+                                 Path(__file__).resolve().parents[2] / "shared" / "traces"))
 ITP_CLUSTERS = ("cluster01", "cluster02", "cluster03", "cluster04", "cluster05", "cluster10")
 
 

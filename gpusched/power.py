@@ -179,7 +179,7 @@ class QuadraticCurve(ThroughputCurve):
     sensitivity: float = DEFAULT_SENSITIVITY
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return f"quadratic k={self.sensitivity:g}"
 
     def speed(self, cap_w: "float | np.ndarray", tdp_w: float) -> "float | np.ndarray":

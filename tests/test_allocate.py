@@ -1,4 +1,4 @@
-"""Cluster-wide allocation (gpusched.allocation): the MILP, apply, and the cap LP.
+"""Cluster-wide allocation (gpusched.plan): the MILP, apply, and the cap LP.
 
 Engine-facing tests run on both backends through the ``backend`` fixture.
 """
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpusched import Cluster, DuplicateJobError, Engine, GpuschedError, Job, JobError
-from gpusched.allocation import Allocation, AllocationError, CapPlan, allocate, apply, rebalance_caps
+from gpusched.plan import Allocation, AllocationError, CapPlan, allocate, apply, rebalance_caps
 
 from .strategies import clusters, jobs as job_strategy
 from .verify import check_engine
@@ -388,7 +388,7 @@ def test_a_500_w_site_reads_one_curve_in_allocate_rebalance_and_simulate():
 
 def test_allocate_levels_include_a_tables_points():
     """Chords between the MILP's levels are the table's own segments."""
-    from gpusched.allocation import cap_levels_w
+    from gpusched.plan.model import cap_levels_w
     from gpusched.power import PowerModel, TabulatedCurve
 
     curve = TabulatedCurve("odd", ((0.5, 0.8), (710 / 1400, 0.81), (0.55, 0.85), (1.0, 1.0)),

@@ -62,7 +62,7 @@ def test_allocate_decides_by_work_not_by_the_clock(monkeypatch):
     running 1,000 times fast, every solve looks late, and still the answer is the same."""
     import random
 
-    from gpusched.allocation import allocate
+    from gpusched.plan import allocate
 
     cluster = Cluster.preset("colossus-100k", scale=0.1)
     rng = random.Random(0)

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-from ..cluster import Cluster
+from ..spec import Cluster
 
 __all__ = ["RequestError", "parse_json", "validate", "request_schemas", "openapi_document"]
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..cluster import Cluster
+from ..spec import Cluster
 from ..engine import Engine
 from ..errors import (DuplicateJobError, GpuschedError, JobError, PlacementError,
                       SnapshotError, UnknownJobError)
@@ -368,9 +368,9 @@ class PlacementService:
     @staticmethod
     def _allocate_module() -> Any:
         try:
-            return importlib.import_module("gpusched.allocation")
+            return importlib.import_module("gpusched.plan")
         except ImportError as exc:
-            raise RequestError(501, f"gpusched.allocation is not available: {exc}") from None
+            raise RequestError(501, f"gpusched.plan is not available: {exc}") from None
 
     def rebalance_caps(self, body: Any) -> tuple[dict[str, Any], int]:
         self.check("RebalanceRequest", body)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..bound import FluidBound
-from ..cluster import Cluster
+from ..spec import Cluster
 from .events import Simulator
 from .metrics import Recorder, summarise_jobs
 from .policies import POLICIES, Policy, make_policy

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bound import FluidBound
-from ..cluster import PRESETS, Cluster
+from ..spec import PRESETS, Cluster
 from ..errors import SpecError, TraceError
 from . import SimulationResult, simulate
 from .policies import POLICIES, make_policy

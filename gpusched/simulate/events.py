@@ -25,7 +25,7 @@ from ..power import check_curve
 from .traces import TraceJob
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from ..spec import Cluster
     from ..engine import Engine
     from .metrics import Recorder
     from .policies import Policy

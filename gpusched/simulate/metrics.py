@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..bound import FluidBound
-from ..cluster import COEF_SCALE
+from ..spec import COEF_SCALE
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from ..spec import Cluster
     from .events import SimJob, Simulator
 
 __all__ = ["Recorder", "summarise_jobs", "percentile"]

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from ..cluster import Cluster
+from ..spec import Cluster
 from ..engine import Engine
 from ..errors import GpuschedError
 
@@ -339,7 +339,7 @@ class Optimize(Policy):
         self.fallback_rounds = 0
         self.errors: list[str] = []
         try:
-            from .. import allocation as _allocate
+            from .. import plan as _allocate
             self._allocate: Any = _allocate
         except ImportError:  # pragma: no cover - only before gpusched.allocate exists
             self._allocate = None
