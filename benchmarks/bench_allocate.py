@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from gpusched import Cluster, Engine, Job
-from gpusched.allocation import allocate, apply, rebalance_caps
+from gpusched.plan import allocate, apply, rebalance_caps
 
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # mostly mid-size jobs, a tail of very large ones (a 100k-GPU site's queue)
@@ -71,7 +71,8 @@ def queue_asking(target_w: float, seed: int) -> list[Job]:
 
 def delivered(placements: dict[str, Any] | list, jobs: dict[str, Job]) -> float:
     items = placements.values() if isinstance(placements, dict) else placements
-    return sum(jobs[p.job_id].weight * jobs[p.job_id].gpus * jobs[p.job_id].throughput(p.cap_w)
+    return sum(jobs[p.job_id].weight * jobs[p.job_id].gpus
+               * jobs[p.job_id].throughput(p.cap_w, 700)   # colossus: H100, 700 W TDP
                for p in items if p is not None)
 
 

@@ -3,8 +3,8 @@
 The public names, nothing else; see README.md for a tour.
 """
 
-from .allocation import Allocation, CapPlan, allocate, apply, rebalance_caps
-from .cluster import Cluster, Constraints
+from .plan import Allocation, CapPlan, allocate, apply, rebalance_caps
+from .spec import Cluster, Constraints
 from .engine import Engine, Explanation, available_backends
 from .errors import (
     AllocationError,

@@ -12,7 +12,7 @@ from .errors import DuplicateJobError, JobError, UnknownJobError
 from .job import Job
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .spec import Cluster
 
 __all__ = ["check_job", "check_pod", "check_batch", "check_release_batch", "duplicate_job",
            "duplicate_in_batch", "released_twice", "unknown_job", "gpus_per_node_for"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .spec import Cluster
     from .job import Job, Placement
 
 __all__ = ["EngineCoreAPI", "SearchAnswer", "CORE_METHODS"]

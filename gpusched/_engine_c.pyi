@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 from typing_extensions import disjoint_base
 
-from .cluster import Cluster
+from .spec import Cluster
 from .job import Job, Placement
 
 #: True in a GPUSCHED_DEBUG_BUILD=1 build (bounds and wrap-around checks on)

@@ -48,7 +48,7 @@ from ._checks import (check_batch, check_job, check_pod, check_release_batch,
 from .job import Job, Placement
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .spec import Cluster
 
 __all__ = ["EngineCore", "FOUND", "NO_CAPACITY", "NO_POWER"]
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .cluster import PRESETS, Cluster
+from .spec import PRESETS, Cluster
 from .engine import Engine, available_backends
 from .errors import GpuschedError
 from .job import Job

@@ -26,7 +26,7 @@ import numpy as np
 from . import _engine_py
 from ._core import EngineCoreAPI, SearchAnswer
 from ._checks import check_job, check_pod, gpus_per_node_for
-from .cluster import COEF_SCALE, Cluster
+from .spec import COEF_SCALE, Cluster
 from .errors import BackendError, JobError, NotAClusterError, PlacementError, SnapshotError
 from .job import Job, Placement
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import JobError
-from .power import DEFAULT_SENSITIVITY, throughput
+from .power import DEFAULT_SENSITIVITY, QuadraticCurve, ThroughputCurve, resolve_curve
 
 __all__ = ["Job", "Placement"]
 
@@ -43,13 +43,19 @@ class Job:
     weight : float, default 1.0
         Importance in the cluster-wide objective sum(weight * gpus * s(cap)).
     sensitivity : float, default 1.25
-        k in s(cap) = 1 - k (1 - cap/700)^2: how much throughput a lower cap costs.
+        k in s(cap) = 1 - k (1 - cap/TDP)^2: how much throughput a lower cap costs.
+    curve : None, str, dict or ThroughputCurve, default None
+        The job's throughput curve s(cap / TDP).  None is the quadratic proxy with
+        ``sensitivity``; a name picks a bundled measured curve (``"h100-mayr2026"``,
+        ``gpusched.power.CURVES``); a dict is a curve's ``to_json()``.  The default
+        stays the proxy so that existing snapshots and jobs keep their numbers; the
+        TDP it is read at is always the site's (``PowerModel.speed``).
 
     Checks that need no cluster (types, finiteness, min <= max) happen here; the engine
     checks the rest (node size, the cap range of its power model) before touching state.
     """
 
-    __slots__ = ("id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity")
+    __slots__ = ("id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity", "curve")
 
     id: str
     gpus: int
@@ -57,10 +63,11 @@ class Job:
     min_cap_w: int
     weight: float
     sensitivity: float
+    curve: ThroughputCurve
 
     def __init__(self, id: str, gpus: int, *, max_cap_w: int = 700,
                  min_cap_w: int | None = None, weight: float = 1.0,
-                 sensitivity: float = DEFAULT_SENSITIVITY) -> None:
+                 sensitivity: float = DEFAULT_SENSITIVITY, curve: Any = None) -> None:
         if type(id) is not str:
             # Exactly str: a subclass can run code of its own in __hash__ and __eq__
             # whenever the engine looks the id up, even between a search and its commit,
@@ -88,6 +95,12 @@ class Job:
                     or not math.isfinite(value) or value < 0):
                 raise JobError(f"Job {id!r}: {name}={value!r} must be a finite number >= 0",
                                field=name)
+        try:
+            resolved = resolve_curve(curve, float(sensitivity))
+        except JobError as exc:
+            raise JobError(f"Job {id!r}: {exc}", field=exc.field or "curve") from None
+        if isinstance(resolved, QuadraticCurve):
+            sensitivity = resolved.sensitivity
         set_ = object.__setattr__
         set_(self, "id", id)
         set_(self, "gpus", gpus)
@@ -95,6 +108,7 @@ class Job:
         set_(self, "min_cap_w", min_cap)
         set_(self, "weight", float(weight))
         set_(self, "sensitivity", float(sensitivity))
+        set_(self, "curve", resolved)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Job is immutable; use job.replace({name}=...)")
@@ -115,23 +129,28 @@ class Job:
     def rigid(self) -> bool:
         return self.min_cap_w == self.max_cap_w
 
-    def throughput(self, cap_w: float) -> float:
-        """s(cap) for this job's sensitivity."""
-        return float(throughput(cap_w, self.sensitivity))
+    def throughput(self, cap_w: float, tdp_w: float) -> float:
+        """s(cap) on this job's curve for a GPU of ``tdp_w`` (``cluster.power.gpu_tdp_w``;
+        ``PowerModel.speed(job, cap)`` reads it from the site)."""
+        return float(self.curve.speed(cap_w, tdp_w))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "gpus": self.gpus, "max_cap_w": self.max_cap_w,
-                "min_cap_w": self.min_cap_w, "weight": self.weight,
-                "sensitivity": self.sensitivity}
+        out = {"id": self.id, "gpus": self.gpus, "max_cap_w": self.max_cap_w,
+               "min_cap_w": self.min_cap_w, "weight": self.weight,
+               "sensitivity": self.sensitivity}
+        if not isinstance(self.curve, QuadraticCurve):
+            out["curve"] = self.curve.to_json()  # absent for the proxy: old snapshots match
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Job":
         if not isinstance(data, dict):
             raise JobError(f"a job must be a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity"}
+        unknown = set(data) - {"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity",
+                               "curve"}
         if unknown:
             raise JobError(f"unknown job field(s) {sorted(unknown)}; valid: id, gpus, "
-                           "max_cap_w, min_cap_w, weight, sensitivity",
+                           "max_cap_w, min_cap_w, weight, sensitivity, curve",
                            field=sorted(unknown)[0])
         if "id" not in data or "gpus" not in data:
             raise JobError(f"a job needs 'id' and 'gpus', got fields {sorted(data)}",

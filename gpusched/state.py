@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import SnapshotError
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from .spec import Cluster
     from .engine import Engine
 
 __all__ = ["STATE_FORMAT", "save_engine", "load_engine", "write_atomic", "encode_state",

@@ -1,4 +1,4 @@
-"""Cluster-wide allocation (gpusched.allocation): the MILP, apply, and the cap LP.
+"""Cluster-wide allocation (gpusched.plan): the MILP, apply, and the cap LP.
 
 Engine-facing tests run on both backends through the ``backend`` fixture.
 """
@@ -14,14 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpusched import Cluster, DuplicateJobError, Engine, GpuschedError, Job, JobError
-from gpusched.allocation import Allocation, AllocationError, CapPlan, allocate, apply, rebalance_caps
+from gpusched.plan import Allocation, AllocationError, CapPlan, allocate, apply, rebalance_caps
 
 from .strategies import clusters, jobs as job_strategy
 from .verify import check_engine
 
 
 def value(job: Job, cap_w: int) -> float:
-    return job.weight * job.gpus * job.throughput(cap_w)
+    return job.weight * job.gpus * job.throughput(cap_w, 700)  # every site here is H100
 
 
 def delivered(placements, jobs) -> float:
@@ -113,8 +113,9 @@ def test_pod_and_job_classes_lose_nothing(seed):
     # within 8 s is a lower bound on the optimum and its bound an upper one, which is all
     # the two assertions below need.
     exact = allocate(engine, queue, aggregate=False, mip_rel_gap=1e-4, time_limit_s=8,
-                     exact_max_vars=10**9)
-    grouped = allocate(engine, queue, mip_rel_gap=1e-4, time_limit_s=30, exact_max_vars=10**9)
+                     node_limit=10**9, exact_max_vars=10**9)
+    grouped = allocate(engine, queue, mip_rel_gap=1e-4, time_limit_s=30, node_limit=10**9,
+                       exact_max_vars=10**9)
     assert exact.method == "exact" and exact.stats["pod_classes"] == cluster.num_pods
     assert grouped.status == "optimal" and grouped.stats["pod_classes"] < cluster.num_pods
     assert grouped.objective >= exact.objective * (1 - 1e-4) - 1e-6
@@ -126,8 +127,10 @@ def test_lp_fix_is_close_to_the_full_milp():
     rng = random.Random(7)
     queue = random_queue(rng, 60, [8, 16, 64, 128, 256, 512, 1024, 2048], [400, 500, 700])
     engine = Engine(cluster)
-    full = allocate(engine, queue, time_limit_s=60, mip_rel_gap=1e-6, exact_max_vars=10**9)
-    fixed = allocate(engine, queue, time_limit_s=60, mip_rel_gap=1e-6, exact_max_vars=0)
+    full = allocate(engine, queue, time_limit_s=60, node_limit=10**9, mip_rel_gap=1e-6,
+                    exact_max_vars=10**9)
+    fixed = allocate(engine, queue, time_limit_s=60, node_limit=10**9, mip_rel_gap=1e-6,
+                     exact_max_vars=0)
     assert fixed.method == "lp-fix"
     assert fixed.objective <= full.objective + 1e-6
     assert fixed.objective >= 0.98 * full.objective
@@ -148,7 +151,7 @@ def test_apply_places_every_admitted_job_on_colossus(backend):
     queue = random_queue(rng, 120, [1, 2, 4, 8, 16, 64, 256, 512, 1024, 4096],
                          [350, 500, 700], prefix="q")
     allocation = allocate(engine, queue)
-    assert allocation.status in ("optimal", "time_limit")
+    assert allocation.status in ("optimal", "work_limit", "time_limit")
     assert allocation.spans, "expected some job to span pods"
     before = len(engine)
     placed = apply(engine, allocation)
@@ -344,3 +347,57 @@ def test_allocate_then_apply_keeps_every_row(instance):
     assert all(price >= 0 for price in plan.duals.values())
     plan.apply(engine)
     check_engine(engine)
+
+
+# ---- one curve, one TDP: the allocator and the simulator read the same s ----------------
+
+def test_a_500_w_site_reads_one_curve_in_allocate_rebalance_and_simulate():
+    """On a GPU of 500 W TDP, s(cap) is the job's curve at cap / 500, everywhere."""
+    from gpusched.power import H100_CURVE, throughput
+    from gpusched.simulate import TraceJob, simulate
+
+    spec = {"name": "tdp-500", "power": {"gpu_tdp_w": 500, "cap_min_w": 150,
+                                         "cap_max_w": 500, "gpu_idle_w": 50},
+            "facility": {"name": "facility", "it_limit_w": 1e9},
+            "halls": [{"name": "hall-1", "switchboard_w": 1e9, "cooling_w": 1e9}],
+            "rows": [{"name": "row-1", "hall": "hall-1", "busway_w": 1e9}],
+            "pods": [{"name": "pod-1"}],
+            "racks": [{"name": "rack-0", "row": "row-1", "pod": "pod-1", "kind": "air",
+                       "nodes": 2, "feed_w": 1e9, "air_cooling_w": 1e9}]}
+    cluster = Cluster.from_dict(spec)
+    power = cluster.power
+    for curve, s_400 in ((H100_CURVE, float(H100_CURVE.speed(0.8 * 700, 700))),
+                         (None, float(throughput(560, 1.25, 700)))):
+        job = Job("a", 8, max_cap_w=400, min_cap_w=400, curve=curve)
+        assert power.speed(job, 400) == pytest.approx(s_400)   # 400 / 500 = 0.8 of TDP
+        assert power.speed(job, 400) != pytest.approx(job.throughput(400, 700))
+        engine = Engine(cluster)
+        allocation = allocate(engine, [job])
+        assert allocation.cap_w == {"a": 400}
+        assert allocation.objective == pytest.approx(8 * s_400)
+        apply(engine, allocation)
+        assert rebalance_caps(engine).objective == pytest.approx(8 * s_400)
+        trace = [TraceJob("a", 0.0, 1000.0, 8, min_cap_w=400, max_cap_w=400,
+                          curve=None if curve is None else curve.name)]
+        result = simulate(cluster, trace, "optimize", keep_jobs=True)
+        assert result.jobs[0]["finish_s"] == pytest.approx(1000.0 / s_400)
+        # the bound reads it too: 16 GPUs' worth of work with 8 GPUs present = 8 x s
+        assert result.metrics["totals"]["delivered_gpu_hours"] == pytest.approx(
+            8 * s_400 * (1000.0 / s_400) / 3600, abs=0.05)
+
+
+def test_allocate_levels_include_a_tables_points():
+    """Chords between the MILP's levels are the table's own segments."""
+    from gpusched.plan.model import cap_levels_w
+    from gpusched.power import PowerModel, TabulatedCurve
+
+    curve = TabulatedCurve("odd", ((0.5, 0.8), (710 / 1400, 0.81), (0.55, 0.85), (1.0, 1.0)),
+                           "test")
+    power = PowerModel(cap_step_w=50)
+    job = Job("a", 8, max_cap_w=700, min_cap_w=350, curve=curve)
+    levels = cap_levels_w(power, job)
+    assert 385 in levels and 355 in levels and levels == sorted(levels, reverse=True)
+    engine = Engine(Cluster.preset("tiny"))
+    allocation = allocate(engine, [job])
+    assert allocation.objective == pytest.approx(8 * float(curve.speed(allocation.cap_w["a"],
+                                                                       700)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpusched import Cluster, SpecError
-from gpusched.cluster import PRESETS
+from gpusched.spec import PRESETS
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pickle
 import pytest
 
 from gpusched import Cluster, Engine, Job
-from gpusched.cluster import PRESETS
+from gpusched.spec import PRESETS
 from gpusched.errors import DuplicateJobError
 
 from .conftest import both_backends

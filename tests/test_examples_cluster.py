@@ -76,7 +76,7 @@ def test_every_key_of_the_example_is_documented() -> None:
 
 
 def test_every_key_the_validator_accepts_is_documented() -> None:
-    from gpusched import cluster as spec
+    from gpusched.spec import schema as spec
     from gpusched.power import PowerModel
     accepted = set(spec._SPEC_KEYS)
     for table, keys in (("facility", spec._FACILITY_KEYS), ("halls", spec._HALL_KEYS),

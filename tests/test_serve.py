@@ -219,7 +219,7 @@ def test_allocate_endpoints_follow_the_allocate_module(served):
     client.post("/v1/place", json={"job": {"id": "a", "gpus": 64, "min_cap_w": 300}},
                 headers=AUTH)
     reply = client.post("/v1/rebalance-caps", json={"apply": False}, headers=AUTH)
-    if importlib.util.find_spec("gpusched.allocation") is None:
+    if importlib.util.find_spec("gpusched.plan") is None:
         assert reply.status_code == 501 and "allocate" in reply.json()["error"]
         assert client.post("/v1/allocate", json={"queue": []},
                            headers=AUTH).status_code == 501
@@ -373,8 +373,8 @@ def test_journal_write_requires_recover(tmp_path):
     journal.close()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gpusched.allocation") is None,
-                    reason="gpusched.allocation is not in this tree")
+@pytest.mark.skipif(importlib.util.find_spec("gpusched.plan") is None,
+                    reason="gpusched.plan is not in this tree")
 def test_allocate_and_rebalance_apply_are_journaled(tmp_path, array, backend):
     service = PlacementService(array, tmp_path / "s", backend=backend)
     with TestClient(create_app(service, token=TOKEN, close_on_shutdown=False)) as client:

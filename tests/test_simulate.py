@@ -214,3 +214,37 @@ def test_synthetic_mix_is_seeded_and_has_the_three_classes():
     assert all(j.gpus <= 64 and j.duration_s >= 600 for j in kinds["small"])
     small_median_h = np.median([j.duration_s for j in kinds["small"]]) / 3600
     assert small_median_h == pytest.approx(2.93, rel=0.1)   # ITP 2021 median
+
+
+# ---- optimize while the site drains for a gang (issue 14's diagnosis) ------------------
+
+def flexible(job_id: str, submit_s: float, duration_s: float, gpus: int) -> TraceJob:
+    return TraceJob(job_id, submit_s, duration_s, gpus, min_cap_w=350, max_cap_w=700)
+
+
+def test_optimize_starts_the_gang_it_drains_for_when_its_gpus_free():
+    # 3 nodes.  A and B (rigid, 8 GPUs) hold two; the head H (16 GPUs) has waited past
+    # max_wait_s, so rounds drain for it (1-GPU arrivals every 500 s keep rounds
+    # coming).  A ends at 5,000 s: H must start then, not at the next round (5,410 s
+    # with 900 s rounds).  The facility is near full while A and B run, so no fast
+    # path starts H.
+    jobs = [rigid("A", 0, 5000, 8), rigid("B", 0, 50_000, 8), flexible("H", 10, 3600, 16)]
+    jobs += [flexible(f"x{i}", 100 + 500 * i, 600, 1) for i in range(10)]
+    result = simulate(site(3, 19_700), jobs, Optimize(round_interval_s=900, max_wait_s=100),
+                      horizon_s=8000, keep_jobs=True)
+    assert by_id(result)["H"]["start_s"] == 5000
+    assert result.metrics["policy_info"]["drain_event_starts"] == 1
+
+
+def test_optimize_gives_the_watts_of_a_drain_to_running_jobs():
+    # A (rigid, ends 4,000 s) and C (rigid) leave B room for 450 W only.  H (24 GPUs)
+    # needs all three nodes, so the site drains for it and D (8 GPUs) may not start
+    # when A ends.  The watts A leaves then go to B: its cap rises to 700 W.
+    jobs = [rigid("A", 0, 4000, 8), rigid("C", 0, 50_000, 8), flexible("B", 1, 50_000, 8),
+            flexible("H", 5, 3600, 24), flexible("D", 6, 3600, 8)]
+    result = simulate(site(3, 23_200), jobs, Optimize(max_wait_s=100), horizon_s=10_000,
+                      keep_jobs=True)
+    records = by_id(result)
+    assert records["B"]["first_cap_w"] == 450
+    assert records["B"]["cap_w"] == 700
+    assert records["D"]["start_s"] is None and records["H"]["start_s"] is None

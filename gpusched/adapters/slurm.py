@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..cluster import Cluster
+from ..spec import Cluster
 from ..errors import SpecError
 from ..job import Placement
 

@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from ..cluster import PRESETS, Cluster
+from ..spec import PRESETS, Cluster
 from ..engine import available_backends
 from ..errors import GpuschedError
 
@@ -84,7 +84,7 @@ def guarded_protocol(base: type, *, max_connections: int, idle_timeout_s: float)
     by the app's own body timeout.
     """
 
-    class Guarded(base):  # type: ignore[misc, valid-type]
+    class Guarded(base):
         _idle_timer: Any = None
 
         def connection_made(self, transport: Any) -> None:
@@ -238,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
           f"({service.recovered_entries} journal entries replayed); listening on "
           f"http://{host}:{port}{' (token required)' if token else ''}", flush=True)
     max_connections = connection_budget(args.max_connections)
+    base: type[Any]
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     except ImportError:  # httptools is optional: fall back to h11

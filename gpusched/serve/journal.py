@@ -266,6 +266,7 @@ class Journal:
 
     def _cut_partial(self, exc: OSError) -> None:
         """Remove the bytes of a failed append, or stop appending if that fails too."""
+        assert self._fd is not None  # only called for an append on the open file
         try:
             os.ftruncate(self._fd, self._size)
         except OSError as cut:

@@ -17,8 +17,8 @@ import json
 import math
 from typing import Any
 
-from ..cluster import Cluster
 from ..errors import GpuschedError
+from ..spec import Cluster
 
 __all__ = ["RequestError", "parse_json", "validate", "request_schemas", "openapi_document"]
 

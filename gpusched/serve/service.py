@@ -29,18 +29,20 @@ from typing import Any, Callable
 import numpy as np
 
 from .._checks import check_job
-from ..cluster import Cluster
+from ..spec import Cluster
 from ..engine import Engine
 from ..errors import (DuplicateJobError, GpuschedError, JobError, PlacementError,
                       ServiceError, SnapshotError, UnknownJobError)
 from ..job import Job, Placement
+from ..power import check_curve
 from .journal import Journal
 from .schemas import RequestError, request_schemas, resolve, validate
 
 __all__ = ["PlacementService"]
 
 # The fields of a Job, as JobError.field names them: they sit inside the job's body.
-_JOB_FIELDS = frozenset({"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity"})
+_JOB_FIELDS = frozenset({"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity",
+                         "curve"})
 
 
 def _request_field(field: str | None, where: str) -> str | None:
@@ -374,9 +376,9 @@ class PlacementService:
     @staticmethod
     def _allocate_module() -> Any:
         try:
-            return importlib.import_module("gpusched.allocation")
+            return importlib.import_module("gpusched.plan")
         except ImportError as exc:
-            raise RequestError(501, f"gpusched.allocation is not available: {exc}") from None
+            raise RequestError(501, f"gpusched.plan is not available: {exc}") from None
 
     def rebalance_caps(self, body: Any) -> tuple[dict[str, Any], int]:
         self.check("RebalanceRequest", body)
@@ -427,6 +429,7 @@ class PlacementService:
         for i, job in enumerate(queue):
             try:
                 check_job(self.cluster, job, ())
+                check_curve(self.cluster.power, job)
             except JobError as exc:
                 raise _job_error(exc, f"body.queue[{i}]") from None
         time_limit_s = float(body.get("time_limit_s", 1.0))

@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..cluster import Cluster
+from ..bound import FluidBound
+from ..spec import Cluster
 from .events import Simulator
 from .metrics import Recorder, summarise_jobs
 from .policies import POLICIES, Policy, make_policy
@@ -47,7 +48,8 @@ class SimulationResult:
         ``policy`` (its parameters and counters), ``wall_s``.
     series : dict of ndarray
         The state after every instant: ``t_s``, ``facility_w``, ``hall_w`` (one column
-        per hall), ``busy_gpus``, ``work_gpus``, ``frag_gpus``, ``violated_rows``.
+        per hall), ``busy_gpus``, ``work_gpus``, ``frag_gpus``, ``violated_rows``,
+        ``bound_gpus`` (the fluid bound of the jobs present, gpusched.bound).
     rack_power_at_peak_w : ndarray of int64
         Rack powers at the instant of peak facility power (for the floor map).
     jct_s : ndarray
@@ -77,7 +79,7 @@ class SimulationResult:
 def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = "optimize",
              *, horizon_s: float | None = None,
              progress: Callable[[float], None] | None = None,
-             keep_jobs: bool = False) -> SimulationResult:
+             keep_jobs: bool = False, bound: FluidBound | None = None) -> SimulationResult:
     """Replay ``jobs`` on ``cluster`` under ``policy`` and measure the run.
 
     Parameters
@@ -98,13 +100,16 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
         Called now and then with the simulated time (the CLI's tqdm bar).
     keep_jobs : bool
         Also return one record per job (id, gpus, submit, start, finish, caps).
+    bound : FluidBound, optional
+        The cluster's fluid bound (``gpusched.bound``), to share its cache between runs
+        on one cluster; a new one by default.
 
     Returns
     -------
     SimulationResult
     """
     pol = make_policy(policy) if isinstance(policy, str) else policy
-    recorder = Recorder(cluster)
+    recorder = Recorder(cluster, bound)
     horizon = math.inf if horizon_s is None else float(horizon_s)
     wall = time.perf_counter()
     sim = Simulator(cluster, list(jobs), pol, recorder, horizon_s=horizon, progress=progress)
@@ -118,6 +123,7 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
         "peaks": recorder.peaks(),
         "violations": recorder.violations(),
         "policy_info": {**pol.describe(), "power_aware": pol.power_aware},
+        "bound_info": recorder.bound.describe(),
         "end_s": end_s,
         "wall_s": round(wall, 3),
     }

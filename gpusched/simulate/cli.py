@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cluster import PRESETS, Cluster
+from ..bound import FluidBound
+from ..spec import PRESETS, Cluster
 from ..errors import SpecError, TraceError
 from . import SimulationResult, simulate
 from .policies import POLICIES, make_policy
@@ -146,6 +147,12 @@ def _rows(results: list[SimulationResult]) -> list[tuple[str, list[str]]]:
         ("GPU utilisation", [f"{pick(r, 'totals', 'utilisation'):.1%}" for r in results]),
         ("delivered GPU-hours x s", [_fmt(pick(r, "totals", "delivered_gpu_hours"))
                                      for r in results]),
+        ("fluid bound GPU-hours x s", [_fmt(pick(r, "totals", "bound_gpu_hours"))
+                                       for r in results]),
+        ("fraction of bound (saturated)", [
+            f"{_fmt(pick(r, 'totals', 'fraction_of_bound'), '.1%')} "
+            f"({_fmt(pick(r, 'totals', 'fraction_of_bound_saturated'), '.1%')})"
+            for r in results]),
         ("mean s(cap) of busy GPUs", [_fmt(pick(r, "totals", "mean_speed"), ".3f")
                                       for r in results]),
         ("energy (MWh)", [_fmt(pick(r, "totals", "energy_mwh"), ",.0f") for r in results]),
@@ -230,8 +237,9 @@ def run(args: argparse.Namespace) -> int:
           f"{args.hours:g} h; policies {', '.join(policies)}", file=sys.stderr)
     results = []
     started = time.perf_counter()
+    bound = FluidBound(cluster)  # one cache of bound LPs for every policy of the run
     for name in policies:
-        results.append(_run_one(cluster, jobs, name, horizon_s, not args.no_progress))
+        results.append(_run_one(cluster, jobs, name, horizon_s, not args.no_progress, bound))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"cluster": cluster.summary(), "workload": info,
@@ -249,9 +257,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: float,
-             show_progress: bool) -> SimulationResult:
+             show_progress: bool, bound: FluidBound | None = None) -> SimulationResult:
     if not show_progress:
-        return simulate(cluster, jobs, policy, horizon_s=horizon_s)
+        return simulate(cluster, jobs, policy, horizon_s=horizon_s, bound=bound)
     from tqdm import tqdm
 
     hours = horizon_s / 3600
@@ -262,4 +270,5 @@ def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: flo
             bar.n = round(min(now_s, horizon_s) / 3600, 2)
             bar.refresh()
 
-        return simulate(cluster, jobs, policy, horizon_s=horizon_s, progress=progress)
+        return simulate(cluster, jobs, policy, horizon_s=horizon_s, progress=progress,
+                        bound=bound)

@@ -5,7 +5,8 @@ taken together (finishes first, so their GPUs are free for the arrivals), then t
 policy schedules once, then the metrics sample the new state, which holds until the
 next instant.  Nothing random happens here: one input, one output.
 
-A job's run time at cap p is ``duration_s / s(p)`` (``gpusched.power.throughput``).
+A job's run time at cap p is ``duration_s / s(p)``, s read from the job's own curve at the
+site's TDP (``PowerModel.speed``: the allocator reads the same).
 Its cap may change while it runs (``rebalance_caps``); the work it has left is then
 carried over and its finish event is re-pushed.  Stale finish events are recognised by
 a version number and skipped (lazy deletion keeps the heap simple).
@@ -18,12 +19,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..bound import job_class_key
 from ..job import Job, Placement
-from ..power import throughput
+from ..power import check_curve
 from .traces import TraceJob
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from ..spec import Cluster
     from ..engine import Engine
     from .metrics import Recorder
     from .policies import Policy
@@ -113,14 +115,19 @@ class Simulator:
         #: Bumped whenever the engine's state changes, so the recorder can skip instants
         #: that changed nothing (an arrival that only joins the queue).
         self.state_version = 0
-        self._tdp_w = cluster.power.gpu_tdp_w
-        self._speeds: dict[tuple[int, float], float] = {}
+        #: GPUs of the jobs present (queued or running), by fluid-bound job class, and a
+        #: counter bumped when they change (the recorder re-reads the bound then).
+        self.present_gpus: dict[tuple, int] = {}
+        self.present_version = 0
+        self._power = cluster.power
+        self._speeds: dict[tuple[int, Any], float] = {}
         for spec in jobs:
             if spec.submit_s >= self.horizon_s:
                 continue
             job = Job(spec.id, spec.gpus, max_cap_w=spec.max_cap_w,
                       min_cap_w=spec.min_cap_w, weight=spec.weight,
-                      sensitivity=spec.sensitivity)
+                      sensitivity=spec.sensitivity, curve=spec.curve)
+            check_curve(cluster.power, job)
             sim_job = SimJob(spec, job)
             self.all_jobs.append(sim_job)
             self.events.push(spec.submit_s, ARRIVAL, sim_job)
@@ -128,10 +135,10 @@ class Simulator:
     # ---- what policies call --------------------------------------------------------
 
     def _speed(self, sim_job: SimJob, cap_w: int) -> float:
-        key = (cap_w, sim_job.spec.sensitivity)
+        key = (cap_w, sim_job.job.curve)
         speed = self._speeds.get(key)
         if speed is None:  # few distinct caps: compute each s(cap) once
-            speed = self._speeds[key] = float(throughput(cap_w, key[1], self._tdp_w))
+            speed = self._speeds[key] = float(self._power.speed(sim_job.job, cap_w))
         return speed
 
     def start(self, sim_job: SimJob, placement: Placement) -> None:
@@ -189,6 +196,12 @@ class Simulator:
         sim_job.work_left_s = 0.0
         self.done.append(sim_job)
         self.finished_since_round += 1
+        self._present(sim_job, -1)
+
+    def _present(self, sim_job: SimJob, sign: int) -> None:
+        key = job_class_key(sim_job.job)
+        self.present_gpus[key] = self.present_gpus.get(key, 0) + sign * sim_job.gpus
+        self.present_version += 1
 
     def run(self) -> None:
         """Process events up to the horizon; the recorder sees every new state."""
@@ -206,6 +219,7 @@ class Simulator:
                     self._finish(payload)
                 elif kind == ARRIVAL:
                     self.queue.append(payload)
+                    self._present(payload, 1)
                 else:
                     self.round_pending = False
                 reasons |= 1 << kind

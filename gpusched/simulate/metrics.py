@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cluster import COEF_SCALE
+from ..bound import FluidBound
+from ..spec import COEF_SCALE
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from ..spec import Cluster
     from .events import SimJob, Simulator
 
 __all__ = ["Recorder", "summarise_jobs", "percentile"]
@@ -35,9 +36,17 @@ def percentile(values: np.ndarray, q: float) -> float | None:
 class Recorder:
     """Integrates the state of one run over time; see the module docstring."""
 
-    def __init__(self, cluster: "Cluster") -> None:
+    def __init__(self, cluster: "Cluster", bound: "FluidBound | None" = None) -> None:
         c = cluster.constraints
         self.cluster = cluster
+        self.bound = FluidBound(cluster) if bound is None else bound
+        self._present_seen = -1
+        self._bound_now = 0.0
+        self._saturated_now = False
+        self.bound_gpu_s = 0.0         # integral of the fluid bound (GPU-equivalents)
+        self.saturated_s = 0.0         # time the jobs present asked for every GPU
+        self.saturated_bound_gpu_s = 0.0
+        self.saturated_work_gpu_s = 0.0
         units = c.A.tocsr(copy=True)
         units.data = np.rint(units.data * COEF_SCALE)
         self._A_units = units.astype(np.int64)
@@ -71,7 +80,8 @@ class Recorder:
         self._last: tuple[float, float, float, float, int, float, np.ndarray | None] | None = None
         self.series: dict[str, list[Any]] = {"t_s": [], "facility_w": [], "busy_gpus": [],
                                              "work_gpus": [], "frag_gpus": [],
-                                             "violated_rows": [], "hall_w": []}
+                                             "violated_rows": [], "hall_w": [],
+                                             "bound_gpus": []}
 
     def sample(self, t: float, sim: "Simulator") -> None:
         """Account for the state since the last sample, then take the state at ``t``."""
@@ -79,6 +89,11 @@ class Recorder:
             dt = t - self._last_t
             if dt > 0:
                 facility_w, busy, work, frag, n_viol, excess_w, viol_kinds = self._last
+                self.bound_gpu_s += self._bound_now * dt
+                if self._saturated_now:
+                    self.saturated_s += dt
+                    self.saturated_bound_gpu_s += self._bound_now * dt
+                    self.saturated_work_gpu_s += work * dt
                 self.energy_ws += facility_w * dt
                 self.busy_gpu_s += busy * dt
                 self.work_gpu_s += work * dt
@@ -88,7 +103,13 @@ class Recorder:
                     self.excess_ws += excess_w * dt
                     self.violation_row_s_by_kind += viol_kinds * dt  # type: ignore[operator]
         self._last_t = t
-        if sim.state_version == self._seen_version and t != sim.horizon_s:
+        present_changed = sim.present_version != self._present_seen
+        if present_changed:
+            self._present_seen = sim.present_version
+            self._bound_now = self.bound(sim.present_gpus)
+            self._saturated_now = sum(sim.present_gpus.values()) >= self.cluster.num_gpus
+        if (sim.state_version == self._seen_version and not present_changed
+                and t != sim.horizon_s):
             return  # nothing placed, released or re-capped: the state is the same
         self._seen_version = sim.state_version
         engine = sim.engine
@@ -132,6 +153,7 @@ class Recorder:
         s["frag_gpus"].append(frag)
         s["violated_rows"].append(n_viol)
         s["hall_w"].append(hall_w)
+        s["bound_gpus"].append(self._bound_now)
         self._last = (facility_w, busy, work, frag, n_viol, excess_w, viol_kinds)
 
     # ---- summaries ------------------------------------------------------------------
@@ -184,7 +206,24 @@ class Recorder:
                 "mean_speed": round(self.work_gpu_s / self.busy_gpu_s, 4)
                 if self.busy_gpu_s else None,
                 "fragmented_gpus_mean": round(self.frag_gpu_s / span, 1),
-                "fragmented_gpus_max": self.max_frag_gpus}
+                "fragmented_gpus_max": self.max_frag_gpus,
+                **self.bound_totals()}
+
+    def bound_totals(self) -> dict[str, Any]:
+        """Delivered work against the fluid bound (gpusched.bound), overall and saturated.
+
+        "Saturated" is the time when the jobs present asked for at least every GPU of
+        the site: there, only the policy (not the lack of work) keeps work below it.
+        """
+        def frac(a: float, b: float) -> float | None:
+            return round(a / b, 4) if b > 0 else None
+
+        return {"bound_gpu_hours": round(self.bound_gpu_s / 3600, 1),
+                "fraction_of_bound": frac(self.work_gpu_s, self.bound_gpu_s),
+                "saturated_h": round(self.saturated_s / 3600, 3),
+                "saturated_bound_gpu_hours": round(self.saturated_bound_gpu_s / 3600, 1),
+                "fraction_of_bound_saturated": frac(self.saturated_work_gpu_s,
+                                                    self.saturated_bound_gpu_s)}
 
 
 def _stats_h(values: np.ndarray) -> dict[str, float | None]:

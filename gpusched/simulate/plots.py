@@ -43,10 +43,11 @@ def _steps(t: np.ndarray, y: np.ndarray, points: int = 3000) -> tuple[np.ndarray
 
 
 def plot_power(results: "Sequence[SimulationResult]", path: str | os.PathLike[str]) -> Path:
-    """Facility and hall power (MW) against their limits, and GPU utilisation (%)."""
+    """Facility and hall power (MW) against their limits, GPU utilisation (%), and the
+    work delivered (GPU-equivalents, sum of GPUs x s) against the fluid bound."""
     first = results[0]
-    fig, (ax_f, ax_h, ax_u) = plt.subplots(3, 1, figsize=(10, 9), sharex=True,
-                                           gridspec_kw={"height_ratios": [3, 2, 2]})
+    fig, (ax_f, ax_h, ax_u, ax_w) = plt.subplots(
+        4, 1, figsize=(10, 11), sharex=True, gridspec_kw={"height_ratios": [3, 2, 2, 2]})
     c = first.cluster.constraints
     facility = [i for i, k in enumerate(c.kinds) if k == "facility"]
     halls = [i for i, k in enumerate(c.kinds) if k == "hall"]
@@ -60,6 +61,14 @@ def plot_power(results: "Sequence[SimulationResult]", path: str | os.PathLike[st
         ax_h.step(t, y, where="post", color=color, lw=1.2, label=f"{res.policy}: busiest hall")
         t, y = _steps(t_h, 100 * res.series["busy_gpus"] / res.cluster.num_gpus)
         ax_u.step(t, y, where="post", color=color, lw=1.2, label=res.policy)
+        frac = res.metrics["totals"].get("fraction_of_bound")
+        t, y = _steps(t_h, res.series["work_gpus"] / 1e3)
+        ax_w.step(t, y, where="post", color=color, lw=1.2,
+                  label=f"{res.policy}" + ("" if frac is None else f" ({frac:.1%} of bound)"))
+        if "bound_gpus" in res.series:
+            t, y = _steps(t_h, res.series["bound_gpus"] / 1e3)
+            ax_w.step(t, y, where="post", color=color, lw=0.8, ls=":",
+                      label=f"fluid bound, jobs present under {res.policy}")
     if facility:
         limit = c.b[facility[0]] / 1e6
         ax_f.axhline(limit, color="k", ls="--", lw=1, label=f"facility limit {limit:g} MW")
@@ -72,9 +81,10 @@ def plot_power(results: "Sequence[SimulationResult]", path: str | os.PathLike[st
     ax_h.set_ylabel("hall power, MW")
     ax_u.set_ylabel("GPUs busy, %")
     ax_u.set_ylim(0, 105)
-    ax_u.set_xlabel("simulated time, hours")
+    ax_w.set_ylabel("work, k GPU-equiv.")
+    ax_w.set_xlabel("simulated time, hours")
     ax_f.set_title(f"{first.cluster.name}: power and utilisation over time")
-    for ax in (ax_f, ax_h, ax_u):
+    for ax in (ax_f, ax_h, ax_u, ax_w):
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -83,6 +83,9 @@ class TraceJob:
     sensitivity: float = 1.25
     kind: str = "trace"
     line: int = 0
+    #: The job's throughput curve (None: the quadratic proxy with ``sensitivity``; or a
+    #: name from ``gpusched.power.CURVES``), as :class:`gpusched.Job` takes it.
+    curve: str | None = None
 
 
 @dataclass
@@ -100,7 +103,7 @@ class Trace:
 
 def _open_bytes(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")
     return open(path, "rb")
 
 

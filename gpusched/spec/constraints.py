@@ -1,0 +1,138 @@
+"""The constraint system A·P <= b, and the integer units both engine twins read.
+
+P is the vector of rack powers in watts.  Every limit the site has, electrical or
+thermal, is a row of A with a name and a kind; the engine, the scipy allocator, the
+verifier and the reports all read this one system and nobody re-derives a limit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import UnknownRowError
+
+__all__ = ["Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE"]
+
+#: Kinds of constraint rows.  ``thermal`` rows (inlet temperature, D·P <= T_red - T_sup,
+#: Tang et al. 2008) come only from a spec's extra ``limits``.
+ROW_KINDS = ("rack-feed", "row", "hall", "facility", "cdu", "rack-air", "air-cooling",
+             "hall-cooling", "thermal")
+#: Rack cooling kinds: direct liquid cooling with a CDU, or air.
+RACK_KINDS = ("liquid", "air")
+#: The engine works in integers: coefficients are held in millionths, loads in
+#: coefficient-millionths times watts.  Sums then never depend on the order they are
+#: added in, so both twins agree to the last unit.
+COEF_SCALE = 1_000_000
+_MAX_LIMIT_W = 1e12  # a terawatt: anything above is a typo, and keeps the int64 sums safe
+
+
+# ======================================================================================
+# The constraint system
+# ======================================================================================
+
+@dataclass(frozen=True, eq=False)
+class Constraints:
+    """The cluster's limits as ``A · P <= b`` (one row per limit, one column per rack).
+
+    Attributes
+    ----------
+    A : scipy.sparse.csr_matrix, float64, shape (num_rows, num_racks)
+        Non-negative coefficients (1 for electrical rows, the liquid or air heat fraction
+        for cooling rows).
+    b : ndarray of float64, shape (num_rows,)
+        The limits, in watts for electrical and cooling rows.
+    names : tuple of str
+        A human name per row, e.g. ``"hall-2 switchboard"``.
+    kinds : tuple of str
+        Each row's kind, one of :data:`ROW_KINDS`.
+    """
+
+    A: sp.csr_matrix
+    b: np.ndarray
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return self.A.shape[0]
+
+    # Integer forms the engine twins read.  Computed once, here, so both agree.
+    @cached_property
+    def b_units(self) -> np.ndarray:
+        """``floor(b * COEF_SCALE)`` as int64."""
+        return np.array([math.floor(v * COEF_SCALE) for v in self.b], dtype=np.int64)
+
+    @cached_property
+    def _csc_units(self) -> sp.csc_matrix:
+        units = self.A.tocsc(copy=True)
+        units.sort_indices()
+        units.data = np.rint(units.data * COEF_SCALE)
+        units.eliminate_zeros()  # a zero coefficient would divide by zero in the engine
+        return units
+
+    @cached_property
+    def rack_rows_indptr(self) -> np.ndarray:
+        """For rack r, its rows are ``rack_rows_index[indptr[r]:indptr[r+1]]`` (int32)."""
+        return self._csc_units.indptr.astype(np.int32)
+
+    @cached_property
+    def rack_rows_index(self) -> np.ndarray:
+        return self._csc_units.indices.astype(np.int32)
+
+    @cached_property
+    def rack_rows_coef_units(self) -> np.ndarray:
+        """Coefficients of those rows, in millionths (int64)."""
+        return self._csc_units.data.astype(np.int64)
+
+    @cached_property
+    def rack_rows_run_end(self) -> np.ndarray:
+        """For each (rack r, row i) entry: the end (exclusive) of the run r, r+1, ... of
+        consecutive racks that are all in row i with the same coefficient (int32).
+
+        Racks of one run see row i the same way, so when row i keeps one of them below a
+        cap, it keeps all of them there: the engine's search skips the rest of the run.
+        """
+        csr = self._csc_units.tocsr()
+        csr.sort_indices()
+        end = np.empty(csr.nnz, dtype=np.int64)
+        for i in range(csr.shape[0]):
+            lo, hi = csr.indptr[i], csr.indptr[i + 1]
+            racks, coefs = csr.indices[lo:hi], csr.data[lo:hi]
+            # a run breaks where the next rack is not r + 1 or has another coefficient
+            breaks = np.flatnonzero((np.diff(racks) != 1) | (np.diff(coefs) != 0))
+            starts = np.concatenate(([0], breaks + 1))
+            stops = np.concatenate((breaks + 1, [len(racks)]))
+            run_of = np.repeat(np.arange(len(starts)), stops - starts)
+            end[lo:hi] = racks[stops[run_of] - 1] + 1
+        # end[] is in CSR order (row-major); map it to the CSC order the engine reads
+        by_entry = sp.csr_matrix((end.astype(float), csr.indices, csr.indptr),
+                                 shape=csr.shape).tocsc()
+        by_entry.sort_indices()
+        return by_entry.data.astype(np.int32)
+
+    def load_units(self, rack_power_w: np.ndarray) -> np.ndarray:
+        """Integer row loads ``A_units · P`` for integer rack powers (exact)."""
+        units = self._csc_units
+        return (units.astype(np.int64).tocsr() @ np.asarray(rack_power_w, dtype=np.int64))
+
+    def slack_w(self, rack_power_w: np.ndarray) -> np.ndarray:
+        """``b - A·P`` in the rows' own units (watts for power rows), as float64."""
+        return self.b - self.A @ np.asarray(rack_power_w, dtype=float)
+
+    def violations(self, rack_power_w: np.ndarray) -> list[tuple[str, float, float]]:
+        """``(name, load, limit)`` for each row the rack powers break, by the exact test."""
+        load = self.load_units(rack_power_w)
+        bad = np.flatnonzero(load > self.b_units)
+        return [(self.names[i], float(load[i]) / COEF_SCALE, float(self.b[i])) for i in bad]
+
+    def row(self, name: str) -> int:
+        """Index of the row called ``name``."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise UnknownRowError(f"no constraint row named {name!r}", field="name") from None
