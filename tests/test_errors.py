@@ -44,6 +44,8 @@ ALLOWED_BARE_RAISES = {
     ("RuntimeError", "KUBERNETES_SERVICE_HOST is not set"),
     ("RuntimeError", "API server answered "),
     ("RuntimeError", "API server unreachable: "),
+    # The fluid bound's LP solver failed on a well-formed problem: a solver fault.
+    ("RuntimeError", "fluid bound LP failed: "),
     # PENDING, owned by the serve/k8s split (which also moves PodError under
     # GpuschedError): GangBook's timeout_s check.  Remove once that branch lands.
     ("ValueError", "gang timeout_s="),
@@ -165,6 +167,9 @@ def test_field_is_a_keyword_of_every_error_and_keeps_the_builtin_base():
     ({"weight": float("nan")}, "weight"),
     ({"sensitivity": -0.5}, "sensitivity"),
     ({"sensitivity": "high"}, "sensitivity"),
+    ({"curve": "no-such-curve"}, "curve"),
+    ({"curve": {"kind": "tabulated", "name": "flat", "points": [[0.5, 1.0]]}}, "curve"),
+    ({"curve": 3}, "curve"),
 ])
 def test_a_bad_job_field_is_named_by_the_error(fields, field):
     args = {"id": "j", "gpus": 8, **fields}
