@@ -37,26 +37,27 @@ def check_job(cluster: "Cluster", job: Any, jobs: "Container[str]") -> tuple[str
     # Job itself guarantees the next three; a subclass may not
     if type(job_id) is not str:  # keys are exact str: a subclass runs its own __eq__
         raise JobError(f"Job id {_id_repr(job_id)} is a {type(job_id).__name__}; job ids "
-                       "must be exactly str")
+                       "must be exactly str", field="id")
     for name, value in (("gpus", gpus), ("max_cap_w", max_cap), ("min_cap_w", min_cap)):
         if type(value) is not int:
             raise JobError(f"Job {job_id!r}: {name}={value!r} is a {type(value).__name__}; "
-                           "it must be an int")
+                           "it must be an int", field=name)
     if gpus < 1 or min_cap > max_cap:
         raise JobError(f"Job {job_id!r}: gpus={gpus}, min_cap_w={min_cap}, max_cap_w="
-                       f"{max_cap}; need gpus at least 1 and min_cap_w at most max_cap_w")
+                       f"{max_cap}; need gpus at least 1 and min_cap_w at most max_cap_w",
+                       field="gpus" if gpus < 1 else "min_cap_w")
     power = cluster.power
     gpn = power.gpus_per_node
     if gpus > gpn and gpus % gpn:
         raise JobError(f"Job {job_id!r}: gpus={gpus}; above {gpn} a job takes whole "
-                       f"nodes, so gpus must be a multiple of {gpn}")
+                       f"nodes, so gpus must be a multiple of {gpn}", field="gpus")
     if gpus > cluster.num_gpus:
         raise JobError(f"Job {job_id!r}: gpus={gpus} is more than the "
-                       f"{cluster.num_gpus} GPUs of cluster {cluster.name!r}")
+                       f"{cluster.num_gpus} GPUs of cluster {cluster.name!r}", field="gpus")
     for name, cap in (("max_cap_w", max_cap), ("min_cap_w", min_cap)):
         if not power.cap_min_w <= cap <= power.cap_max_w:
             raise JobError(f"Job {job_id!r}: {name}={cap} is outside the GPU's cap range "
-                           f"[{power.cap_min_w}, {power.cap_max_w}] W")
+                           f"[{power.cap_min_w}, {power.cap_max_w}] W", field=name)
     if job_id in jobs:
         raise duplicate_job(job_id)
     return job_id, gpus, max_cap, min_cap
@@ -88,18 +89,18 @@ def check_release_batch(job_ids: "list[Any]", live: "Container[str]") -> None:
 
 def duplicate_in_batch(job_id: str) -> DuplicateJobError:
     return DuplicateJobError(f"Job {job_id!r} appears twice in the batch; ids must be "
-                             "unique")
+                             "unique", field="id")
 
 
 def released_twice(job_id: str) -> UnknownJobError:
     return UnknownJobError(f"job {job_id!r} appears twice in the batch; each id is "
-                           "released once")
+                           "released once", field="job_id")
 
 
 def duplicate_job(job_id: str) -> DuplicateJobError:
     """The error for an id that is already placed, in the words both twins use."""
     return DuplicateJobError(f"Job {job_id!r} is already placed; release it first or "
-                             "use another id")
+                             "use another id", field="id")
 
 
 def check_pod(cluster: "Cluster", pod: Any) -> int:
@@ -113,13 +114,13 @@ def check_pod(cluster: "Cluster", pod: Any) -> int:
         except ValueError:
             raise JobError(f"pod {pod!r} is not a pod of cluster {cluster.name!r}; pods are "
                            f"0..{cluster.num_pods - 1} or their names "
-                           f"({cluster.pod_names[0]!r}, ...)") from None
+                           f"({cluster.pod_names[0]!r}, ...)", field="pod") from None
     if isinstance(pod, bool) or not hasattr(pod, "__index__"):
-        raise JobError(f"pod={pod!r} must be a pod index (int) or name (str)")
+        raise JobError(f"pod={pod!r} must be a pod index (int) or name (str)", field="pod")
     index = pod.__index__()
     if not 0 <= index < cluster.num_pods:
         raise JobError(f"pod={index} is out of range; cluster {cluster.name!r} has pods "
-                       f"0..{cluster.num_pods - 1}")
+                       f"0..{cluster.num_pods - 1}", field="pod")
     return index
 
 
@@ -133,5 +134,6 @@ def unknown_job(job_id: Any) -> UnknownJobError:
     an id of any other type, a str subclass too, is never placed."""
     if type(job_id) is not str:
         return UnknownJobError(f"job id {_id_repr(job_id)} is a {type(job_id).__name__}; "
-                               "job ids are exactly str")
-    return UnknownJobError(f"no job {job_id!r} is placed (never placed, or already released)")
+                               "job ids are exactly str", field="job_id")
+    return UnknownJobError(f"no job {job_id!r} is placed (never placed, or already released)",
+                           field="job_id")

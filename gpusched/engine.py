@@ -27,7 +27,7 @@ from . import _engine_py
 from ._core import EngineCoreAPI, SearchAnswer
 from ._checks import check_job, check_pod, gpus_per_node_for
 from .spec import COEF_SCALE, Cluster
-from .errors import JobError, PlacementError, SnapshotError
+from .errors import BackendError, JobError, NotAClusterError, PlacementError, SnapshotError
 from .job import Job, Placement
 
 __all__ = ["Engine", "Explanation", "NO_EXTENSIONS", "DEFAULT_BACKEND", "available_backends"]
@@ -117,14 +117,15 @@ class Engine:
             return super().__new__(cls)
         name = DEFAULT_BACKEND if backend is None else backend
         if name not in _ENGINE_CLASSES:
-            raise ValueError(f"backend={backend!r} is not available; available backends are "
-                             f"{available_backends()}")
+            raise BackendError(f"backend={backend!r} is not available; available backends are "
+                               f"{available_backends()}", field="backend")
         engine_class = _ENGINE_CLASSES[name]
         return engine_class.__new__(engine_class, cluster, backend)
 
     def __init__(self, cluster: Cluster, backend: str | None = None) -> None:
         if not isinstance(cluster, Cluster):
-            raise TypeError(f"Engine needs a gpusched.Cluster, got {type(cluster).__name__}")
+            raise NotAClusterError(f"Engine needs a gpusched.Cluster, got "
+                                   f"{type(cluster).__name__}", field="cluster")
         super().__init__(cluster)  # type: ignore[call-arg]
 
     # The twin provides these (gpusched._core.EngineCoreAPI is the contract; they are
@@ -252,16 +253,16 @@ class Engine:
             raise SnapshotError(f"a snapshot is a dict, got {type(snapshot).__name__}")
         if type(snapshot.get("format")) is not int or snapshot["format"] != SNAPSHOT_FORMAT:
             raise SnapshotError(f"snapshot format {snapshot.get('format')!r} is not "
-                                f"{SNAPSHOT_FORMAT}, the one this version reads")
+                                f"{SNAPSHOT_FORMAT}, the one this version reads", field="format")
         c = self.cluster
         if (snapshot.get("cluster") != c.name or snapshot.get("cluster_gpus") != c.num_gpus
                 or snapshot.get("constraint_rows") != c.constraints.num_rows):
             raise SnapshotError(f"snapshot is of cluster {snapshot.get('cluster')!r} "
                                 f"({snapshot.get('cluster_gpus')} GPUs), not of {c.name!r} "
-                                f"({c.num_gpus} GPUs)")
+                                f"({c.num_gpus} GPUs)", field="cluster")
         entries = snapshot.get("jobs")
         if not isinstance(entries, list):
-            raise SnapshotError("snapshot 'jobs' must be a list")
+            raise SnapshotError("snapshot 'jobs' must be a list", field="jobs")
         with self._lock:
             before = [(job, p) for job, p in zip(self.jobs(), self.placements())]
             self._reset()
@@ -270,9 +271,10 @@ class Engine:
                     if not isinstance(entry, dict) or set(entry) != {"job", "nodes",
                                                                      "gpus_per_node", "cap_w"}:
                         raise SnapshotError(f"snapshot jobs[{i}] must have exactly job, nodes,"
-                                            " gpus_per_node and cap_w")
+                                            " gpus_per_node and cap_w", field=f"jobs[{i}]")
                     if not isinstance(entry["nodes"], list) or not entry["nodes"]:
-                        raise SnapshotError(f"snapshot jobs[{i}].nodes must be a non-empty list")
+                        raise SnapshotError(f"snapshot jobs[{i}].nodes must be a non-empty list",
+                                            field=f"jobs[{i}].nodes")
                     job = Job.from_dict(entry["job"])
                     self._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
             except (JobError, PlacementError, SnapshotError, ValueError, TypeError) as exc:
@@ -297,7 +299,8 @@ class Engine:
             if (isinstance(cap_w, bool) or not isinstance(cap_w, int)
                     or not job.min_cap_w <= cap_w <= job.max_cap_w):
                 raise JobError(f"Job {job.id!r}: cap_w={cap_w!r} must be a whole number of "
-                               f"watts in the job's [{job.min_cap_w}, {job.max_cap_w}] W")
+                               f"watts in the job's [{job.min_cap_w}, {job.max_cap_w}] W",
+                               field="cap_w")
             placement = self.place(job.replace(max_cap_w=cap_w), pod)
             if placement is not None:
                 self._replace(job, placement, placement)  # record the job's own range
@@ -333,21 +336,24 @@ class Engine:
             if (gpus_per_node != gpus_per_node_for(gpus, G)
                     or len(node_list) * gpus_per_node != gpus):
                 raise PlacementError(f"Job {job_id!r}: {len(node_list)} node(s) x "
-                                     f"{gpus_per_node} GPUs does not make its {gpus} GPUs")
+                                     f"{gpus_per_node} GPUs does not make its {gpus} GPUs",
+                                     field="nodes")
             if node_list != sorted(set(node_list)):
-                raise PlacementError(f"Job {job_id!r}: nodes must be distinct and ascending")
+                raise PlacementError(f"Job {job_id!r}: nodes must be distinct and ascending",
+                                     field="nodes")
             if node_list[0] < 0 or node_list[-1] >= self.cluster.num_nodes:
                 raise PlacementError(f"Job {job_id!r}: node indices must be in "
-                                     f"0..{self.cluster.num_nodes - 1}")
+                                     f"0..{self.cluster.num_nodes - 1}", field="nodes")
             if not min_cap <= cap_w <= max_cap:
                 raise PlacementError(f"Job {job_id!r}: cap_w={cap_w} is outside the job's "
-                                     f"[{min_cap}, {max_cap}] W")
+                                     f"[{min_cap}, {max_cap}] W", field="cap_w")
             free = self.node_free_gpus()[node_list]
             need = G if gpus > G else gpus_per_node
             if (free < need).any():
                 bad = node_list[int(np.argmax(free < need))]
                 raise PlacementError(f"Job {job_id!r}: node {bad} has "
-                                     f"{int(self.node_free_gpus()[bad])} free GPUs, it needs {need}")
+                                     f"{int(self.node_free_gpus()[bad])} free GPUs, it needs {need}",
+                                     field="nodes")
             power = self.cluster.power
             node_delta_w = (gpus_per_node * (cap_w - power.gpu_idle_w)
                             + np.where(free == G, power.busy_step_w, 0)).astype(np.int64)
@@ -376,10 +382,10 @@ class Engine:
                 cap_w = operator.index(cap_w)
             except TypeError:
                 raise PlacementError(f"Job {job_id!r}: cap_w={cap_w!r} must be a whole number "
-                                     "of watts") from None
+                                     "of watts", field="cap_w") from None
             if not job.min_cap_w <= cap_w <= job.max_cap_w:
                 raise PlacementError(f"Job {job_id!r}: cap_w={cap_w} is outside the job's "
-                                     f"[{job.min_cap_w}, {job.max_cap_w}] W")
+                                     f"[{job.min_cap_w}, {job.max_cap_w}] W", field="cap_w")
             # same nodes, so only the GPUs' caps change: gpus_per_node * (new - old) a node
             rack_delta_w = np.bincount(self.cluster.node_rack[list(old.nodes)],
                                        minlength=self.cluster.num_racks).astype(np.int64)

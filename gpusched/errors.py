@@ -4,6 +4,11 @@ Every error gpusched raises on bad input derives from :class:`GpuschedError`, an
 one also derives from the builtin it refines (``ValueError``, ``KeyError``, ``TypeError``)
 so that callers who do not know gpusched still catch it sensibly.  Messages name the
 offending value and say what would have been valid.
+
+Each error carries ``field``: the name of the one field or argument at fault (``"gpus"``
+of a Job, ``"pod"``, ``"horizon_s"``, ``"racks[3].feed_w"``), or None when no single one
+is.  Tools such as the HTTP service read it to point at the bad part of a request; they
+never parse the message, whose words are for people and may change.
 """
 
 from __future__ import annotations
@@ -18,11 +23,34 @@ __all__ = [
     "SnapshotError",
     "TraceError",
     "AllocationError",
+    "BackendError",
+    "NotAClusterError",
+    "UnknownRowError",
+    "PowerError",
+    "ServiceError",
 ]
 
 
 class GpuschedError(Exception):
-    """Base class of every error gpusched raises on purpose."""
+    """Base class of every error gpusched raises on purpose.
+
+    ``field`` (keyword only) names the field or argument at fault, or is None.
+    """
+
+    field: str | None
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
+
+
+class _KeyText:
+    """Mixin for the KeyError subclasses: print the message, not KeyError's quoted repr."""
+
+    args: tuple[object, ...]
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class SpecError(GpuschedError, ValueError):
@@ -33,8 +61,7 @@ class SpecError(GpuschedError, ValueError):
     """
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message if field is None else f"{field}: {message}")
-        self.field = field
+        super().__init__(message if field is None else f"{field}: {message}", field=field)
 
 
 class JobError(GpuschedError, ValueError):
@@ -45,11 +72,8 @@ class DuplicateJobError(JobError):
     """A job id is already placed on the engine."""
 
 
-class UnknownJobError(GpuschedError, KeyError):
+class UnknownJobError(_KeyText, GpuschedError, KeyError):
     """A job id is not placed on the engine (release of an unknown or released id)."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0]) if self.args else ""
 
 
 class PlacementError(GpuschedError, ValueError):
@@ -66,3 +90,23 @@ class TraceError(GpuschedError, ValueError):
 
 class AllocationError(GpuschedError, ValueError):
     """An argument of ``allocate``, ``apply`` or ``rebalance_caps`` is invalid."""
+
+
+class BackendError(GpuschedError, ValueError):
+    """An engine backend was asked for that is not available in this installation."""
+
+
+class NotAClusterError(SpecError, TypeError):
+    """Something other than a :class:`gpusched.Cluster` was given where one is needed."""
+
+
+class UnknownRowError(_KeyText, GpuschedError, KeyError):
+    """A constraint row was looked up by a name the cluster has no row for."""
+
+
+class PowerError(GpuschedError, ValueError):
+    """An argument of the power model is invalid (more busy GPUs than a node has)."""
+
+
+class ServiceError(GpuschedError, ValueError):
+    """An argument of the placement service (``gpusched serve``) is invalid."""

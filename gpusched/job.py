@@ -16,12 +16,13 @@ __all__ = ["Job", "Placement"]
 def _whole_watts(job_id: object, name: str, value: object) -> int:
     """Return ``value`` as int watts, or raise JobError saying why it is not a valid cap."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise JobError(f"Job {job_id!r}: {name}={value!r} must be a number of watts")
+        raise JobError(f"Job {job_id!r}: {name}={value!r} must be a number of watts", field=name)
     if not math.isfinite(value):
         raise JobError(f"Job {job_id!r}: {name}={value!r} must be finite watts, "
-                       "e.g. 700 for an uncapped H100")
+                       "e.g. 700 for an uncapped H100", field=name)
     if value != int(value):
-        raise JobError(f"Job {job_id!r}: {name}={value!r} must be a whole number of watts")
+        raise JobError(f"Job {job_id!r}: {name}={value!r} must be a whole number of watts",
+                       field=name)
     return int(value)
 
 
@@ -74,28 +75,30 @@ class Job:
             kind = ("a str subclass" if isinstance(id, str) else "a")
             raise JobError(f"Job id {str.__repr__(id) if isinstance(id, str) else repr(id)} "
                            f"is {kind} {type(id).__name__}; job ids must be exactly str "
-                           "(pass str(id))")
+                           "(pass str(id))", field="id")
         if not id or len(id) > 256:
-            raise JobError(f"Job id {id!r} must be 1 to 256 characters long")
+            raise JobError(f"Job id {id!r} must be 1 to 256 characters long", field="id")
         if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)):
-            raise JobError(f"Job {id!r}: gpus={gpus!r} must be a whole number of GPUs")
+            raise JobError(f"Job {id!r}: gpus={gpus!r} must be a whole number of GPUs",
+                           field="gpus")
         gpus = int(gpus)
         if gpus < 1:
-            raise JobError(f"Job {id!r}: gpus={gpus} must be at least 1")
+            raise JobError(f"Job {id!r}: gpus={gpus} must be at least 1", field="gpus")
         max_cap = _whole_watts(id, "max_cap_w", max_cap_w)
         min_cap = max_cap if min_cap_w is None else _whole_watts(id, "min_cap_w", min_cap_w)
         if min_cap > max_cap:
             raise JobError(f"Job {id!r}: min_cap_w={min_cap} is above max_cap_w={max_cap}; "
-                           "min_cap_w must be at most max_cap_w")
+                           "min_cap_w must be at most max_cap_w", field="min_cap_w")
         for name, value in (("weight", weight), ("sensitivity", sensitivity)):
             if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
                                                                    np.floating))
                     or not math.isfinite(value) or value < 0):
-                raise JobError(f"Job {id!r}: {name}={value!r} must be a finite number >= 0")
+                raise JobError(f"Job {id!r}: {name}={value!r} must be a finite number >= 0",
+                               field=name)
         try:
             resolved = resolve_curve(curve, float(sensitivity))
         except JobError as exc:
-            raise JobError(f"Job {id!r}: {exc}") from None
+            raise JobError(f"Job {id!r}: {exc}", field=exc.field or "curve") from None
         if isinstance(resolved, QuadraticCurve):
             sensitivity = resolved.sensitivity
         set_ = object.__setattr__
@@ -147,9 +150,11 @@ class Job:
                                "curve"}
         if unknown:
             raise JobError(f"unknown job field(s) {sorted(unknown)}; valid: id, gpus, "
-                           "max_cap_w, min_cap_w, weight, sensitivity, curve")
+                           "max_cap_w, min_cap_w, weight, sensitivity, curve",
+                           field=sorted(unknown)[0])
         if "id" not in data or "gpus" not in data:
-            raise JobError(f"a job needs 'id' and 'gpus', got fields {sorted(data)}")
+            raise JobError(f"a job needs 'id' and 'gpus', got fields {sorted(data)}",
+                           field="id" if "id" not in data else "gpus")
         return cls(**data)
 
     def __eq__(self, other: object) -> bool:

@@ -104,7 +104,8 @@ class PowerModel:
         """Power of one node whose busy GPUs run at ``caps_w`` (one entry per busy GPU)."""
         busy = len(caps_w)
         if busy > self.gpus_per_node:
-            raise ValueError(f"a node has {self.gpus_per_node} GPUs, got {busy} caps")
+            from .errors import PowerError
+            raise PowerError(f"a node has {self.gpus_per_node} GPUs, got {busy} caps", field="caps_w")
         other = self.node_other_busy_w if busy else self.node_other_idle_w
         return other + (self.gpus_per_node - busy) * self.gpu_idle_w + sum(caps_w)
 
@@ -279,7 +280,7 @@ class TabulatedCurve(ThroughputCurve):
             if not lo - 1e-6 <= cap <= hi + 1e-6:
                 raise JobError(f"Job {job_id!r}: {name}={cap} is outside the caps its curve "
                                f"{self.name!r} was measured at: [{lo:g}, {hi:g}] W at a "
-                               f"{tdp_w:g} W TDP")
+                               f"{tdp_w:g} W TDP", field=name)
 
     def to_json(self) -> Any:
         return self.name if CURVES.get(self.name) == self else {
@@ -327,7 +328,7 @@ def resolve_curve(curve: Any, sensitivity: float = DEFAULT_SENSITIVITY) -> Throu
             return CURVES[curve]
         except KeyError:
             raise JobError(f"unknown throughput curve {curve!r}; named curves are "
-                           f"{sorted(CURVES)}, or give None for the quadratic proxy") from None
+                           f"{sorted(CURVES)}, or give None for the quadratic proxy", field="curve") from None
     if isinstance(curve, dict):
         kind = curve.get("kind")
         try:
@@ -338,11 +339,11 @@ def resolve_curve(curve: Any, sensitivity: float = DEFAULT_SENSITIVITY) -> Throu
                                       tuple(tuple(p) for p in curve.get("points", ())),
                                       str(curve.get("source", "")))
         except SpecError as exc:
-            raise JobError(str(exc)) from None
+            raise JobError(str(exc), field="curve") from None
         except (TypeError, ValueError) as exc:
-            raise JobError(f"bad throughput curve {curve!r}: {exc}") from None
+            raise JobError(f"bad throughput curve {curve!r}: {exc}", field="curve") from None
     raise JobError(f"throughput curve {curve!r} must be None, a name from {sorted(CURVES)}, "
-                   "a dict with kind 'quadratic' or 'tabulated', or a ThroughputCurve")
+                   "a dict with kind 'quadratic' or 'tabulated', or a ThroughputCurve", field="curve")
 
 
 def check_curve(power: PowerModel, job: Any) -> None:

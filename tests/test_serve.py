@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gpusched
-from gpusched.errors import SnapshotError
+from gpusched.errors import DuplicateJobError, JobError, SnapshotError
 from gpusched.serve import PlacementService, create_app
 from gpusched.serve.journal import JOURNAL_NAME, SNAPSHOT_NAME, Journal, encode_entry
 from gpusched.state import decode_state, encode_state, write_atomic
@@ -135,6 +135,39 @@ def test_bad_place_requests_get_4xx_naming_the_field_and_change_nothing(served, 
     assert error["field"] == field
     if field is not None:
         assert error["error"].startswith(field)
+    assert fingerprint(service) == before
+
+
+@pytest.mark.parametrize("error, field", [
+    # the message has no "gpus=": only the error's field can say which field it is
+    (JobError("the job asks for more GPUs than the site has", field="gpus"), "body.job.gpus"),
+    # the message names pod=, the field says gpus: the field wins
+    (JobError("pod=1 has no room for gpus of this size", field="gpus"), "body.job.gpus"),
+    (JobError("no pod has room for this job", field="pod"), "body.pod"),
+    (DuplicateJobError("that name is taken", field="id"), "body.job.id"),
+    # no field: none is made up from the words of the message
+    (JobError("gpus=8 cannot run here"), None),
+])
+def test_the_reply_names_the_field_the_error_carries(served, monkeypatch, error, field):
+    service, client = served
+
+    def refuse(self, job, pod=None):
+        raise error
+
+    monkeypatch.setattr(type(service.engine), "place", refuse)
+    reply = client.post("/v1/place", json={"job": {"id": "x", "gpus": 8}}, headers=AUTH)
+    assert reply.status_code == (409 if isinstance(error, DuplicateJobError) else 422)
+    assert reply.json()["field"] == field
+    assert reply.json()["error"] == (str(error) if field is None else f"{field}: {error}")
+
+
+def test_a_bad_job_in_the_allocate_queue_is_named_by_its_index(served):
+    service, client = served
+    before = fingerprint(service)
+    queue = [{"id": "q0", "gpus": 8}, {"id": "q1", "gpus": 12}]
+    reply = client.post("/v1/allocate", json={"queue": queue}, headers=AUTH)
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["field"] == "body.queue[1].gpus"
     assert fingerprint(service) == before
 
 

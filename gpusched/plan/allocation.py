@@ -26,21 +26,21 @@ DEFAULT_NODE_LIMIT = 200
 def _check_queue(engine: Any, queue: Any) -> list[Job]:
     if isinstance(queue, (str, bytes)) or not hasattr(queue, "__iter__"):
         raise AllocationError(f"queue must be a sequence of gpusched.Job, got "
-                              f"{type(queue).__name__}")
+                              f"{type(queue).__name__}", field="queue")
     jobs = list(queue)
     running = {j.id: None for j in engine.jobs()}
     seen: dict[str, int] = {}
     for i, job in enumerate(jobs):
         if not isinstance(job, Job):
             raise JobError(f"queue[{i}] is a {type(job).__name__} ({job!r}); the queue must "
-                           "hold gpusched.Job values")
+                           "hold gpusched.Job values", field=f"queue[{i}]")
         if job.id in seen:
             raise DuplicateJobError(f"Job {job.id!r} is twice in the queue (queue[{seen[job.id]}]"
-                                    f" and queue[{i}]); job ids must be unique")
+                                    f" and queue[{i}]); job ids must be unique", field=f"queue[{i}].id")
         seen[job.id] = i
         if job.id in running:
             raise DuplicateJobError(f"Job {job.id!r} (queue[{i}]) is already running on the "
-                                    "engine; release it first or use another id")
+                                    "engine; release it first or use another id", field=f"queue[{i}].id")
         check_job(engine.cluster, job, {})
         check_curve(engine.cluster.power, job)
     return jobs
@@ -50,7 +50,7 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
             or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)):
         valid = ">= 0" if allow_zero else "> 0"
-        raise AllocationError(f"{name}={value!r} must be a finite number {valid}")
+        raise AllocationError(f"{name}={value!r} must be a finite number {valid}", field=name)
     return float(value)
 
 
@@ -98,7 +98,7 @@ def allocate(engine: Any, queue: Sequence[Job], *, time_limit_s: float = 10.0,
     time_limit_s = _check_positive("time_limit_s", time_limit_s)
     if (isinstance(node_limit, bool) or not isinstance(node_limit, (int, np.integer))
             or node_limit < 1):
-        raise AllocationError(f"node_limit={node_limit!r} must be a whole number >= 1")
+        raise AllocationError(f"node_limit={node_limit!r} must be a whole number >= 1", field="node_limit")
     mip_rel_gap = _check_positive("mip_rel_gap", mip_rel_gap, allow_zero=True)
     with engine._lock:
         jobs = _check_queue(engine, queue)

@@ -25,7 +25,7 @@ def apply(engine: Any, allocation: Allocation) -> dict[str, Placement]:
         its dict is not).  Never raises for a refused job.
     """
     if not isinstance(allocation, Allocation):
-        raise AllocationError(f"apply needs an Allocation, got {type(allocation).__name__}")
+        raise AllocationError(f"apply needs an Allocation, got {type(allocation).__name__}", field="allocation")
     placed: dict[str, Placement] = {}
     refused: dict[str, str] = {}
     power = engine.cluster.power

@@ -88,7 +88,7 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
     CapPlan
     """
     if not isinstance(apply, bool):
-        raise AllocationError(f"apply={apply!r} must be True or False")
+        raise AllocationError(f"apply={apply!r} must be True or False", field="apply")
     start = time.perf_counter()
     cluster = engine.cluster
     power = cluster.power

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SnapshotError
+from ..errors import GpuschedError, SnapshotError
 from ..state import decode_state, encode_state, write_atomic
 
 __all__ = ["Journal", "JournalBroken", "Recovery", "SNAPSHOT_NAME", "JOURNAL_NAME"]
@@ -55,8 +55,11 @@ JOURNAL_NAME = "journal.log"
 LOCK_NAME = "lock"
 
 
-class JournalBroken(OSError):
-    """The journal stopped taking appends: memory and disk may disagree until a restart."""
+class JournalBroken(GpuschedError, OSError):
+    """The journal stopped taking appends: memory and disk may disagree until a restart.
+
+    An OSError too, so the service answers it as it answers any failed write (503).
+    """
 
 
 def _unusable(state_dir: Path, exc: OSError) -> str:

@@ -17,6 +17,7 @@ import json
 import math
 from typing import Any
 
+from ..errors import GpuschedError
 from ..spec import Cluster
 
 __all__ = ["RequestError", "parse_json", "validate", "request_schemas", "openapi_document"]
@@ -25,13 +26,12 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_QUEUE = 10_000
 
 
-class RequestError(Exception):
+class RequestError(GpuschedError):
     """A request the service refuses; ``status`` is the HTTP code, ``field`` the path."""
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message if field is None else f"{field}: {message}")
+        super().__init__(message if field is None else f"{field}: {message}", field=field)
         self.status = status
-        self.field = field
         self.message = message
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,7 +39,8 @@ class RequestError(Exception):
 
 
 def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+    # json.loads lets an error of this hook through unchanged
+    raise RequestError(400, f"request body is not valid JSON: {name} is not valid JSON")
 
 
 def parse_json(body: bytes) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 import threading
 import time
@@ -29,29 +28,37 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._checks import check_job
 from ..spec import Cluster
 from ..engine import Engine
 from ..errors import (DuplicateJobError, GpuschedError, JobError, PlacementError,
-                      SnapshotError, UnknownJobError)
+                      ServiceError, SnapshotError, UnknownJobError)
 from ..job import Job, Placement
+from ..power import check_curve
 from .journal import Journal
 from .schemas import RequestError, request_schemas, resolve, validate
 
 __all__ = ["PlacementService"]
 
-_FIELD_IN_MESSAGE = re.compile(r"\b(gpus|max_cap_w|min_cap_w|weight|sensitivity|pod)=")
+# The fields of a Job, as JobError.field names them: they sit inside the job's body.
+_JOB_FIELDS = frozenset({"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity",
+                         "curve"})
+
+
+def _request_field(field: str | None, where: str) -> str | None:
+    """The request path of the error's ``field``: a Job field lies in the job's body at
+    ``where``; any other field is an argument of the call, a key of the request body
+    (``pod``, ``queue[3].id``)."""
+    if field is None:
+        return None
+    return f"{where}.{field}" if field in _JOB_FIELDS else f"body.{field}"
 
 
 def _job_error(exc: GpuschedError, where: str) -> RequestError:
-    """A 4xx for an engine error, naming the field when the message does."""
-    match = _FIELD_IN_MESSAGE.search(str(exc))
-    if isinstance(exc, DuplicateJobError):
-        return RequestError(409, str(exc), f"{where}.id")
-    field = None if match is None else (
-        "body.pod" if match.group(1) == "pod" else f"{where}.{match.group(1)}")
+    """A 4xx for an engine error, naming the request field its ``field`` points at."""
     status = 409 if isinstance(exc, DuplicateJobError) else (
         404 if isinstance(exc, UnknownJobError) else 422)
-    return RequestError(status, str(exc), field)
+    return RequestError(status, str(exc), _request_field(exc.field, where))
 
 
 def _plain(value: Any) -> Any:
@@ -106,7 +113,8 @@ class PlacementService:
         from .k8s import GangBook
 
         if snapshot_every < 1:
-            raise ValueError(f"snapshot_every={snapshot_every} must be >= 1")
+            raise ServiceError(f"snapshot_every={snapshot_every} must be >= 1",
+                               field="snapshot_every")
         self.cluster = cluster
         self.lock = threading.Lock()
         self.snapshot_every = snapshot_every
@@ -160,7 +168,7 @@ class PlacementService:
         elif op == "unbind":
             gangs.replay_unbind(entry["gang"], entry["pod"])
         else:
-            raise ValueError(f"unknown journal op {op!r}")
+            raise SnapshotError(f"unknown journal op {op!r}", field="op")
 
     def _roll_back_to_disk(self) -> None:
         """After a failed append: make memory what the directory holds (caller has the lock).
@@ -416,6 +424,14 @@ class PlacementService:
         queue = [self._job(j, f"body.queue[{i}]") for i, j in enumerate(body["queue"])]
         if len({j.id for j in queue}) != len(queue):
             raise RequestError(422, "job ids in the queue must be distinct", "body.queue")
+        # allocate() checks each job against the cluster too, but its error names only
+        # the Job field; checked here, the reply can name the queue entry as well.
+        for i, job in enumerate(queue):
+            try:
+                check_job(self.cluster, job, ())
+                check_curve(self.cluster.power, job)
+            except JobError as exc:
+                raise _job_error(exc, f"body.queue[{i}]") from None
         time_limit_s = float(body.get("time_limit_s", 1.0))
         # The MILP takes up to time_limit_s: solve outside the service lock (places and
         # releases go on), then apply under it; apply() refuses, and reports, any job

@@ -87,7 +87,7 @@ def build_workload(cluster: Cluster, *, trace: str = DEFAULT_TRACE, horizon_s: f
         loaded = load_trace(trace, max_gpus=cluster.num_gpus, skip_bad=skip_bad,
                             gpus_per_node=cluster.gpus_per_node)
         if not loaded.jobs:
-            raise TraceError(f"trace {trace!r} has no usable job")
+            raise TraceError(f"trace {trace!r} has no usable job", field="trace")
         scaled, arrival_scale = fit_load(loaded.jobs, cluster.num_gpus, load,
                                          gang_scale=gang_scale,
                                          gpus_per_node=cluster.gpus_per_node)

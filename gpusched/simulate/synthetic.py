@@ -59,7 +59,7 @@ def frontier_gangs(count: int, horizon_s: float, *, seed: int = 0, cluster_gpus:
     ``gpus_per_node`` GPUs (no change for nodes of a power of two up to 4,096).
     """
     if count < 0:
-        raise TraceError(f"frontier gang count {count} must be >= 0")
+        raise TraceError(f"frontier gang count {count} must be >= 0", field="count")
     rng = np.random.default_rng([seed, 16_384])
     sizes = rng.choice(FRONTIER_SIZES, size=count)
     starts = np.sort(rng.uniform(0, 0.25 * horizon_s, size=count))
@@ -100,11 +100,11 @@ def synthetic_jobs(cluster_gpus: int, horizon_s: float, *, load: float = 1.0,
     list of TraceJob, sorted by submit time.
     """
     if not (horizon_s > 0 and math.isfinite(horizon_s)):
-        raise TraceError(f"horizon_s={horizon_s!r} must be a positive number of seconds")
+        raise TraceError(f"horizon_s={horizon_s!r} must be a positive number of seconds", field="horizon_s")
     if not (load > 0 and math.isfinite(load)):
-        raise TraceError(f"load={load!r} must be a positive number")
+        raise TraceError(f"load={load!r} must be a positive number", field="load")
     if not 0 <= small_share <= 1:
-        raise TraceError(f"small_share={small_share!r} must be in [0, 1]")
+        raise TraceError(f"small_share={small_share!r} must be in [0, 1]", field="small_share")
     rng = np.random.default_rng(seed)
     jobs = frontier_gangs(frontier, horizon_s, seed=seed, cluster_gpus=cluster_gpus,
                           min_cap_w=min_cap_w, gpus_per_node=gpus_per_node)

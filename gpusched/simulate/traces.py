@@ -130,7 +130,7 @@ def resolve_trace(name_or_path: str | os.PathLike[str]) -> Path:
     path = Path(text)
     if not path.is_file():
         raise TraceError(f"trace {text!r} is neither a bundled trace "
-                         f"({', '.join(sorted(BUNDLED_TRACES))}) nor an existing file")
+                         f"({', '.join(sorted(BUNDLED_TRACES))}) nor an existing file", field="name_or_path")
     return path
 
 
@@ -171,7 +171,7 @@ def load_trace(name_or_path: str | os.PathLike[str], *, max_gpus: int | None = N
                                max_gpus=max_gpus, skip_bad=skip_bad, min_cap_w=min_cap_w,
                                max_cap_w=max_cap_w, gpus_per_node=gpus_per_node)
     except (OSError, EOFError) as exc:
-        raise TraceError(f"trace {str(name_or_path)!r} cannot be read: {exc}") from exc
+        raise TraceError(f"trace {str(name_or_path)!r} cannot be read: {exc}", field="name_or_path") from exc
 
 
 def _gpus_per_node(gpus_per_node: int | None) -> int:
@@ -180,7 +180,7 @@ def _gpus_per_node(gpus_per_node: int | None) -> int:
     if isinstance(gpus_per_node, bool) or not isinstance(gpus_per_node, int) or \
             gpus_per_node < 1:
         raise TraceError(f"gpus_per_node={gpus_per_node!r} must be a whole number >= 1 "
-                         "(the cluster's gpus_per_node)")
+                         "(the cluster's gpus_per_node)", field="gpus_per_node")
     return gpus_per_node
 
 
@@ -256,7 +256,7 @@ def parse_trace(lines: Iterable[str | bytes], *, source: str = "<trace>",
                                           ("num_gpu", "num_gpu" in header)) if not present]
     if missing:
         raise TraceError(f"{source}: line 1: missing column(s) {', '.join(missing)}; the "
-                         f"header has {header}")
+                         f"header has {header}", field=missing[0].split()[0])
     i_submit = header.index(submit_col)  # type: ignore[arg-type]
     i_duration = header.index("duration")
     i_gpus = header.index("num_gpu")
@@ -345,9 +345,9 @@ def scale_trace(jobs: Sequence[TraceJob], *, arrival_scale: float = 1.0,
     Offered load (busy GPUs on average) grows by ``arrival_scale * gang_scale``.
     """
     if not (arrival_scale > 0 and math.isfinite(arrival_scale)):
-        raise TraceError(f"arrival_scale={arrival_scale!r} must be a positive number")
+        raise TraceError(f"arrival_scale={arrival_scale!r} must be a positive number", field="arrival_scale")
     if not (gang_scale > 0 and math.isfinite(gang_scale)):
-        raise TraceError(f"gang_scale={gang_scale!r} must be a positive number")
+        raise TraceError(f"gang_scale={gang_scale!r} must be a positive number", field="gang_scale")
     if not jobs:
         return []
     per_node = _gpus_per_node(gpus_per_node)
@@ -384,7 +384,7 @@ def fit_load(jobs: Sequence[TraceJob], cluster_gpus: int, load: float, *,
     """
     if not (load > 0 and math.isfinite(load)):
         raise TraceError(f"load={load!r} must be a positive number (1.0: the trace asks "
-                         "for as many GPUs as the cluster has, on average)")
+                         "for as many GPUs as the cluster has, on average)", field="load")
     gang = scale_trace(jobs, gang_scale=gang_scale, max_gpus=cluster_gpus,
                        gpus_per_node=gpus_per_node)
     if len({j.submit_s for j in gang}) < 2:
@@ -405,7 +405,7 @@ def repeat_to_horizon(jobs: Sequence[TraceJob], horizon_s: float) -> list[TraceJ
     """
     if not (horizon_s > 0 and math.isfinite(horizon_s)):
         raise TraceError(f"horizon_s={horizon_s!r} must be a positive, finite number of "
-                         "seconds")
+                         "seconds", field="horizon_s")
     if not jobs:
         return []
     first = min(j.submit_s for j in jobs)
@@ -418,7 +418,7 @@ def repeat_to_horizon(jobs: Sequence[TraceJob], horizon_s: float) -> list[TraceJ
         raise TraceError(f"replaying {len(jobs):,} jobs whose arrivals repeat every "
                          f"{period:g} s over {horizon_s:g} s takes {passes:,} passes, more "
                          f"than {MAX_REPLAYED_JOBS:,} jobs; shorten the horizon or use a "
-                         "trace whose arrivals span more time")
+                         "trace whose arrivals span more time", field="horizon_s")
     out: list[TraceJob] = []
     for k in range(passes):
         shift = k * period - first

@@ -14,6 +14,8 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import UnknownRowError
+
 __all__ = ["Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE"]
 
 #: Kinds of constraint rows.  ``thermal`` rows (inlet temperature, D·P <= T_red - T_sup,
@@ -133,4 +135,4 @@ class Constraints:
         try:
             return self.names.index(name)
         except ValueError:
-            raise KeyError(f"no constraint row named {name!r}") from None
+            raise UnknownRowError(f"no constraint row named {name!r}", field="name") from None
