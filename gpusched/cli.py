@@ -4,6 +4,10 @@ Subcommands: ``show`` (summarise a cluster and place a sample stream), ``place``
 one job against a saved engine state), and, from their own packages, ``simulate`` and
 ``serve``.  Each of those packages has a ``cli`` module with ``add_arguments(parser)``
 and ``run(args) -> int``.
+
+Start-up is kept light: ``gpusched --help`` imports neither the simulator (matplotlib,
+the allocator's scipy.optimize) nor the service (starlette, uvicorn).  A plugged
+subcommand's module is imported only when that subcommand is the one being run.
 """
 
 from __future__ import annotations
@@ -126,7 +130,26 @@ def _cmd_place(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` asks for: its first word that is not an option.
+
+    The top-level parser has no option that takes a value, so this is the word argparse
+    will dispatch on (or an unknown word, which argparse then rejects).
+    """
+    for word in argv:
+        if word == "--":
+            continue
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; a plugged subcommand gets its options only if it is ``command``.
+
+    The others are listed by name and help text alone, so that building the parser for
+    ``gpusched --help`` or ``gpusched show`` imports no plugged package.
+    """
     parser = argparse.ArgumentParser(prog="gpusched", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -156,6 +179,8 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in _PLUGGED.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(plugged=module)
+        if name != command:
+            continue
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError as exc:
@@ -164,7 +189,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(_command_named(argv))
     args = parser.parse_args(argv)
     if getattr(args, "pod", None) is not None and str(args.pod).isdigit():
         args.pod = int(args.pod)

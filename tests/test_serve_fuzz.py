@@ -79,7 +79,7 @@ def test_fuzz_operation(schema, service, label, mode):
 
     run()
     assert seen, "schemathesis generated no request"
-    assert all(status < 500 or status == 501 for status in seen)
+    assert all(status < 500 for status in seen)
     if mode is GenerationMode.NEGATIVE:
         # invalid bodies are refused (the k8s verbs answer invalid pods in-protocol)
         assert any(400 <= status < 500 for status in seen), seen

@@ -196,7 +196,7 @@ def test_optimize_delivers_at_least_fifo_on_a_reduced_default():
           f"{fifo['totals']['delivered_gpu_hours']:,.1f}, optimize "
           f"{opt['totals']['delivered_gpu_hours']:,.1f}; wall {fifo['wall_s']} s / "
           f"{opt['wall_s']} s")
-    assert opt["policy_info"]["allocator"] == "gpusched.allocate"
+    assert opt["policy_info"]["allocator"] == "gpusched.plan"
     assert opt["totals"]["delivered_gpu_hours"] >= fifo["totals"]["delivered_gpu_hours"]
     assert opt["violations"]["row_seconds"] == 0 == fifo["violations"]["row_seconds"]
 

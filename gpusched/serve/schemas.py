@@ -314,8 +314,7 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
         return {"get": {"summary": summary, "responses": {"200": ok, **(extra or {})}}}
 
     conflict = {"409": _reply("a job with this id is already placed", "Error")}
-    unavailable = {"501": _reply("gpusched.allocate is not installed in this build", "Error"),
-                   "409": _reply("the plan could not be applied; nothing changed", "Error")}
+    not_applied = {"409": _reply("the plan could not be applied; nothing changed", "Error")}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": "gpusched placement service", "version": "1",
@@ -339,11 +338,11 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
                                 mutating=False, extra=conflict),
             "/v1/rebalance-caps": post("LP re-balance of running jobs' caps (dual prices)",
                                        "RebalanceRequest", _reply("the cap plan", "CapPlan"),
-                                       mutating=True, extra=unavailable),
+                                       mutating=True, extra=not_applied),
             "/v1/allocate": post("MILP admission of a queue (and placement with apply)",
                                  "AllocateRequest", _reply("the allocation",
                                                            "AllocateResponse"),
-                                 mutating=True, extra=unavailable),
+                                 mutating=True, extra=not_applied),
             "/v1/k8s/filter": post("kube-scheduler extender filter verb", "ExtenderArgs",
                                    _reply("ExtenderFilterResult", "ExtenderFilterResult"),
                                    mutating=True, k8s=True),

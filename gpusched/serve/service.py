@@ -18,7 +18,6 @@ Journal entries (``op``):
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
@@ -371,18 +370,13 @@ class PlacementService:
         return {"status": "ok", "backend": self.engine.backend,
                 "journal_seq": self.journal.written_seq}
 
-    # ---- allocate (gpusched.allocate, written separately; 501 until it exists) -----------
-
-    @staticmethod
-    def _allocate_module() -> Any:
-        try:
-            return importlib.import_module("gpusched.plan")
-        except ImportError as exc:
-            raise RequestError(501, f"gpusched.plan is not available: {exc}") from None
+    # ---- allocate and rebalance caps (gpusched.plan) ---------------------------------------
+    # imported in the handlers, not at the top: it loads scipy.optimize, which the place and
+    # release path never needs
 
     def rebalance_caps(self, body: Any) -> tuple[dict[str, Any], int]:
         self.check("RebalanceRequest", body)
-        allocate = self._allocate_module()
+        from .. import plan as allocate
         apply = bool(body.get("apply", False))
         # The LP runs outside the service lock (the engine's own lock guards its reads),
         # so places and releases go on meanwhile; the caps are then set under the lock,
@@ -420,7 +414,7 @@ class PlacementService:
 
     def allocate(self, body: Any) -> tuple[dict[str, Any], int]:
         self.check("AllocateRequest", body)
-        allocate = self._allocate_module()
+        from .. import plan as allocate
         queue = [self._job(j, f"body.queue[{i}]") for i, j in enumerate(body["queue"])]
         if len({j.id for j in queue}) != len(queue):
             raise RequestError(422, "job ids in the queue must be distinct", "body.queue")

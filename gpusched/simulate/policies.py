@@ -338,11 +338,9 @@ class Optimize(Policy):
         self.solve_time_s = 0.0
         self.fallback_rounds = 0
         self.errors: list[str] = []
-        try:
-            from .. import plan as _allocate
-            self._allocate: Any = _allocate
-        except ImportError:  # pragma: no cover - only before gpusched.allocate exists
-            self._allocate = None
+        # imported here, not at the top: it loads scipy.optimize, which only this policy needs
+        from .. import plan
+        self._allocate = plan
 
     def _uncontended(self, sim: "Simulator") -> bool:
         """True while every zone row (hall, hall cooling, facility) has ``margin`` spare."""
@@ -444,7 +442,7 @@ class Optimize(Policy):
         offered = [s for s in offered if s.gpus <= self._hall_gpus]
         by_id = {s.id: s for s in offered}
         placements = {}
-        if self._allocate is not None and offered:
+        if offered:
             try:
                 with _quiet_stdout():
                     allocation = self._allocate.allocate(sim.engine, [s.job for s in offered],
@@ -460,9 +458,7 @@ class Optimize(Policy):
             except GpuschedError as exc:
                 self._note(f"allocate failed at t={sim.now:.0f} s: {exc}")
                 placements = {}
-        else:
-            placements = self._greedy(sim, offered)
-        if self._allocate is not None and not placements and offered:
+        if not placements and offered:
             # allocate() keeps a gang that fits in a pod inside one pod, or on whole empty
             # pods; when no pod has the nodes free it admits nothing, while the engine
             # can still spread the gang over several pods.  A round that starts nothing
@@ -520,8 +516,6 @@ class Optimize(Policy):
         return placements
 
     def _rebalance(self, sim: "Simulator", now: float) -> None:
-        if self._allocate is None:
-            return
         self._last_rebalance_s = now
         try:
             with _quiet_stdout():
@@ -557,8 +551,7 @@ class Optimize(Policy):
                 "node_limit": self.node_limit, "exact_max_vars": self.exact_max_vars,
                 "rounds_stopped_by_work_limit": self.work_limited,
                 "solver_time_s": round(self.solve_time_s, 3),
-                "allocator": "gpusched.allocate" if self._allocate is not None
-                else "greedy fallback (gpusched.allocate missing)",
+                "allocator": "gpusched.plan",
                 "errors": self.errors}
 
 
