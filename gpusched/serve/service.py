@@ -103,7 +103,7 @@ class PlacementService:
                  gang_timeout_s: float = 300.0,
                  clock: Callable[[], float] = time.monotonic,
                  binder: Callable[[str, str, str, str], None] | None = None) -> None:
-        from .k8s import GangBook
+        from .k8s import Extender
 
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every={snapshot_every} must be >= 1")
@@ -113,7 +113,7 @@ class PlacementService:
         self._next_checkpoint_entries = snapshot_every
         self._backend = backend
         self.engine = Engine(cluster, backend=backend)
-        self.gangs = GangBook(self, timeout_s=gang_timeout_s, clock=clock, binder=binder)
+        self.gangs = Extender(self, timeout_s=gang_timeout_s, clock=clock, binder=binder)
         self.schemas = request_schemas(cluster)
         self._resolved: dict[str, dict[str, Any]] = {}
         self.journal = Journal(state_dir)
@@ -171,10 +171,10 @@ class PlacementService:
         partial record off, so the directory holds every change appended before it (the
         acknowledged ones and those whose fsync is under way): rebuild from it.
         """
-        from .k8s import GangBook
+        from .k8s import Extender
 
         old = self.gangs
-        gangs = GangBook(self, timeout_s=old.timeout_s, clock=old.clock, binder=old.binder)
+        gangs = Extender(self, timeout_s=old.timeout_s, clock=old.clock, binder=old.binder)
         engine = Engine(self.cluster, backend=self._backend)
         try:
             self._load(self.journal.read(), engine, gangs)
