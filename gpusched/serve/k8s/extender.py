@@ -57,7 +57,7 @@ class Extender(GangBook):
                 return None, (f"pod asks for {pod.gpus} GPUs but gang {pod.gang!r} was "
                               f"reserved for {reservation.gpus_per_pod} per pod"), 0
             return reservation, "", 0
-        G = self.service.cluster.gpus_per_node
+        G = self.cluster.gpus_per_node
         total = pod.gpus * pod.size
         if pod.gpus > G:
             return None, f"a pod can have at most {G} GPUs (one node), got {pod.gpus}", 0
@@ -65,29 +65,31 @@ class Extender(GangBook):
             return None, (f"a gang over one node needs GPUs per pod dividing {G}, got "
                           f"{pod.gpus}"), 0
         max_cap = pod.max_cap_w if pod.max_cap_w is not None else \
-            self.service.cluster.power.cap_max_w
+            self.cluster.power.cap_max_w
         try:
             job = Job(JOB_PREFIX + pod.gang, total, max_cap_w=max_cap,
                       min_cap_w=pod.min_cap_w)
-            placement = self.service.engine.place(job)
+            placement = self.engine.place(job)
             if placement is None:
-                return None, self.service.engine.explain(job).message, 0
+                return None, self.engine.explain(job).message, 0
         except GpuschedError as exc:
             return None, str(exc), 0
-        names = self.service.cluster.node_names
+        names = self.cluster.node_names
         per_node = placement.gpus_per_node // pod.gpus
         reservation = Reservation(pod.gang, job.id, pod.size, pod.gpus, placement.cap_w,
                                   {names[n]: per_node for n in placement.nodes},
                                   deadline=self.clock() + self.timeout_s)
         self.reservations[pod.gang] = reservation
-        seq = self.service.record_place(job, placement, gang=reservation.meta())
+        seq = self.record({"op": "place", "job": job.to_dict(), "nodes": list(placement.nodes),
+                           "gpus_per_node": placement.gpus_per_node,
+                           "cap_w": placement.cap_w, "gang": reservation.meta()})
         return reservation, "", seq
 
     def filter(self, args: Any) -> tuple[dict[str, Any], int]:
         """The filter verb: an ExtenderFilterResult."""
         raw_pod = self._pod_arg(args)
         candidates, node_objects = self._candidates(args)
-        known = set(self.service.cluster.node_names)
+        known = set(self.cluster.node_names)
 
         def result(passed: list[str], failed: dict[str, str], error: str = ""
                    ) -> dict[str, Any]:
@@ -108,7 +110,7 @@ class Extender(GangBook):
         if pod.gpus == 0:
             # Not a GPU pod: gpusched has no say (use managedResources to skip the call).
             return result(candidates, {}), 0
-        with self.service.lock:
+        with self.lock:
             seq = self.expire()
             reservation, why, reserve_seq = self._reserve(pod)
             seq = max(seq, reserve_seq)
@@ -143,7 +145,7 @@ class Extender(GangBook):
             pod = parse_pod(raw_pod)
         except PodError:
             return [{"Host": n, "Score": 0} for n in candidates]
-        with self.service.lock:
+        with self.lock:
             reservation = self.reservations.get(pod.gang)
             scores = []
             for name in candidates:
@@ -166,7 +168,7 @@ class Extender(GangBook):
         uid = get(args, "PodUID")
         pod_key = f"{fields['PodNamespace'] or 'default'}/{fields['PodName']}"
         node = fields["Node"]
-        with self.service.lock:
+        with self.lock:
             seq = self.expire()
             gang = self._pod_gang.get(pod_key)
             reservation = self.reservations.get(gang) if gang else None
@@ -184,18 +186,18 @@ class Extender(GangBook):
                                  f"{reservation.gang!r}"}, seq
             reservation.bound[pod_key] = node
             reservation.complete = len(reservation.bound) >= reservation.size
-            seq = self.service.record({"op": "bind", "gang": reservation.gang,
+            seq = self.record({"op": "bind", "gang": reservation.gang,
                                        "pod": pod_key, "node": node})
         if self.binder is not None:
             try:
                 self.binder(fields["PodNamespace"], fields["PodName"],
                             str(uid) if uid is not None else "", node)
             except Exception as exc:  # the API server said no: free the slot again
-                with self.service.lock:
+                with self.lock:
                     if reservation.bound.get(pod_key) == node:
                         del reservation.bound[pod_key]
                         reservation.complete = False
-                        seq = self.service.record({"op": "unbind", "gang": reservation.gang,
+                        seq = self.record({"op": "unbind", "gang": reservation.gang,
                                                    "pod": pod_key})
                 return {"Error": f"gpusched: binding {pod_key} to {node} failed: {exc}"}, seq
         return {"Error": ""}, seq

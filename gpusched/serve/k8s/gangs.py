@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 from .wire import JOB_PREFIX
 
 if TYPE_CHECKING:
-    from ..service import PlacementService
+    from ...engine import Engine
+    from ...spec import Cluster
 
 __all__ = ["Reservation", "GangBook"]
 
@@ -45,11 +46,19 @@ class Reservation:
 
 
 class GangBook:
-    """Gang reservations of one service; every method runs under the service lock.
+    """Gang reservations of one engine; every method runs under ``lock``.
 
     Parameters
     ----------
-    service : PlacementService
+    engine : Engine
+        Where reservations are placed (the service's engine).
+    lock : context manager
+        The lock that guards ``engine`` and the journal.
+    cluster : Cluster
+        The engine's cluster (node names, GPUs per node, the cap range).
+    record : callable
+        ``record(entry) -> seq`` appends a journal entry (caller holds ``lock``); on a
+        failed append it raises, after putting memory back to what the journal holds.
     timeout_s : float
         Seconds a gang has, from its reservation, to bind all of its pods.
     clock : callable
@@ -61,12 +70,16 @@ class GangBook:
         frees the slot again and is reported in ``ExtenderBindingResult.Error``.
     """
 
-    def __init__(self, service: "PlacementService", *, timeout_s: float,
+    def __init__(self, engine: "Engine", lock: ContextManager[Any], cluster: "Cluster",
+                 record: Callable[[dict[str, Any]], int], *, timeout_s: float,
                  clock: Callable[[], float] = time.monotonic,
                  binder: Callable[[str, str, str, str], None] | None = None) -> None:
         if not timeout_s > 0:
             raise ValueError(f"gang timeout_s={timeout_s} must be > 0")
-        self.service = service
+        self.engine = engine
+        self.lock = lock
+        self.cluster = cluster
+        self.record = record
         self.timeout_s = float(timeout_s)
         self.clock = clock
         self.binder = binder
@@ -110,6 +123,24 @@ class GangBook:
         reservation.bound.pop(pod, None)
         reservation.complete = False
 
+    def adopt(self, rebuilt: "GangBook") -> None:
+        """Take the reservations of ``rebuilt`` (replayed from disk after a failed append).
+
+        Each surviving reservation keeps its deadline and the pods filtered into it (the
+        replay re-arms deadlines and learns only bound pods).
+        """
+        for gang, reservation in rebuilt.reservations.items():
+            before = self.reservations.get(gang)
+            if before is not None and before.job_id == reservation.job_id:
+                reservation.deadline = before.deadline
+        self.reservations.clear()
+        self.reservations.update(rebuilt.reservations)
+        pod_gang = {pod: gang for pod, gang in self._pod_gang.items()
+                    if gang in rebuilt.reservations}
+        pod_gang.update(rebuilt._pod_gang)
+        self._pod_gang.clear()
+        self._pod_gang.update(pod_gang)
+
     def forget_job(self, job_id: str) -> None:
         if job_id.startswith(JOB_PREFIX):
             reservation = self.reservations.pop(job_id[len(JOB_PREFIX):], None)
@@ -125,13 +156,13 @@ class GangBook:
         seq = 0
         for gang, reservation in list(self.reservations.items()):
             if not reservation.complete and now > reservation.deadline:
-                self.service.engine.release(reservation.job_id)
-                seq = self.service.record({"op": "release", "job_id": reservation.job_id})
+                self.engine.release(reservation.job_id)
+                seq = self.record({"op": "release", "job_id": reservation.job_id})
                 self.forget_job(reservation.job_id)
         return seq
 
     def listing(self) -> dict[str, Any]:
-        with self.service.lock:
+        with self.lock:
             seq = self.expire()
             now = self.clock()
             gangs = [{**r.meta(), "bound": dict(r.bound), "complete": r.complete,
