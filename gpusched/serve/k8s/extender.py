@@ -8,7 +8,7 @@ from ...errors import GpuschedError
 from ...job import Job
 from ..schemas import RequestError
 from .gangs import GangBook, Reservation
-from .wire import JOB_PREFIX, MAX_EXTENDER_PRIORITY, PodError, PodInfo, get, parse_pod
+from .wire import GANG_SIZE, GPU_RESOURCE, JOB_PREFIX, MAX_EXTENDER_PRIORITY, PodError, PodInfo, get, parse_pod
 
 __all__ = ["Extender"]
 
@@ -53,6 +53,16 @@ class Extender(GangBook):
         """The gang's reservation, made now if needed; (None, why) if it cannot be."""
         reservation = self.reservations.get(pod.gang)
         if reservation is not None:
+            if pod.key in reservation.bound:
+                return reservation, "", 0
+            if reservation.complete:
+                return None, (f"gang {pod.gang!r} is complete with "
+                              f"{len(reservation.bound)} bound pod(s) and no free slot "
+                              "(its reservation expired before all pods were bound, or "
+                              f"pod {pod.key} is one too many)"), 0
+            if pod.size != reservation.size:
+                return None, (f"annotation {GANG_SIZE}={pod.size} differs from the "
+                              f"{reservation.size} the gang {pod.gang!r} was reserved with"), 0
             if pod.gpus != reservation.gpus_per_pod:
                 return None, (f"pod asks for {pod.gpus} GPUs but gang {pod.gang!r} was "
                               f"reserved for {reservation.gpus_per_pod} per pod"), 0
@@ -64,6 +74,10 @@ class Extender(GangBook):
         if total > G and G % pod.gpus:
             return None, (f"a gang over one node needs GPUs per pod dividing {G}, got "
                           f"{pod.gpus}"), 0
+        if total > G and total % G:
+            return None, (f"a gang over more than one node takes whole nodes: annotation "
+                          f"{GANG_SIZE}={pod.size} pods x {pod.gpus} {GPU_RESOURCE} per pod = "
+                          f"{total} GPUs must be a multiple of {G}"), 0
         max_cap = pod.max_cap_w if pod.max_cap_w is not None else \
             self.cluster.power.cap_max_w
         try:
@@ -194,10 +208,14 @@ class Extender(GangBook):
                             str(uid) if uid is not None else "", node)
             except Exception as exc:  # the API server said no: free the slot again
                 with self.lock:
-                    if reservation.bound.get(pod_key) == node:
-                        del reservation.bound[pod_key]
-                        reservation.complete = False
-                        seq = self.record({"op": "unbind", "gang": reservation.gang,
-                                                   "pod": pod_key})
+                    # The reservation may have expired (or been cut to its bound pods)
+                    # while the call was out: unbind from what holds the pod now, and
+                    # journal nothing if nothing does, so the journal always replays.
+                    current = self.reservations.get(reservation.gang)
+                    if current is not None and current.bound.get(pod_key) == node:
+                        del current.bound[pod_key]
+                        current.complete = False
+                        seq = self.record({"op": "unbind", "gang": current.gang,
+                                           "pod": pod_key})
                 return {"Error": f"gpusched: binding {pod_key} to {node} failed: {exc}"}, seq
         return {"Error": ""}, seq

@@ -12,13 +12,19 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
+from ...errors import GpuschedError
+from ...job import Job
 from .wire import JOB_PREFIX
 
 if TYPE_CHECKING:
     from ...engine import Engine
     from ...spec import Cluster
 
-__all__ = ["Reservation", "GangBook"]
+__all__ = ["Reservation", "GangBook", "GangConfigError"]
+
+
+class GangConfigError(GpuschedError, ValueError):
+    """A gang book built with an unusable setting (a timeout that is not a positive number)."""
 
 
 @dataclass
@@ -74,8 +80,10 @@ class GangBook:
                  record: Callable[[dict[str, Any]], int], *, timeout_s: float,
                  clock: Callable[[], float] = time.monotonic,
                  binder: Callable[[str, str, str, str], None] | None = None) -> None:
-        if not timeout_s > 0:
-            raise ValueError(f"gang timeout_s={timeout_s} must be > 0")
+        if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                or not 0 < timeout_s < float("inf")):
+            raise GangConfigError(f"gang timeout_s={timeout_s!r} must be a finite number of "
+                                  "seconds > 0")
         self.engine = engine
         self.lock = lock
         self.cluster = cluster
@@ -98,18 +106,20 @@ class GangBook:
     def load(self, items: list[dict[str, Any]]) -> None:
         self.reservations.clear()
         for item in items:
-            reservation = self.restore_one(item)
-            reservation.bound = dict(item.get("bound", {}))
-            reservation.complete = bool(item.get("complete", False))
-            for pod in reservation.bound:
-                self._pod_gang[pod] = reservation.gang
+            self.restore_one(item)
 
     def restore_one(self, meta: dict[str, Any]) -> Reservation:
         # A restart re-arms the deadline: the gang's pods get a full timeout to retry.
+        # ``bound`` and ``complete`` are in snapshots and in the place entry of a gang cut
+        # down to its bound pods on expiry; a fresh reservation has neither.
         reservation = Reservation(meta["gang"], meta["job_id"], meta["size"],
                                   meta["gpus_per_pod"], meta["cap_w"], dict(meta["slots"]),
-                                  deadline=self.clock() + self.timeout_s)
+                                  bound=dict(meta.get("bound", {})),
+                                  deadline=self.clock() + self.timeout_s,
+                                  complete=bool(meta.get("complete", False)))
         self.reservations[reservation.gang] = reservation
+        for pod in reservation.bound:
+            self._pod_gang[pod] = reservation.gang
         return reservation
 
     def replay_bind(self, gang: str, pod: str, node: str) -> None:
@@ -119,7 +129,11 @@ class GangBook:
         self._pod_gang[pod] = gang
 
     def replay_unbind(self, gang: str, pod: str) -> None:
-        reservation = self.reservations[gang]
+        reservation = self.reservations.get(gang)
+        if reservation is None:
+            # gpusched before issue 13's fix journaled an unbind for a reservation that had
+            # expired while the API server call was out: nothing is left to unbind.
+            return
         reservation.bound.pop(pod, None)
         reservation.complete = False
 
@@ -156,10 +170,59 @@ class GangBook:
         seq = 0
         for gang, reservation in list(self.reservations.items()):
             if not reservation.complete and now > reservation.deadline:
-                self.engine.release(reservation.job_id)
-                seq = self.record({"op": "release", "job_id": reservation.job_id})
-                self.forget_job(reservation.job_id)
+                if reservation.bound:
+                    seq = self._cut_to_bound(reservation)
+                else:
+                    self.engine.release(reservation.job_id)
+                    seq = self.record({"op": "release", "job_id": reservation.job_id})
+                    self.forget_job(reservation.job_id)
         return seq
+
+    def _cut_to_bound(self, reservation: Reservation) -> int:
+        """Expire the unbound part of ``reservation``; keep the nodes of its bound pods.
+
+        A bound pod runs (gpusched may have created its Binding itself), so its node must
+        not be handed out again.  The job is re-placed on exactly the nodes with a bound
+        pod, at the same cap, and the reservation becomes a complete gang of those pods:
+        it holds them until its job is released.  Journaled as the release and a place
+        whose gang record carries the bound pods, so a replay ends in the same state.
+        """
+        job_id = reservation.job_id
+        before = self.engine.placement(job_id)
+        names = self.cluster.node_names
+        index = {name: i for i, name in enumerate(names)}
+        kept = sorted({index[node] for node in reservation.bound.values()})
+        whole = self.engine.job(job_id)
+        job_fields = whole.to_dict()
+        job_fields["gpus"] = len(kept) * before.gpus_per_node
+        job = Job.from_dict(job_fields)
+        self.engine.release(job_id)
+        try:
+            placement = self.engine.place_on(job, kept, before.cap_w)
+        except GpuschedError:
+            # Fewer GPUs on the same nodes at the same cap always fit; if the engine says
+            # otherwise, keep the whole reservation rather than free a running pod's node.
+            self.engine._apply(whole, before.nodes, before.gpus_per_node, before.cap_w)
+            reservation.complete = True
+            return 0
+        self.record({"op": "release", "job_id": job_id})
+        per_node = {names[n]: 0 for n in kept}
+        for node in reservation.bound.values():
+            per_node[node] += 1
+        cut = Reservation(reservation.gang, job_id, len(reservation.bound),
+                          reservation.gpus_per_pod, placement.cap_w, per_node,
+                          bound=dict(reservation.bound), deadline=reservation.deadline,
+                          complete=True)
+        self.reservations[reservation.gang] = cut
+        for pod in list(self._pod_gang):
+            if self._pod_gang[pod] == reservation.gang and pod not in cut.bound:
+                del self._pod_gang[pod]
+        return self.record({"op": "place", "job": job.to_dict(),
+                            "nodes": list(placement.nodes),
+                            "gpus_per_node": placement.gpus_per_node,
+                            "cap_w": placement.cap_w,
+                            "gang": {**cut.meta(), "bound": dict(cut.bound),
+                                     "complete": True}})
 
     def listing(self) -> dict[str, Any]:
         with self.lock:

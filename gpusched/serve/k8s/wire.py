@@ -9,11 +9,14 @@ from a v1.Pod: its GPUs and its gang annotations (see the package docstring).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from ...errors import GpuschedError
+
 __all__ = ["GANG_NAME", "GANG_SIZE", "MAX_CAP", "MIN_CAP", "GPU_RESOURCE",
-           "MAX_EXTENDER_PRIORITY", "JOB_PREFIX", "PodInfo", "PodError", "parse_pod", "get"]
+           "MAX_EXTENDER_PRIORITY", "JOB_PREFIX", "SINGLE_POD", "PodInfo", "PodError", "parse_pod", "get"]
 
 GANG_NAME = "gpusched.io/gang-name"
 GANG_SIZE = "gpusched.io/gang-size"
@@ -22,6 +25,8 @@ MIN_CAP = "gpusched.io/min-cap-w"
 GPU_RESOURCE = "nvidia.com/gpu"
 MAX_EXTENDER_PRIORITY = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
 JOB_PREFIX = "k8s:"
+SINGLE_POD = "pod"   # the middle part of a single pod's key, "<namespace>/pod/<name>"
+_GANG_NAME = re.compile(r"[!-.0-~]{1,200}")   # printable ASCII without space and '/'
 
 
 def get(mapping: Any, key: str) -> Any:
@@ -45,7 +50,7 @@ class PodInfo:
     name: str
     uid: str
     gpus: int
-    gang: str            # "<namespace>/<gang name>"
+    gang: str            # "<namespace>/<gang name>", or "<namespace>/pod/<name>" alone
     size: int            # pods in the gang
     max_cap_w: int | None
     min_cap_w: int | None
@@ -55,40 +60,72 @@ class PodInfo:
         return f"{self.namespace}/{self.name}"
 
 
-class PodError(ValueError):
-    """A pod whose annotations or resources the extender cannot schedule."""
+class PodError(GpuschedError, ValueError):
+    """A pod whose annotations or resources the extender cannot schedule.
+
+    ``field`` names what is wrong: the annotation key, or the container's resource path.
+    """
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# ASCII digits only, and few of them: str.isdigit() also takes '²' and Arabic-Indic digits
+# (which int() then refuses or reads), and int() refuses strings of over 4,300 digits.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+_MAX_QUANTITY = 1_000_000
+
+
+def _show(raw: Any) -> str:
+    """``repr(raw)`` cut short, so a 5,000-character value does not fill the message."""
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def whole_number(raw: str, lo: int, hi: int) -> int | None:
+    """``raw`` as an int in ``lo..hi`` if it is one written in ASCII digits, else None."""
+    text = raw.strip()
+    if _WHOLE_NUMBER.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if lo <= value <= hi else None
 
 
 def _quantity(value: Any, where: str) -> int:
     """A whole-number resource quantity (``8`` or ``"8"``); GPUs are not fractional."""
+    count: int | None
     if isinstance(value, bool):
-        raise PodError(f"{where} must be a whole number, got {value!r}")
-    if isinstance(value, int):
-        count = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        count = int(value.strip())
+        count = None
+    elif isinstance(value, int):
+        count = value if 0 <= value <= _MAX_QUANTITY else None
+    elif isinstance(value, str):
+        count = whole_number(value, 0, _MAX_QUANTITY)
     else:
-        raise PodError(f"{where} must be a whole number of GPUs, got {value!r}")
-    if count < 0 or count > 1_000_000:
-        raise PodError(f"{where} must be in 0..1000000, got {count}")
+        count = None
+    if count is None:
+        raise PodError(f"{where} must be a whole number of GPUs in 0..{_MAX_QUANTITY} "
+                       f"(ASCII digits), got {_show(value)}", where)
     return count
 
 
 def parse_pod(pod: Any) -> PodInfo:
     """Read name, GPUs and gang annotations from a v1.Pod; PodError if they are unusable."""
     if not isinstance(pod, dict):
-        raise PodError("Pod must be an object (a v1.Pod)")
+        raise PodError("Pod must be an object (a v1.Pod)", "Pod")
     meta = get(pod, "metadata") or {}
     if not isinstance(meta, dict):
-        raise PodError("Pod.metadata must be an object")
+        raise PodError("Pod.metadata must be an object", "Pod.metadata")
     name = get(meta, "name")
     namespace = get(meta, "namespace") or "default"
     if not isinstance(name, str) or not name or not isinstance(namespace, str):
-        raise PodError("Pod.metadata.name and .namespace must be non-empty strings")
+        raise PodError("Pod.metadata.name and .namespace must be non-empty strings",
+                       "Pod.metadata.name")
     uid = get(meta, "uid")
     annotations = get(meta, "annotations") or {}
     if not isinstance(annotations, dict):
-        raise PodError("Pod.metadata.annotations must be an object of strings")
+        raise PodError("Pod.metadata.annotations must be an object of strings",
+                       "Pod.metadata.annotations")
     gpus = 0
     spec = get(pod, "spec") or {}
     containers = get(spec, "containers") if isinstance(spec, dict) else None
@@ -106,22 +143,27 @@ def parse_pod(pod: Any) -> PodInfo:
         raw = annotations.get(key)
         if raw is None:
             return None
-        if not isinstance(raw, str) or not raw.strip().isdigit() or not lo <= int(raw) <= hi:
-            raise PodError(f"annotation {key}={raw!r} must be a whole number in {lo}..{hi}")
-        return int(raw)
+        value = whole_number(raw, lo, hi) if isinstance(raw, str) else None
+        if value is None:
+            raise PodError(f"annotation {key}={_show(raw)} must be a whole number in "
+                           f"{lo}..{hi} (ASCII digits)", key)
+        return value
 
     gang_name = annotations.get(GANG_NAME)
     if gang_name is None:
-        gang, size = f"{namespace}/{name}", 1
+        # A pod on its own is keyed apart from every gang: gang names have no '/', so
+        # "<namespace>/pod/<name>" is never the key of a gang, whatever it is called.
+        gang, size = f"{namespace}/{SINGLE_POD}/{name}", 1
         if GANG_SIZE in annotations:
-            raise PodError(f"annotation {GANG_SIZE} needs {GANG_NAME} as well")
+            raise PodError(f"annotation {GANG_SIZE} needs {GANG_NAME} as well", GANG_SIZE)
     else:
-        if not isinstance(gang_name, str) or not gang_name or len(gang_name) > 200:
-            raise PodError(f"annotation {GANG_NAME} must be a name of 1..200 characters")
+        if not isinstance(gang_name, str) or _GANG_NAME.fullmatch(gang_name) is None:
+            raise PodError(f"annotation {GANG_NAME}={_show(gang_name)} must be a name of "
+                           "1..200 printable ASCII characters without '/'", GANG_NAME)
         given_size = annotation_int(GANG_SIZE, 1, 100_000)
         if given_size is None:
             raise PodError(f"annotation {GANG_SIZE} (pods in the gang) is required with "
-                           f"{GANG_NAME}")
+                           f"{GANG_NAME}", GANG_SIZE)
         size = given_size
         gang = f"{namespace}/{gang_name}"
     return PodInfo(namespace, name, str(uid) if uid is not None else "", gpus, gang, size,
