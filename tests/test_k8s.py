@@ -398,8 +398,11 @@ def test_refused_binding_after_expiry_leaves_a_journal_that_replays(tmp_path, cl
         assert "409" in result["Error"]
         crash_copy(service, tmp_path / "s", tmp_path / "after-crash")
         expected = service.engine.snapshot()
+        expected_gangs = service.gangs.dump()
+        # the refused pod holds no slot: the gang was cut to it, and it is unbound again
+        assert expected_gangs[0]["bound"] == {}
     again = PlacementService(cluster, tmp_path / "after-crash", gang_timeout_s=60, clock=clock)
-    assert again.engine.snapshot() == expected
+    assert again.engine.snapshot() == expected and again.gangs.dump() == expected_gangs
     again.close()
 
 

@@ -15,9 +15,11 @@ decoder matches keys case-insensitively, so lower-case keys are accepted too.
 
 Gangs (the contract, documented in the README):
 
-* ``gpusched.io/gang-name``: the gang, unique in the pod's namespace.  A GPU pod without
-  it is a gang of one.
-* ``gpusched.io/gang-size``: the number of pods in the gang (not GPUs).
+* ``gpusched.io/gang-name``: the gang, unique in the pod's namespace (1..200 printable
+  ASCII characters, no '/').  A GPU pod without it is a gang of one, keyed
+  ``<namespace>/pod/<name>`` so that it never joins a gang of the same name.
+* ``gpusched.io/gang-size``: the number of pods in the gang (not GPUs); every pod of the
+  gang gives the same.  Numbers are ASCII digits (at most 9).
 * GPUs per pod: the sum of the containers' ``nvidia.com/gpu`` limits (or requests).
   Every pod of a gang asks for the same number; when the gang spans more than one node
   it must divide the node's 8 GPUs, so whole nodes split evenly into pod slots.
@@ -29,7 +31,8 @@ The first pod of a gang that reaches ``filter`` reserves nodes for the whole gan
 pod of the gang is then filtered to the reserved nodes that still have a free pod slot,
 and ``bind`` books a slot.  A reservation whose pods are not all bound within
 ``gang_timeout_s`` is released (HiveD's way of running gangs behind this protocol, so a
-half-scheduled gang cannot hold GPUs forever).  A complete gang keeps its nodes until the
+half-scheduled gang cannot hold GPUs forever), except the nodes of its bound pods, which
+run: the reservation is cut to them and becomes a complete gang of those pods.  A complete gang keeps its nodes until the
 job is released (``POST /v1/release`` with its job id).
 """
 
