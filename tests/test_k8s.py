@@ -174,12 +174,11 @@ def test_small_gang_shares_one_node_in_pod_slots(make):
 
 def test_incomplete_gang_expires_and_frees_its_gpus(make, clock):
     service, client = make()
-    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
-    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    client.post("/v1/k8s/filter", json=pod_args("llama-70b-0"))
     free_while_reserved = service.engine.free_gpus()
     clock.now += 59
     assert GANG_JOB in service.engine
-    clock.now += 2  # past the 60 s timeout with 1 of 4 pods bound
+    clock.now += 2  # past the 60 s timeout with none of 4 pods bound
     assert client.get("/v1/k8s/gangs").json() == {"gangs": []}
     assert GANG_JOB not in service.engine
     assert service.engine.free_gpus() == free_while_reserved + 32
@@ -328,3 +327,154 @@ def test_bind_posts_a_binding_to_the_api_server(tmp_path, cluster, clock, status
         again.close()
     finally:
         api.close()
+
+
+# ---- issue 13: double booking, unreplayable journals, hostile annotations --------------
+
+def crash_copy(service, state_dir, to):
+    """The directory as a crash would leave it (no final checkpoint), copied to ``to``."""
+    import shutil
+
+    service.journal.sync()
+    shutil.copytree(state_dir, to, ignore=shutil.ignore_patterns("lock"))
+
+
+def test_expiry_keeps_the_nodes_of_bound_pods_and_frees_only_the_rest(make, clock, tmp_path):
+    # Issue 13 finding 4a: a bound pod is running; its node must not be handed out again.
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    free_while_reserved = service.engine.free_gpus()
+    clock.now += 61
+    gangs = client.get("/v1/k8s/gangs").json()["gangs"]
+    assert service.engine.free_gpus() == free_while_reserved + 24  # 3 unbound nodes
+    names = service.cluster.node_names
+    assert [names[n] for n in service.engine.placement(GANG_JOB).nodes] == [reserved[0]]
+    assert gangs[0]["bound"] == {"training/llama-70b-0": reserved[0]}
+    # the gang's later pods find no slot: the reservation was cut to its running pods
+    late = client.post("/v1/k8s/filter", json=pod_args("llama-70b-1")).json()
+    assert late["NodeNames"] == []
+    check_engine(service.engine)
+    # and so it stays after a crash and restart
+    crash_copy(service, tmp_path / "state", tmp_path / "after-crash")
+    again = PlacementService(service.cluster, tmp_path / "after-crash", clock=clock,
+                             gang_timeout_s=60)
+    assert again.engine.snapshot() == service.engine.snapshot()
+    again.close()
+
+
+def test_a_single_pod_never_joins_the_gang_of_the_same_name(make):
+    # Issue 13 finding 4b: pod "llama-70b" without annotations vs gang "llama-70b".
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    single = pod_args("llama-70b")
+    del single["Pod"]["metadata"]["annotations"]["gpusched.io/gang-name"]
+    del single["Pod"]["metadata"]["annotations"]["gpusched.io/gang-size"]
+    client.post("/v1/k8s/filter", json=single)
+    assert len(service.engine) == 2  # the single pod has a reservation of its own
+    gang = service.gangs.reservations[next(g for g in service.gangs.reservations
+                                           if service.gangs.reservations[g].size == 4)]
+    assert gang.bound == {} and all(gang.free_slots(n) == 1 for n in reserved)
+
+
+def test_refused_binding_after_expiry_leaves_a_journal_that_replays(tmp_path, cluster, clock):
+    # Issue 13 finding 10: the reservation expires while the API server call is out.
+    holder = {}
+
+    def binder(namespace, name, uid, node):
+        clock.now += 61
+        holder["service"].gangs.listing()  # anything that expires reservations
+        raise RuntimeError("API server answered 409: conflict")
+
+    service = PlacementService(cluster, tmp_path / "s", gang_timeout_s=60, clock=clock,
+                               binder=binder)
+    holder["service"] = service
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = TestClient(create_app(service))
+    with client:
+        node = client.post("/v1/k8s/filter", json=pod_args("p-0")).json()["NodeNames"][0]
+        result = client.post("/v1/k8s/bind", json=bind_args("p-0", node)).json()
+        assert "409" in result["Error"]
+        crash_copy(service, tmp_path / "s", tmp_path / "after-crash")
+        expected = service.engine.snapshot()
+        expected_gangs = service.gangs.dump()
+        # the refused pod holds no slot: the gang was cut to it, and it is unbound again
+        assert expected_gangs[0]["bound"] == {}
+    again = PlacementService(cluster, tmp_path / "after-crash", gang_timeout_s=60, clock=clock)
+    assert again.engine.snapshot() == expected and again.gangs.dump() == expected_gangs
+    again.close()
+
+
+def test_replay_tolerates_an_unbind_of_a_gone_reservation(tmp_path, cluster, clock):
+    # What an older gpusched journaled in finding 10's race: it must not brick the directory.
+    service = PlacementService(cluster, tmp_path / "s", clock=clock)
+    service.journal.write({"op": "unbind", "gang": "training/gone", "pod": "training/p-0"})
+    crash_copy(service, tmp_path / "s", tmp_path / "after-crash")
+    service.close()
+    again = PlacementService(cluster, tmp_path / "after-crash", clock=clock)
+    assert len(again.gangs) == 0
+    again.close()
+
+
+@pytest.mark.parametrize("key,value", [
+    ("gpusched.io/gang-size", "\u00b2"), ("gpusched.io/gang-size", "9" * 5000),
+    ("gpusched.io/max-cap-w", "\u0667\u0660\u0660"), ("gpusched.io/min-cap-w", "1" * 5000),
+    ("nvidia.com/gpu", "\u00b2"), ("nvidia.com/gpu", "8" * 5000)],
+    ids=["size-superscript", "size-5000-digits", "max-cap-arabic", "min-cap-5000-digits",
+         "gpu-superscript", "gpu-5000-digits"])
+def test_non_ascii_or_huge_numbers_are_a_filter_error_naming_the_field(make, key, value):
+    # Issue 13 finding 19: str.isdigit() let these through to int(), which raised: 500.
+    service, client = make()
+    args = pod_args("p-0")
+    if key == "nvidia.com/gpu":
+        args["Pod"]["spec"]["containers"][0]["resources"]["limits"][key] = value
+    else:
+        args["Pod"]["metadata"]["annotations"][key] = value
+    for verb in ("filter", "prioritize"):
+        reply = client.post(f"/v1/k8s/{verb}", json=args)
+        assert reply.status_code == 200, reply.text
+    result = client.post("/v1/k8s/filter", json=args).json()
+    assert key in result["Error"] and result["NodeNames"] == []
+    assert len(service.engine) == 0 and service.journal.written_seq == 0
+
+
+def test_a_changed_gang_size_on_a_later_pod_is_refused_naming_the_annotation(make):
+    service, client = make()
+    client.post("/v1/k8s/filter", json=pod_args("llama-70b-0"))
+    result = client.post("/v1/k8s/filter", json=pod_args("llama-70b-1", size="5")).json()
+    assert result["NodeNames"] == []
+    assert all("gpusched.io/gang-size" in why for why in result["FailedNodes"].values())
+
+
+def test_a_gang_of_whole_nodes_not_a_multiple_of_8_names_the_annotations(make):
+    service, client = make()
+    result = client.post("/v1/k8s/filter", json=pod_args("odd-0", gang="odd", size="3",
+                                                         gpus="4")).json()
+    assert result["NodeNames"] == [] and len(service.engine) == 0
+    why = next(iter(result["FailedNodes"].values()))
+    assert "gpusched.io/gang-size" in why and "nvidia.com/gpu" in why and "12" in why
+
+
+def test_pod_error_is_typed_and_names_its_field():
+    from gpusched.errors import GpuschedError
+    from gpusched.serve.k8s import PodError, parse_pod
+
+    pod = pod_args("p-0", size="0")["Pod"]
+    with pytest.raises(PodError) as info:
+        parse_pod(pod)
+    assert isinstance(info.value, GpuschedError)
+    assert info.value.field == "gpusched.io/gang-size"
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1, float("nan"), float("inf")])
+def test_bad_gang_timeout_is_a_typed_error(cluster, timeout_s):
+    import threading
+
+    from gpusched.engine import Engine
+    from gpusched.errors import GpuschedError
+    from gpusched.serve.k8s import Extender
+
+    with pytest.raises(GpuschedError, match="timeout_s"):
+        Extender(Engine(cluster), threading.Lock(), cluster, lambda entry: 0,
+                 timeout_s=timeout_s)

@@ -109,7 +109,7 @@ class PlacementService:
                  gang_timeout_s: float = 300.0,
                  clock: Callable[[], float] = time.monotonic,
                  binder: Callable[[str, str, str, str], None] | None = None) -> None:
-        from .k8s import GangBook
+        from .k8s import Extender
 
         if snapshot_every < 1:
             raise ServiceError(f"snapshot_every={snapshot_every} must be >= 1",
@@ -120,7 +120,8 @@ class PlacementService:
         self._next_checkpoint_entries = snapshot_every
         self._backend = backend
         self.engine = Engine(cluster, backend=backend)
-        self.gangs = GangBook(self, timeout_s=gang_timeout_s, clock=clock, binder=binder)
+        self.gangs = Extender(self.engine, self.lock, cluster, self.record,
+                              timeout_s=gang_timeout_s, clock=clock, binder=binder)
         self.schemas = request_schemas(cluster)
         self._resolved: dict[str, dict[str, Any]] = {}
         self.journal = Journal(state_dir)
@@ -178,11 +179,12 @@ class PlacementService:
         partial record off, so the directory holds every change appended before it (the
         acknowledged ones and those whose fsync is under way): rebuild from it.
         """
-        from .k8s import GangBook
+        from .k8s import Extender
 
         old = self.gangs
-        gangs = GangBook(self, timeout_s=old.timeout_s, clock=old.clock, binder=old.binder)
         engine = Engine(self.cluster, backend=self._backend)
+        gangs = Extender(engine, self.lock, self.cluster, self.record,
+                         timeout_s=old.timeout_s, clock=old.clock, binder=old.binder)
         try:
             self._load(self.journal.read(), engine, gangs)
             self.engine.load_snapshot(engine.snapshot())
@@ -190,19 +192,7 @@ class PlacementService:
             self.journal.broken = self.journal.broken or (
                 f"memory could not be rebuilt from disk after a failed append ({exc})")
             return
-        # Keep each surviving reservation's deadline and the pods filtered into it (the
-        # replay re-arms deadlines and learns only bound pods).
-        for gang, reservation in gangs.reservations.items():
-            before = old.reservations.get(gang)
-            if before is not None and before.job_id == reservation.job_id:
-                reservation.deadline = before.deadline
-        old.reservations.clear()
-        old.reservations.update(gangs.reservations)
-        pod_gang = {pod: gang for pod, gang in old._pod_gang.items()
-                    if gang in gangs.reservations}
-        pod_gang.update(gangs._pod_gang)
-        old._pod_gang.clear()
-        old._pod_gang.update(pod_gang)
+        old.adopt(gangs)
 
     # ---- journaling (caller holds self.lock) -------------------------------------------
 
