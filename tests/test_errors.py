@@ -46,16 +46,10 @@ ALLOWED_BARE_RAISES = {
     ("RuntimeError", "API server unreachable: "),
     # The fluid bound's LP solver failed on a well-formed problem: a solver fault.
     ("RuntimeError", "fluid bound LP failed: "),
-    # PENDING, owned by the serve/k8s split (which also moves PodError under
-    # GpuschedError): GangBook's timeout_s check.  Remove once that branch lands.
-    ("ValueError", "gang timeout_s="),
 }
 
 # Exception classes defined in the package that are not (yet) GpuschedErrors.
-ALLOWED_FOREIGN_CLASSES = {
-    # PENDING, owned by the serve/k8s split, which makes it a GpuschedError.
-    "PodError",
-}
+ALLOWED_FOREIGN_CLASSES: set[str] = set()
 
 
 def _message_start(call: ast.Call) -> str:
