@@ -211,7 +211,7 @@ class Engine:
         slack = self.row_slack_units()
         worst, worst_deficit = None, 0
         for i in np.flatnonzero(counts == self.cluster.num_racks):
-            coef_units = int(round(A.data[A.indptr[i]:A.indptr[i + 1]].min() * COEF_SCALE))
+            coef_units = int(c.A_units.data[A.indptr[i]:A.indptr[i + 1]].min())
             deficit = coef_units * demand_w - int(slack[i])
             if deficit > worst_deficit:  # the row short by the most blocks the most
                 worst, worst_deficit = int(i), deficit

@@ -129,6 +129,40 @@ class Cluster:
         path, format = formats.spec_format(path)
         path.write_text(self.dumps(format), encoding="utf-8")
 
+    def with_limits(self, limits_w: Mapping[str, float] | None = None, *,
+                    every_w: float | None = None, name: str | None = None) -> "Cluster":
+        """The same racks, nodes, names and coefficients with changed limits.
+
+        ``limits_w`` maps constraint row names (``constraints.names``) to new limits; with
+        ``every_w`` every row not named in ``limits_w`` gets that limit.  Rack indices and
+        row order are unchanged, so rack powers from one cluster can be checked against
+        the other's constraints.  Raises :class:`SpecError` for an unknown row name or a
+        limit the spec refuses.
+        """
+        import copy
+
+        spec = copy.deepcopy(self.to_dict())
+        if name is not None:
+            spec["name"] = name
+        wanted = dict(limits_w or {})
+        unknown = sorted(set(wanted) - set(self.constraints.names))
+        if unknown:
+            raise SpecError(f"names constraint row(s) {unknown[:5]}, which do not exist; "
+                            f"rows are {list(self.constraints.names[:5])}, ...",
+                            field="limits_w")
+        for row_name, field in zip(self.constraints.names, self._row_fields):
+            value = wanted.get(row_name, every_w)
+            if value is None:
+                continue
+            # a row's field is "section[i].key" or "section.key" (see _build_constraints)
+            head, key = field.rsplit(".", 1)
+            if head.endswith("]"):
+                section, index = head[:-1].split("[")
+                spec[section][int(index)][key] = value
+            else:
+                spec[head][key] = value
+        return Cluster(spec)
+
     # ---- sizes ----------------------------------------------------------------------
 
     @property
@@ -268,7 +302,8 @@ class Cluster:
         b_arr = np.array(b, dtype=float)
         b_arr.setflags(write=False)
         self._row_fields = tuple(fields)
-        return Constraints(A=A, b=b_arr, names=tuple(names), kinds=tuple(kinds))
+        return Constraints(A=A, b=b_arr, names=tuple(names), kinds=tuple(kinds),
+                           rack_pod=self.rack_pod)
 
     def _check_idle_fits(self) -> None:
         c = self.constraints

@@ -1,0 +1,83 @@
+"""The spec layer owns the limits: one integer coefficient matrix, one zone-row set,
+``with_limits``, and the spec bounds that keep every row load inside int64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpusched import Cluster, SpecError
+from gpusched.spec import COEF_SCALE
+
+
+
+
+def test_integer_coefficients_are_one_cached_matrix_with_a_s_pattern():
+    c = Cluster.preset("superpod-su").constraints
+    assert c.A_units is c.A_units
+    assert c.A_units.dtype == np.int64
+    np.testing.assert_array_equal(c.A_units.indptr, c.A.indptr)
+    np.testing.assert_array_equal(c.A_units.indices, c.A.indices)
+    np.testing.assert_array_equal(c.A_units.data, np.rint(c.A.data * COEF_SCALE))
+
+
+def test_zone_rows_are_the_rows_shared_by_pods():
+    cluster = Cluster.preset("superpod-su")
+    c = cluster.constraints
+    expect = [i for i in range(c.num_rows)
+              if len(set(cluster.rack_pod[c.A.indices[c.A.indptr[i]:c.A.indptr[i + 1]]])) >= 2]
+    assert c.zone_rows.tolist() == expect
+    assert c.kinds.index("facility") in expect or cluster.num_pods == 1
+
+
+def test_allocator_and_optimize_read_the_same_zone_rows():
+    from gpusched import Engine
+    from gpusched.plan.site import _Site
+    from gpusched.simulate.policies import Optimize
+
+    cluster = Cluster.preset("superpod-su")
+    engine = Engine(cluster)
+    site = _Site(engine, cluster.power.cap_max_w, aggregate=True)
+    assert site.zone_rows == cluster.constraints.zone_rows.tolist()
+
+    class _Sim:
+        pass
+    sim = _Sim()
+    sim.cluster, sim.engine = cluster, engine
+    policy = Optimize()
+    assert policy._uncontended(sim) in (True, False)
+    assert policy._zone_rows.tolist() == cluster.constraints.zone_rows.tolist()
+
+
+def test_with_limits_changes_only_the_named_rows():
+    cluster = Cluster.preset("tiny")
+    c = cluster.constraints
+    name = c.names[c.kinds.index("row")]
+    changed = cluster.with_limits({name: 123_456.0})
+    assert changed.constraints.names == c.names
+    assert (changed.constraints.A != c.A).nnz == 0
+    i = c.names.index(name)
+    assert changed.constraints.b[i] == 123_456.0
+    others = np.arange(c.num_rows) != i
+    np.testing.assert_array_equal(changed.constraints.b[others], c.b[others])
+    assert changed.node_names == cluster.node_names
+
+
+def test_with_limits_every_row_and_unknown_name():
+    cluster = Cluster.preset("tiny")
+    lifted = cluster.with_limits(every_w=1e11, name="lifted")
+    assert lifted.name == "lifted"
+    assert (lifted.constraints.b == 1e11).all()
+    assert cluster.constraints.b.max() < 1e11  # the original is unchanged
+    with pytest.raises(SpecError) as info:
+        cluster.with_limits({"no such row": 1.0})
+    assert "no such row" in str(info.value)
+
+
+def test_lifted_cluster_is_with_limits():
+    from gpusched.simulate.policies import lifted_cluster
+
+    cluster = Cluster.preset("superpod-su")
+    lifted = lifted_cluster(cluster)
+    assert (lifted.constraints.b == 1e11).all()
+    assert lifted.constraints.names == cluster.constraints.names
