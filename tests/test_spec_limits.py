@@ -81,3 +81,27 @@ def test_lifted_cluster_is_with_limits():
     lifted = lifted_cluster(cluster)
     assert (lifted.constraints.b == 1e11).all()
     assert lifted.constraints.names == cluster.constraints.names
+
+
+# ---- issue 13 finding 5: node names unique across explicit and default names ----------
+
+def test_explicit_node_name_equal_to_another_racks_default_is_refused():
+    spec = Cluster.preset("tiny").to_dict()
+    first, second = spec["racks"][0], spec["racks"][1]
+    names = [f"{first['name']}-n{i}" for i in range(second["nodes"])]
+    second["node_names"] = names
+    with pytest.raises(SpecError) as info:
+        Cluster.from_dict(spec)
+    assert info.value.field.startswith("racks[1].node_names[")
+    assert "racks[0]" in str(info.value) and repr(names[0]) in str(info.value)
+
+
+def test_default_like_names_that_do_not_collide_are_accepted():
+    spec = Cluster.preset("tiny").to_dict()
+    first, second = spec["racks"][0], spec["racks"][1]
+    n = first["nodes"]
+    # index past the rack's size, a leading zero, and a rack with its own names
+    second["node_names"] = ([f"{first['name']}-n{n}", f"{first['name']}-n00"]
+                            + [f"x{i}" for i in range(second["nodes"] - 2)])
+    cluster = Cluster.from_dict(spec)
+    assert len(set(cluster.node_names)) == cluster.num_nodes
