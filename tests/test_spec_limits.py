@@ -105,3 +105,66 @@ def test_default_like_names_that_do_not_collide_are_accepted():
                             + [f"x{i}" for i in range(second["nodes"] - 2)])
     cluster = Cluster.from_dict(spec)
     assert len(set(cluster.node_names)) == cluster.num_nodes
+
+
+# ---- issue 13 finding 22: unencodable names refused; save is atomic ------------------
+
+@pytest.mark.parametrize("place", ["name", "racks[0].name", "pods[0].name", "facility.name",
+                                   "racks[1].node_names[0]", "limits[0].name"])
+def test_lone_surrogate_names_are_refused_with_the_field(place):
+    spec = Cluster.preset("tiny").to_dict()
+    rack = spec["racks"][0]
+    spec["limits"] = [{"name": "inlet", "limit": 1e9, "coefficients": {rack["name"]: 1.0}}]
+    spec["racks"][1]["node_names"] = [f"h{i}" for i in range(spec["racks"][1]["nodes"])]
+    bad = "a\ud800b"
+    if place == "name":
+        spec["name"] = bad
+    elif place == "facility.name":
+        spec["facility"]["name"] = bad
+    elif place == "racks[0].name":
+        spec["racks"][0]["name"] = bad
+    elif place == "pods[0].name":
+        old = spec["pods"][0]["name"]
+        spec["pods"][0]["name"] = bad
+        for r in spec["racks"]:
+            if r["pod"] == old:
+                r["pod"] = bad
+    elif place == "limits[0].name":
+        spec["limits"][0]["name"] = bad
+    else:
+        spec["racks"][1]["node_names"][0] = bad
+    with pytest.raises(SpecError) as info:
+        Cluster.from_dict(spec)
+    assert info.value.field == place, str(info.value)
+    assert "UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_failed_save_leaves_the_existing_file_intact(tmp_path, monkeypatch, suffix):
+    import gpusched.spec.formats as formats
+
+    target = tmp_path / f"site{suffix}"
+    Cluster.preset("tiny").save(target)
+    before = target.read_bytes()
+    other = Cluster.preset("superpod-su")
+
+    def failing_dump(spec, format):
+        raise OSError("disk full (injected)")
+    monkeypatch.setattr(formats, "dump", failing_dump)
+    with pytest.raises(OSError):
+        other.save(target)
+    assert target.read_bytes() == before
+    monkeypatch.undo()
+    # a write that fails half way (the temp file's fsync) also leaves the old text
+    import gpusched._atomic as atomic
+
+    def failing_fsync(fd):
+        raise OSError("I/O error (injected)")
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        other.save(target)
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temp left
+    other.save(target)
+    assert Cluster.load(target).num_gpus == other.num_gpus

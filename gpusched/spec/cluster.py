@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from .._atomic import write_atomic
 from ..errors import SpecError
 from ..power import PowerModel
 from . import formats
@@ -125,9 +126,14 @@ class Cluster:
         return formats.dump(self.to_dict(), format)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the spec as ``.toml`` or ``.json`` (by the file's extension)."""
+        """Write the spec as ``.toml`` or ``.json`` (by the file's extension), atomically.
+
+        The text is encoded before anything is opened and goes to a temporary file in the
+        same directory that is fsynced and renamed over ``path``: a failed save leaves an
+        existing file as it was.
+        """
         path, format = formats.spec_format(path)
-        path.write_text(self.dumps(format), encoding="utf-8")
+        write_atomic(path, self.dumps(format).encode("utf-8"))
 
     def with_limits(self, limits_w: Mapping[str, float] | None = None, *,
                     every_w: float | None = None, name: str | None = None) -> "Cluster":

@@ -51,6 +51,11 @@ def _name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 200:
         raise SpecError(f"must be a non-empty string of at most 200 characters, got {value!r}",
                         field=where)
+    try:
+        value.encode("utf-8")  # every spec file, snapshot and wire format is UTF-8
+    except UnicodeEncodeError as exc:
+        raise SpecError(f"must be text that UTF-8 can encode, got {value!r} (a lone surrogate "
+                        f"{value[exc.start]!r} at position {exc.start})", field=where) from None
     return value
 
 
