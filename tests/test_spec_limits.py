@@ -168,3 +168,77 @@ def test_failed_save_leaves_the_existing_file_intact(tmp_path, monkeypatch, suff
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temp left
     other.save(target)
     assert Cluster.load(target).num_gpus == other.num_gpus
+
+
+# ---- issue 13 finding 1: no reachable row load overflows int64 -----------------------
+
+def _overflow_spec(coefficient: float) -> dict:
+    """The issue's example: 19 racks of 1,024 nodes, nodes at 1 MW, an extra row over
+    every rack with ``coefficient``, every limit at 1e12 W."""
+    racks = [{"name": f"r{i}", "row": "row", "pod": "pod", "kind": "air", "nodes": 1024,
+              "feed_w": 1e12, "air_cooling_w": 1e12} for i in range(19)]
+    return {"name": "overflow", "power": {"node_other_busy_w": 1_000_000},
+            "facility": {"it_limit_w": 1e12},
+            "halls": [{"name": "hall", "switchboard_w": 1e12}],
+            "rows": [{"name": "row", "hall": "hall", "busway_w": 1e12}],
+            "pods": [{"name": "pod"}], "racks": racks,
+            "limits": [{"name": "extra", "limit": 1e12,
+                        "coefficients": {r["name"]: coefficient for r in racks}}]}
+
+
+def _exact_row_loads(cluster, rack_power_w) -> list[int]:
+    """Row loads in coefficient units with Python ints (no overflow): the oracle."""
+    A = cluster.constraints.A_units
+    return [sum(int(A.data[k]) * int(rack_power_w[A.indices[k]])
+                for k in range(A.indptr[i], A.indptr[i + 1])) for i in range(A.shape[0])]
+
+
+def test_spec_whose_row_load_can_overflow_int64_is_refused():
+    with pytest.raises(SpecError) as info:
+        Cluster.from_dict(_overflow_spec(1000))
+    assert info.value.field == "limits[0].coefficients"
+    assert "'extra'" in str(info.value) and "int64" in str(info.value)
+    spec = _overflow_spec(1)
+    spec["limits"] = []
+    spec["power"]["gpus_per_node"] = 64
+    spec["power"]["gpu_tdp_w"] = 1_000_000
+    spec["power"]["cap_max_w"] = 1_000_000
+    spec["racks"] = spec["racks"] * 1  # built-in rows: 19 x 1024 x 65 MW x 1e6 > 2**62
+    for k in range(19, 200):
+        spec["racks"].append(dict(spec["racks"][0], name=f"r{k}"))
+    with pytest.raises(SpecError) as info:
+        Cluster.from_dict(spec)
+    assert info.value.field == "power.node_other_busy_w"
+
+
+def test_at_the_int64_bound_the_twins_keep_the_row(backend):
+    from gpusched import Engine, Job
+    from gpusched.errors import PlacementError
+    from gpusched.spec import MAX_ROW_LOAD_UNITS
+
+    power = 1_000_000 + 8 * 700
+    coef = (MAX_ROW_LOAD_UNITS // (19 * 1024 * power)) / COEF_SCALE  # just inside the bound
+    coef = float(int(coef * COEF_SCALE) / COEF_SCALE)
+    cluster = Cluster.from_dict(_overflow_spec(coef))
+    full = cluster.full_rack_power_w(cluster.power.gpu_tdp_w)
+    exact = _exact_row_loads(cluster, full)
+    assert max(exact) <= MAX_ROW_LOAD_UNITS < 2 ** 63
+    c = cluster.constraints
+    extra = c.row("extra")
+    # violations computes the exact load at the bound and reports the row
+    broken = {name: load for name, load, _ in c.violations(full)}
+    assert list(broken) == ["extra"]
+    assert broken["extra"] == pytest.approx(exact[extra] / COEF_SCALE, rel=1e-12)
+    assert c.load_units(full).tolist() == exact
+    engine = Engine(cluster, backend=backend)
+    everything = Job("all", cluster.num_gpus, max_cap_w=700, min_cap_w=200)
+    assert engine.place(everything) is None           # would break "extra" ~4.6x over
+    with pytest.raises(PlacementError):
+        engine.place_on(everything, list(range(cluster.num_nodes)), 700)
+    assert engine.gpus_in_use() == 0
+    # what does fit is placed, and the row holds (checked with Python ints)
+    placed = engine.place(Job("some", 8 * 1024, max_cap_w=700, min_cap_w=200))
+    assert placed is not None
+    load = _exact_row_loads(cluster, engine.rack_power_w())
+    assert all(x <= b for x, b in zip(load, c.b_units.tolist()))
+    assert c.violations(engine.rack_power_w()) == []

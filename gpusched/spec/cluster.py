@@ -19,7 +19,7 @@ from .._atomic import write_atomic
 from ..errors import SpecError
 from ..power import PowerModel
 from . import formats
-from .constraints import COEF_SCALE, RACK_KINDS, ROW_KINDS, Constraints
+from .constraints import COEF_SCALE, MAX_ROW_LOAD_UNITS, RACK_KINDS, ROW_KINDS, Constraints
 from .presets import PRESETS
 from .schema import _normalise, _public
 
@@ -69,6 +69,7 @@ class Cluster:
                     self.rack_first_node, self.node_rack):
             arr.setflags(write=False)
         self.constraints = self._build_constraints()
+        self._check_loads_fit_int64()
         self._check_idle_fits()
 
     # ---- construction ---------------------------------------------------------------
@@ -310,6 +311,32 @@ class Cluster:
         self._row_fields = tuple(fields)
         return Constraints(A=A, b=b_arr, names=tuple(names), kinds=tuple(kinds),
                            rack_pod=self.rack_pod)
+
+    def _check_loads_fit_int64(self) -> None:
+        """Refuse a spec whose rows could reach a load the int64 engine cannot hold.
+
+        The bound is the row's load with every node at its most (``node_other_busy_w`` plus
+        every GPU at ``gpu_tdp_w``, above any cap a job can get): racks x nodes x node
+        power x coefficient x COEF_SCALE, summed over the row's racks.  Each field is inside
+        its own range, but their product need not be (19 racks of 1,024 nodes at 1 MW with
+        a coefficient of 1,000 reach 2e19), so the product is checked here.  Float64 sums
+        are exact to 1e-10 relative here, far inside the margin between 2**62 and 2**63.
+        """
+        c, power = self.constraints, self.power
+        node_max_w = power.node_other_busy_w + power.gpus_per_node * power.gpu_tdp_w
+        rack_max_w = self.rack_nodes.astype(np.float64) * node_max_w
+        row_max_units = c.A_units.astype(np.float64) @ rack_max_w
+        bad = np.flatnonzero(row_max_units > MAX_ROW_LOAD_UNITS)
+        if bad.size:
+            i = int(bad[np.argmax(row_max_units[bad])])
+            field = self._row_fields[i]
+            culprit = (field.rsplit(".", 1)[0] + ".coefficients" if field.startswith("limits[")
+                       else "power.node_other_busy_w")
+            raise SpecError(
+                f"row {c.names[i]!r} could carry {row_max_units[i]:.3g} coefficient-units "
+                f"(coefficient x 1e6 x W, every node at {node_max_w:,} W), over the engine's "
+                f"int64 bound {MAX_ROW_LOAD_UNITS:.3g}; lower its coefficients, the node "
+                f"power or the racks in it ({bad.size} row(s) over)", field=culprit)
 
     def _check_idle_fits(self) -> None:
         c = self.constraints

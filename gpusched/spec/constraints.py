@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE"]
+__all__ = ["Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE", "MAX_ROW_LOAD_UNITS"]
 
 #: Kinds of constraint rows.  ``thermal`` rows (inlet temperature, D·P <= T_red - T_sup,
 #: Tang et al. 2008) come only from a spec's extra ``limits``.
@@ -27,6 +27,11 @@ RACK_KINDS = ("liquid", "air")
 #: added in, so both twins agree to the last unit.
 COEF_SCALE = 1_000_000
 _MAX_LIMIT_W = 1e12  # a terawatt: anything above is a typo, and keeps the int64 sums safe
+#: The most a row's load may reach in coefficient units (coefficient millionths times
+#: watts) with every GPU of every rack at its TDP.  The twins hold loads and limits in
+#: int64 and add a candidate's load to a row's before comparing: with loads below 2**62
+#: and limits below 1e18 units (1 TW), every sum and difference stays below 2**63.
+MAX_ROW_LOAD_UNITS = 2 ** 62
 
 
 # ======================================================================================
