@@ -242,3 +242,88 @@ def test_at_the_int64_bound_the_twins_keep_the_row(backend):
     load = _exact_row_loads(cluster, engine.rack_power_w())
     assert all(x <= b for x, b in zip(load, c.b_units.tolist()))
     assert c.violations(engine.rack_power_w()) == []
+
+
+# ---- issue 13 finding 6: a snapshot loads only on the topology and limits it was of --
+
+SLURM = __import__("pathlib").Path(__file__).parent / "fixtures" / "slurm"
+
+
+def _slurm_site(tmp_path, topology: str, overlay: str, tag: str):
+    from gpusched.adapters.slurm import read_cluster
+
+    (tmp_path / f"{tag}.conf").write_text(topology)
+    (tmp_path / f"{tag}.toml").write_text(overlay)
+    return read_cluster(tmp_path / f"{tag}.conf", tmp_path / f"{tag}.toml")
+
+
+def _snapshot_with_a_job(cluster, backend):
+    from gpusched import Engine, Job
+
+    engine = Engine(cluster, backend=backend)
+    assert engine.place(Job("trainer", 8)) is not None
+    return engine.snapshot()
+
+
+def _variants(tmp_path):
+    topology = (SLURM / "tree.conf").read_text()
+    overlay = (SLURM / "tree_overlay.toml").read_text()
+    lines = topology.splitlines(keepends=True)
+    su01 = next(i for i, line in enumerate(lines) if line.startswith("SwitchName=su01"))
+    su02 = next(i for i, line in enumerate(lines) if line.startswith("SwitchName=su02"))
+    lines[su01], lines[su02] = lines[su02], lines[su01]
+    reordered = "".join(lines)
+    original = _slurm_site(tmp_path, topology, overlay, "original")
+    return original, {
+        "reordered leaf switches": _slurm_site(tmp_path, reordered, overlay, "reordered"),
+        "renamed hosts": _slurm_site(tmp_path, topology.replace("dgx", "hgx"),
+                                     overlay.replace("dgx", "hgx"), "renamed"),
+    }
+
+
+def test_snapshot_is_refused_on_a_reordered_or_renamed_slurm_site(tmp_path, backend):
+    from gpusched import Engine
+    from gpusched.errors import SnapshotError
+
+    original, variants = _variants(tmp_path)
+    snapshot = _snapshot_with_a_job(original, backend)
+    for what, other in variants.items():
+        # what the old check compared is the same: name, GPUs, constraint rows
+        assert (other.name, other.num_gpus, other.constraints.num_rows) == \
+            (original.name, original.num_gpus, original.constraints.num_rows), what
+        assert other.fingerprint != original.fingerprint, what
+        engine = Engine(other, backend=backend)
+        with pytest.raises(SnapshotError) as info:
+            engine.load_snapshot(snapshot)
+        assert "cluster_fingerprint" in str(info.value), what
+        assert engine.jobs() == []
+    # the same site imported again has the same fingerprint and loads
+    again = _slurm_site(tmp_path, (SLURM / "tree.conf").read_text(),
+                        (SLURM / "tree_overlay.toml").read_text(), "again")
+    assert again.fingerprint == original.fingerprint
+    assert [j.id for j in Engine.restore(again, snapshot, backend=backend).jobs()] == ["trainer"]
+
+
+def test_fingerprint_follows_limits_not_the_name():
+    cluster = Cluster.preset("tiny")
+    c = cluster.constraints
+    assert cluster.with_limits(name="other name").fingerprint == cluster.fingerprint
+    changed = cluster.with_limits({c.names[0]: float(c.b[0]) + 1})
+    assert changed.fingerprint != cluster.fingerprint
+
+
+def test_a_snapshot_without_fingerprint_loads_only_when_empty(backend):
+    from gpusched import Engine
+    from gpusched.errors import SnapshotError
+
+    cluster = Cluster.preset("tiny")
+    empty = Engine(cluster, backend=backend).snapshot()
+    del empty["cluster_fingerprint"]
+    assert Engine.restore(cluster, empty, backend=backend).jobs() == []
+    full = _snapshot_with_a_job(cluster, backend)
+    del full["cluster_fingerprint"]
+    engine = Engine(cluster, backend=backend)
+    with pytest.raises(SnapshotError) as info:
+        engine.load_snapshot(full)
+    assert "no cluster_fingerprint" in str(info.value)
+    assert engine.jobs() == []

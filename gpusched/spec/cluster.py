@@ -170,6 +170,35 @@ class Cluster:
                 spec[head][key] = value
         return Cluster(spec)
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash (sha256 hex) of what a placement's meaning depends on.
+
+        Node names in node order, each rack's name, nodes, kind, pod and row, each row's
+        hall, the power model, and the constraint system (row names, kinds, integer
+        coefficients, integer limits).  Two clusters with one fingerprint give node
+        index i the same host and every row the same limit, so a snapshot's node indices
+        mean the same on both; reordered racks, renamed hosts or a changed limit change it.
+        The site's ``name`` is not part of it (a snapshot also checks that).
+        """
+        import hashlib
+        import json
+
+        c = self.constraints
+        canonical = {
+            "power": self.power.to_dict(),
+            "node_names": list(self.node_names),
+            "racks": [[r["name"], r["nodes"], r["kind"], r["pod"], r["row"]]
+                      for r in self._spec["racks"]],
+            "rows": [[r["name"], r["hall"]] for r in self._spec["rows"]],
+            "pods": list(self.pod_names),
+            "constraint_names": list(c.names), "constraint_kinds": list(c.kinds),
+            "A_indptr": c.A_units.indptr.tolist(), "A_indices": c.A_units.indices.tolist(),
+            "A_units": c.A_units.data.tolist(), "b_units": c.b_units.tolist(),
+        }
+        text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+
     # ---- sizes ----------------------------------------------------------------------
 
     @property
