@@ -45,7 +45,7 @@ def test_allocator_and_optimize_read_the_same_zone_rows():
     sim = _Sim()
     sim.cluster, sim.engine = cluster, engine
     policy = Optimize()
-    assert policy._uncontended(sim) in (True, False)
+    assert policy._uncontended(sim)  # an empty site has watts to spare on every zone row
     assert policy._zone_rows.tolist() == cluster.constraints.zone_rows.tolist()
 
 

@@ -387,8 +387,8 @@ class Cluster:
         idle = c.A @ self.idle_rack_power_w.astype(float)
         by_kind: dict[str, dict[str, Any]] = {}
         for kind in ROW_KINDS:
-            idx = [i for i, k in enumerate(c.kinds) if k == kind]
-            if not idx:
+            idx = c.rows_of_kind(kind)
+            if not idx.size:
                 continue
             ratio = full[idx] / np.maximum(c.b[idx], 1e-9)
             by_kind[kind] = {"rows": len(idx), "binding_at_full_power": int((ratio > 1).sum()),
