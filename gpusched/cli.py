@@ -82,7 +82,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
           f"{summary['air_racks']} air), {summary['pods']} pods, {summary['rows']} rows, "
           f"{summary['halls']} halls")
     print(f"power: {summary['idle_mw']:.1f} MW idle, {summary['full_power_mw']:.1f} MW with "
-          f"every GPU at 700 W, facility limit {summary['facility_limit_mw']:.1f} MW")
+          f"every GPU at {cluster.power.cap_max_w} W, "
+          f"facility limit {summary['facility_limit_mw']:.1f} MW")
     print(f"constraint system A·P <= b: {summary['constraint_rows']:,} rows")
     print(f"  {'kind':<14}{'rows':>7}{'break at full power':>22}{'worst full/limit':>19}")
     for kind, row in summary["rows_by_kind"].items():
@@ -97,11 +98,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     placed = [p for p in placements if p is not None]
     caps = np.array([p.cap_w for p in placed])
+    top_w = cluster.power.cap_max_w
     print(f"\nsample stream: {len(jobs):,} jobs (seed {args.seed}) on the {engine.backend} "
           f"backend in {elapsed * 1e3:.1f} ms ({elapsed / len(jobs) * 1e6:.1f} µs per job)")
     print(f"  placed {len(placed):,}, refused {len(jobs) - len(placed):,}; "
-          f"{engine.gpus_in_use():,} GPUs busy; caps: {int((caps == 700).sum())} at 700 W, "
-          f"{int((caps < 700).sum())} capped (lowest {int(caps.min()) if len(caps) else '-'} W)")
+          f"{engine.gpus_in_use():,} GPUs busy; caps: {int((caps == top_w).sum())} at {top_w} W, "
+          f"{int((caps < top_w).sum())} capped (lowest {int(caps.min()) if len(caps) else '-'} W)")
     print(f"  {'most loaded row of each kind':<34}{'load kW':>12}{'limit kW':>12}{'used':>8}")
     for name, load, limit in _power_table(engine):
         print(f"  {name:<34}{load / 1e3:>12,.1f}{limit / 1e3:>12,.1f}{load / limit:>8.1%}")
@@ -119,7 +121,8 @@ def _cmd_place(args: argparse.Namespace) -> int:
         if not args.create:
             raise
         engine = Engine(cluster, backend=args.backend)
-    job = Job(args.id, args.gpus, max_cap_w=args.max_cap_w, min_cap_w=args.min_cap_w)
+    max_cap_w = cluster.power.cap_max_w if args.max_cap_w is None else args.max_cap_w
+    job = Job(args.id, args.gpus, max_cap_w=max_cap_w, min_cap_w=args.min_cap_w)
     placement = engine.place(job, pod=args.pod)
     if placement is None:
         print(json.dumps({"placed": False, "reason": str(engine.explain(job, args.pod))}))
@@ -170,7 +173,8 @@ def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
     place.add_argument("--create", action="store_true", help="start empty if --state is missing")
     place.add_argument("--id", required=True)
     place.add_argument("--gpus", type=int, required=True)
-    place.add_argument("--max-cap-w", type=int, default=700)
+    place.add_argument("--max-cap-w", type=int, default=None,
+                       help="highest cap in W (default: the cluster's cap_max_w)")
     place.add_argument("--min-cap-w", type=int, default=None)
     place.add_argument("--pod", default=None, help="pod index or name")
     place.add_argument("--backend", choices=available_backends(), default=None)

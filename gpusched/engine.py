@@ -212,7 +212,7 @@ class Engine:
         slack = self.row_slack_units()
         worst, worst_deficit = None, 0
         for i in np.flatnonzero(counts == self.cluster.num_racks):
-            coef_units = int(round(A.data[A.indptr[i]:A.indptr[i + 1]].min() * COEF_SCALE))
+            coef_units = int(c.A_units.data[A.indptr[i]:A.indptr[i + 1]].min())
             deficit = coef_units * demand_w - int(slack[i])
             if deficit > worst_deficit:  # the row short by the most blocks the most
                 worst, worst_deficit = int(i), deficit
@@ -230,6 +230,7 @@ class Engine:
             "cluster": self.cluster.name,
             "cluster_gpus": self.cluster.num_gpus,
             "constraint_rows": self.cluster.constraints.num_rows,
+            "cluster_fingerprint": self.cluster.fingerprint,
             "jobs": [{"job": job.to_dict(), "nodes": list(p.nodes),
                       "gpus_per_node": p.gpus_per_node, "cap_w": p.cap_w}
                      for job, p in zip(jobs, placements)],
@@ -263,6 +264,24 @@ class Engine:
         entries = snapshot.get("jobs")
         if not isinstance(entries, list):
             raise SnapshotError("snapshot 'jobs' must be a list", field="jobs")
+        # node indices mean hosts only on the same topology and limits; a snapshot from
+        # before fingerprints holding jobs cannot be told apart from one of a reordered
+        # or renamed site, so only an empty one (nothing to misplace) loads without it
+        fingerprint = snapshot.get("cluster_fingerprint")
+        if fingerprint is None and entries:
+            raise SnapshotError(
+                f"snapshot of {c.name!r} holds {len(entries)} job(s) but no "
+                "cluster_fingerprint (written before fingerprints): it cannot be told apart "
+                "from a snapshot of the same site with racks reordered or hosts renamed; "
+                "restore it with the version that wrote it and save it again",
+                field="cluster_fingerprint")
+        if fingerprint is not None and fingerprint != c.fingerprint:
+            raise SnapshotError(
+                f"snapshot is of another topology or other limits than cluster {c.name!r}: "
+                f"its cluster_fingerprint {str(fingerprint)[:16]!r}... is not this "
+                f"cluster's {c.fingerprint[:16]!r}... (racks reordered, hosts renamed or a "
+                "limit changed); node indices would name other hosts",
+                field="cluster_fingerprint")
         with self._lock:
             before = [(job, p) for job, p in zip(self.jobs(), self.placements())]
             self._reset()

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._atomic import write_atomic  # re-exported: callers import it from here
 from .errors import SnapshotError
 
 if TYPE_CHECKING:
@@ -74,30 +74,6 @@ def decode_state(data: bytes, source: str = "state") -> dict[str, Any]:
         raise SnapshotError(f"{source} fails its checksum: it was edited or corrupted "
                             "after it was written")
     return snapshot
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` by ``data`` atomically and durably (temp file, fsync, rename)."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_engine(engine: "Engine", path: str | os.PathLike[str]) -> None:

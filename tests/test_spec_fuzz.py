@@ -285,3 +285,108 @@ def test_missing_and_misnamed_files(tmp_path):
     with pytest.raises(SpecError) as info:
         Cluster.load(tmp_path / "c.yaml")
     assert info.value.field == "path"
+
+
+# ---- wide specs: whole ranges, all of Unicode, duplicates, reorderings ---------------
+
+from gpusched.spec import MAX_ROW_LOAD_UNITS  # noqa: E402
+
+from .strategies import reordered, wide_specs  # noqa: E402
+
+
+def _exact_loads(cluster: Cluster, rack_power_w) -> list[int]:
+    """Row loads in coefficient units with Python ints: an oracle that cannot overflow."""
+    A = cluster.constraints.A_units
+    return [sum(int(A.data[k]) * int(rack_power_w[A.indices[k]])
+                for k in range(A.indptr[i], A.indptr[i + 1])) for i in range(A.shape[0])]
+
+
+def _validate(spec: dict) -> Cluster | None:
+    try:
+        return Cluster.from_dict(spec)
+    except SpecError as err:
+        assert err.field, f"SpecError without a field: {err}"
+        event(f"refused at {re.sub(r'[0-9]+', 'i', err.field.split('.')[-1])}")
+        return None
+
+
+@FUZZ
+@given(spec=wide_specs())
+def test_wide_spec_validates_and_never_overflows_or_is_refused(spec, tmp_path):
+    cluster = _validate(spec)
+    if cluster is None:
+        return
+    event("validates")
+    power = cluster.power
+    top = cluster.full_rack_power_w(power.gpu_tdp_w)
+    exact = _exact_loads(cluster, top)
+    assert max(exact) <= MAX_ROW_LOAD_UNITS, "a reachable row load past the int64 bound"
+    assert cluster.constraints.load_units(top).tolist() == exact  # int64 did not wrap
+    assert len(set(cluster.node_names)) == cluster.num_nodes
+    for text in (cluster.name, *cluster.rack_names, *cluster.node_names):
+        text.encode("utf-8")
+    for fmt in ("json", "toml"):
+        target = tmp_path / f"site.{fmt}"
+        cluster.save(target)
+        again = Cluster.load(target)
+        assert again.fingerprint == cluster.fingerprint
+        assert again.node_names == cluster.node_names
+
+
+@FUZZ
+@given(spec=wide_specs(max_racks=6), data=st.data())
+def test_wide_spec_engines_keep_every_row_by_the_python_int_oracle(spec, data):
+    from gpusched import Engine, Job
+    from gpusched.engine import available_backends
+    from gpusched.errors import GpuschedError
+
+    cluster = _validate(spec)
+    assume(cluster is not None and cluster.num_gpus <= 20_000)
+    power = cluster.power
+    gpus = data.draw(st.sampled_from([1, power.gpus_per_node, cluster.num_gpus]))
+    try:
+        job = Job("j", gpus, max_cap_w=power.cap_max_w, min_cap_w=power.cap_min_w)
+    except GpuschedError:
+        return
+    b_units = cluster.constraints.b_units.tolist()
+    answers = []
+    for backend in available_backends():
+        engine = Engine(cluster, backend=backend)
+        try:
+            placement = engine.place(job)
+        except GpuschedError:
+            placement = "refused"
+        answers.append(placement if placement in (None, "refused")
+                       else (placement.nodes, placement.cap_w))
+        load = _exact_loads(cluster, engine.rack_power_w())
+        assert all(x <= b for x, b in zip(load, b_units)), backend
+        assert cluster.constraints.violations(engine.rack_power_w()) == []
+    assert all(a == answers[0] for a in answers), answers
+
+
+@FUZZ
+@given(spec=wide_specs(max_racks=8), data=st.data())
+def test_reordered_racks_are_another_fingerprint_and_refuse_the_snapshot(spec, data):
+    from gpusched import Engine, Job
+    from gpusched.errors import GpuschedError, SnapshotError
+
+    order = data.draw(st.permutations(range(len(spec["racks"]))))
+    first, second = _validate(spec), _validate(reordered(spec, list(order)))
+    assert (first is None) == (second is None)  # the same fields, the same verdict
+    if first is None or second is None:
+        return
+    same = list(order) == sorted(order)
+    assert (first.fingerprint == second.fingerprint) == same
+    assert sorted(first.node_names) == sorted(second.node_names)
+    if same or first.num_gpus > 20_000:
+        return
+    engine = Engine(first)
+    try:
+        job = Job("j", 1, max_cap_w=first.power.cap_max_w, min_cap_w=first.power.cap_min_w)
+    except GpuschedError:
+        return
+    if engine.place(job) is None:
+        return
+    event("snapshot refused on the reordered site")
+    with pytest.raises(SnapshotError):
+        Engine(second).load_snapshot(engine.snapshot())

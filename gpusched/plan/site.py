@@ -25,8 +25,7 @@ class _Site:
         node_free = engine.node_free_gpus()
         self.node_free = node_free
         A = c.A.tocsr()
-        A_units = A.copy()
-        A_units.data = np.rint(A_units.data * COEF_SCALE)
+        A_units = c.A_units  # same sparsity as A, so entry lo of both is one coefficient
         rack_pod = cluster.rack_pod
         n_pods = cluster.num_pods
         pod_rack_count = np.bincount(rack_pod, minlength=n_pods)
@@ -48,7 +47,7 @@ class _Site:
         pair_coef = coo.data[order][head]          # max coefficient: sorted descending
         pods_per_row = np.bincount(pair_row, minlength=c.num_rows)
         racks_per_row = np.diff(A.indptr)
-        self.zone_rows.extend(int(i) for i in np.flatnonzero(pods_per_row >= 2).tolist())
+        self.zone_rows.extend(int(i) for i in c.zone_rows.tolist())
         sel = np.isin(pair_row, self.zone_rows)
         for i, p, v in zip(pair_row[sel].tolist(), pair_pod[sel].tolist(),
                            pair_coef[sel].tolist()):

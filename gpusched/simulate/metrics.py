@@ -47,13 +47,11 @@ class Recorder:
         self.saturated_s = 0.0         # time the jobs present asked for every GPU
         self.saturated_bound_gpu_s = 0.0
         self.saturated_work_gpu_s = 0.0
-        units = c.A.tocsr(copy=True)
-        units.data = np.rint(units.data * COEF_SCALE)
-        self._A_units = units.astype(np.int64)
+        self._A_units = c.A_units
         self._b_units = c.b_units
         self._kind_names = list(dict.fromkeys(c.kinds))
         self._kind_code = np.array([self._kind_names.index(k) for k in c.kinds], dtype=np.int64)
-        self.hall_rows = np.array([i for i, k in enumerate(c.kinds) if k == "hall"], dtype=np.int64)
+        self.hall_rows = c.rows_of_kind("hall")
         self.hall_names = [c.names[i].removesuffix(" switchboard") for i in self.hall_rows]
         self.hall_limits_w = c.b[self.hall_rows].astype(float)
         fac = [i for i, k in enumerate(c.kinds) if k == "facility"]

@@ -72,8 +72,9 @@ def plot_power(results: "Sequence[SimulationResult]", path: str | os.PathLike[st
     if facility:
         limit = c.b[facility[0]] / 1e6
         ax_f.axhline(limit, color="k", ls="--", lw=1, label=f"facility limit {limit:g} MW")
-    full = first.cluster.full_rack_power_w(first.cluster.power.cap_max_w).sum() / 1e6
-    ax_f.axhline(full, color="grey", ls=":", lw=1, label=f"every GPU at 700 W ({full:.0f} MW)")
+    top_w = first.cluster.power.cap_max_w
+    full = first.cluster.full_rack_power_w(top_w).sum() / 1e6
+    ax_f.axhline(full, color="grey", ls=":", lw=1, label=f"every GPU at {top_w} W ({full:.0f} MW)")
     if halls:
         limit = c.b[halls].min() / 1e6
         ax_h.axhline(limit, color="k", ls="--", lw=1, label=f"hall switchboard {limit:g} MW")

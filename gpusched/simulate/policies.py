@@ -201,20 +201,7 @@ def lifted_cluster(cluster: Cluster) -> Cluster:
     Rack indices are unchanged, so rack powers from an engine on it can be checked
     against the real ``cluster.constraints``.
     """
-    spec = cluster.to_dict()
-    spec["name"] = f"{cluster.name} (limits lifted)"
-    spec["facility"]["it_limit_w"] = _LIFTED_W
-    for hall in spec["halls"]:
-        hall["switchboard_w"] = hall["cooling_w"] = _LIFTED_W
-    for row in spec["rows"]:
-        row["busway_w"] = _LIFTED_W
-    for rack in spec["racks"]:
-        for key in ("feed_w", "cdu_w", "residual_air_w", "air_cooling_w"):
-            if key in rack:
-                rack[key] = _LIFTED_W
-    for limit in spec.get("limits", []):
-        limit["limit"] = _LIFTED_W
-    return Cluster.from_dict(spec)
+    return cluster.with_limits(every_w=_LIFTED_W, name=f"{cluster.name} (limits lifted)")
 
 
 @contextlib.contextmanager
@@ -343,12 +330,10 @@ class Optimize(Policy):
         self._allocate = plan
 
     def _uncontended(self, sim: "Simulator") -> bool:
-        """True while every zone row (hall, hall cooling, facility) has ``margin`` spare."""
+        """True while every zone row (``Constraints.zone_rows``) has ``margin`` spare."""
         if self._zone_rows is None:
             c = sim.cluster.constraints
-            self._zone_rows = np.array([i for i, k in enumerate(c.kinds)
-                                        if k in ("hall", "hall-cooling", "facility")],
-                                       dtype=np.int64)
+            self._zone_rows = c.zone_rows
             self._zone_margin_units = (c.b_units[self._zone_rows] * self.margin).astype(np.int64)
         slack = sim.engine.row_slack_units()[self._zone_rows]
         return bool((slack > self._zone_margin_units).all())

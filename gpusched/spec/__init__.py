@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 from .cluster import Cluster
-from .constraints import COEF_SCALE, RACK_KINDS, ROW_KINDS, Constraints
+from .constraints import COEF_SCALE, MAX_ROW_LOAD_UNITS, RACK_KINDS, ROW_KINDS, Constraints
 from .presets import PRESETS
 
-__all__ = ["Cluster", "Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE", "PRESETS"]
+__all__ = ["Cluster", "Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE", "MAX_ROW_LOAD_UNITS",
+           "PRESETS"]

@@ -15,10 +15,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from .._atomic import write_atomic
 from ..errors import SpecError
 from ..power import PowerModel
 from . import formats
-from .constraints import COEF_SCALE, RACK_KINDS, ROW_KINDS, Constraints
+from .constraints import COEF_SCALE, MAX_ROW_LOAD_UNITS, RACK_KINDS, ROW_KINDS, Constraints
 from .presets import PRESETS
 from .schema import _normalise, _public
 
@@ -68,6 +69,7 @@ class Cluster:
                     self.rack_first_node, self.node_rack):
             arr.setflags(write=False)
         self.constraints = self._build_constraints()
+        self._check_loads_fit_int64()
         self._check_idle_fits()
 
     # ---- construction ---------------------------------------------------------------
@@ -125,9 +127,77 @@ class Cluster:
         return formats.dump(self.to_dict(), format)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the spec as ``.toml`` or ``.json`` (by the file's extension)."""
+        """Write the spec as ``.toml`` or ``.json`` (by the file's extension), atomically.
+
+        The text is encoded before anything is opened and goes to a temporary file in the
+        same directory that is fsynced and renamed over ``path``: a failed save leaves an
+        existing file as it was.
+        """
         path, format = formats.spec_format(path)
-        path.write_text(self.dumps(format), encoding="utf-8")
+        write_atomic(path, self.dumps(format).encode("utf-8"))
+
+    def with_limits(self, limits_w: Mapping[str, float] | None = None, *,
+                    every_w: float | None = None, name: str | None = None) -> "Cluster":
+        """The same racks, nodes, names and coefficients with changed limits.
+
+        ``limits_w`` maps constraint row names (``constraints.names``) to new limits; with
+        ``every_w`` every row not named in ``limits_w`` gets that limit.  Rack indices and
+        row order are unchanged, so rack powers from one cluster can be checked against
+        the other's constraints.  Raises :class:`SpecError` for an unknown row name or a
+        limit the spec refuses.
+        """
+        import copy
+
+        spec = copy.deepcopy(self.to_dict())
+        if name is not None:
+            spec["name"] = name
+        wanted = dict(limits_w or {})
+        unknown = sorted(set(wanted) - set(self.constraints.names))
+        if unknown:
+            raise SpecError(f"names constraint row(s) {unknown[:5]}, which do not exist; "
+                            f"rows are {list(self.constraints.names[:5])}, ...",
+                            field="limits_w")
+        for row_name, field in zip(self.constraints.names, self._row_fields):
+            value = wanted.get(row_name, every_w)
+            if value is None:
+                continue
+            # a row's field is "section[i].key" or "section.key" (see _build_constraints)
+            head, key = field.rsplit(".", 1)
+            if head.endswith("]"):
+                section, index = head[:-1].split("[")
+                spec[section][int(index)][key] = value
+            else:
+                spec[head][key] = value
+        return Cluster(spec)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash (sha256 hex) of what a placement's meaning depends on.
+
+        Node names in node order, each rack's name, nodes, kind, pod and row, each row's
+        hall, the power model, and the constraint system (row names, kinds, integer
+        coefficients, integer limits).  Two clusters with one fingerprint give node
+        index i the same host and every row the same limit, so a snapshot's node indices
+        mean the same on both; reordered racks, renamed hosts or a changed limit change it.
+        The site's ``name`` is not part of it (a snapshot also checks that).
+        """
+        import hashlib
+        import json
+
+        c = self.constraints
+        canonical = {
+            "power": self.power.to_dict(),
+            "node_names": list(self.node_names),
+            "racks": [[r["name"], r["nodes"], r["kind"], r["pod"], r["row"]]
+                      for r in self._spec["racks"]],
+            "rows": [[r["name"], r["hall"]] for r in self._spec["rows"]],
+            "pods": list(self.pod_names),
+            "constraint_names": list(c.names), "constraint_kinds": list(c.kinds),
+            "A_indptr": c.A_units.indptr.tolist(), "A_indices": c.A_units.indices.tolist(),
+            "A_units": c.A_units.data.tolist(), "b_units": c.b_units.tolist(),
+        }
+        text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
 
     # ---- sizes ----------------------------------------------------------------------
 
@@ -268,7 +338,34 @@ class Cluster:
         b_arr = np.array(b, dtype=float)
         b_arr.setflags(write=False)
         self._row_fields = tuple(fields)
-        return Constraints(A=A, b=b_arr, names=tuple(names), kinds=tuple(kinds))
+        return Constraints(A=A, b=b_arr, names=tuple(names), kinds=tuple(kinds),
+                           rack_pod=self.rack_pod)
+
+    def _check_loads_fit_int64(self) -> None:
+        """Refuse a spec whose rows could reach a load the int64 engine cannot hold.
+
+        The bound is the row's load with every node at its most (``node_other_busy_w`` plus
+        every GPU at ``gpu_tdp_w``, above any cap a job can get): racks x nodes x node
+        power x coefficient x COEF_SCALE, summed over the row's racks.  Each field is inside
+        its own range, but their product need not be (19 racks of 1,024 nodes at 1 MW with
+        a coefficient of 1,000 reach 2e19), so the product is checked here.  Float64 sums
+        are exact to 1e-10 relative here, far inside the margin between 2**62 and 2**63.
+        """
+        c, power = self.constraints, self.power
+        node_max_w = power.node_other_busy_w + power.gpus_per_node * power.gpu_tdp_w
+        rack_max_w = self.rack_nodes.astype(np.float64) * node_max_w
+        row_max_units = c.A_units.astype(np.float64) @ rack_max_w
+        bad = np.flatnonzero(row_max_units > MAX_ROW_LOAD_UNITS)
+        if bad.size:
+            i = int(bad[np.argmax(row_max_units[bad])])
+            field = self._row_fields[i]
+            culprit = (field.rsplit(".", 1)[0] + ".coefficients" if field.startswith("limits[")
+                       else "power.node_other_busy_w")
+            raise SpecError(
+                f"row {c.names[i]!r} could carry {row_max_units[i]:.3g} coefficient-units "
+                f"(coefficient x 1e6 x W, every node at {node_max_w:,} W), over the engine's "
+                f"int64 bound {MAX_ROW_LOAD_UNITS:.3g}; lower its coefficients, the node "
+                f"power or the racks in it ({bad.size} row(s) over)", field=culprit)
 
     def _check_idle_fits(self) -> None:
         c = self.constraints
@@ -290,8 +387,8 @@ class Cluster:
         idle = c.A @ self.idle_rack_power_w.astype(float)
         by_kind: dict[str, dict[str, Any]] = {}
         for kind in ROW_KINDS:
-            idx = [i for i, k in enumerate(c.kinds) if k == kind]
-            if not idx:
+            idx = c.rows_of_kind(kind)
+            if not idx.size:
                 continue
             ratio = full[idx] / np.maximum(c.b[idx], 1e-9)
             by_kind[kind] = {"rows": len(idx), "binding_at_full_power": int((ratio > 1).sum()),

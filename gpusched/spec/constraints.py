@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from ..errors import UnknownRowError
 
-__all__ = ["Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE"]
+__all__ = ["Constraints", "ROW_KINDS", "RACK_KINDS", "COEF_SCALE", "MAX_ROW_LOAD_UNITS"]
 
 #: Kinds of constraint rows.  ``thermal`` rows (inlet temperature, D·P <= T_red - T_sup,
 #: Tang et al. 2008) come only from a spec's extra ``limits``.
@@ -29,6 +29,11 @@ RACK_KINDS = ("liquid", "air")
 #: added in, so both twins agree to the last unit.
 COEF_SCALE = 1_000_000
 _MAX_LIMIT_W = 1e12  # a terawatt: anything above is a typo, and keeps the int64 sums safe
+#: The most a row's load may reach in coefficient units (coefficient millionths times
+#: watts) with every GPU of every rack at its TDP.  The twins hold loads and limits in
+#: int64 and add a candidate's load to a row's before comparing: with loads below 2**62
+#: and limits below 1e18 units (1 TW), every sum and difference stays below 2**63.
+MAX_ROW_LOAD_UNITS = 2 ** 62
 
 
 # ======================================================================================
@@ -56,6 +61,8 @@ class Constraints:
     b: np.ndarray
     names: tuple[str, ...]
     kinds: tuple[str, ...]
+    #: Network pod of each rack (int32, shape (num_racks,)); defines :attr:`zone_rows`.
+    rack_pod: np.ndarray | None = None
 
     @property
     def num_rows(self) -> int:
@@ -68,12 +75,50 @@ class Constraints:
         return np.array([math.floor(v * COEF_SCALE) for v in self.b], dtype=np.int64)
 
     @cached_property
-    def _csc_units(self) -> sp.csc_matrix:
-        units = self.A.tocsc(copy=True)
+    def A_units(self) -> sp.csr_matrix:
+        """``A`` in millionths, as int64 CSR: THE integer coefficients every reader uses.
+
+        It has exactly ``A``'s sparsity pattern (explicit zeros kept), so
+        ``A_units.data[k]`` is the integer form of ``A.data[k]``.
+        """
+        units = self.A.tocsr(copy=True)
         units.sort_indices()
         units.data = np.rint(units.data * COEF_SCALE)
+        units = units.astype(np.int64)
+        units.data.setflags(write=False)
+        return units
+
+    @cached_property
+    def _csc_units(self) -> sp.csc_matrix:
+        units = self.A_units.tocsc(copy=True)
+        units.sort_indices()
         units.eliminate_zeros()  # a zero coefficient would divide by zero in the engine
         return units
+
+    @cached_property
+    def zone_rows(self) -> np.ndarray:
+        """Rows whose racks lie in two or more network pods (int64 indices, ascending).
+
+        A zone row is a limit that pods share (a hall's switchboard and cooling plant, the
+        facility, a busway or a thermal limit across pods): choosing the pod of a job moves
+        load against it, so the allocator models it across pods, and a site with spare
+        watts on every zone row has no choice of zone to make.  Every other row sits
+        inside one pod.  Empty when ``rack_pod`` is not given.
+        """
+        if self.rack_pod is None:
+            return np.zeros(0, dtype=np.int64)
+        coo = self.A.tocoo()
+        n_pods = int(np.max(self.rack_pod)) + 1 if len(self.rack_pod) else 0
+        pairs = np.unique(coo.row.astype(np.int64) * max(n_pods, 1)
+                          + np.asarray(self.rack_pod)[coo.col].astype(np.int64))
+        pods_per_row = np.bincount(pairs // max(n_pods, 1), minlength=self.num_rows)
+        rows = np.flatnonzero(pods_per_row >= 2).astype(np.int64)
+        rows.setflags(write=False)
+        return rows
+
+    def rows_of_kind(self, *kinds: str) -> np.ndarray:
+        """Indices of the rows of any of ``kinds`` (int64, ascending): the per-kind reports."""
+        return np.array([i for i, k in enumerate(self.kinds) if k in kinds], dtype=np.int64)
 
     @cached_property
     def rack_rows_indptr(self) -> np.ndarray:
@@ -117,8 +162,7 @@ class Constraints:
 
     def load_units(self, rack_power_w: np.ndarray) -> np.ndarray:
         """Integer row loads ``A_units · P`` for integer rack powers (exact)."""
-        units = self._csc_units
-        return (units.astype(np.int64).tocsr() @ np.asarray(rack_power_w, dtype=np.int64))
+        return self.A_units @ np.asarray(rack_power_w, dtype=np.int64)
 
     def slack_w(self, rack_power_w: np.ndarray) -> np.ndarray:
         """``b - A·P`` in the rows' own units (watts for power rows), as float64."""

@@ -8,6 +8,7 @@ valid.  :func:`_normalise` returns the spec with private ``_``-keys (indices, th
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -50,6 +51,11 @@ def _name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 200:
         raise SpecError(f"must be a non-empty string of at most 200 characters, got {value!r}",
                         field=where)
+    try:
+        value.encode("utf-8")  # every spec file, snapshot and wire format is UTF-8
+    except UnicodeEncodeError as exc:
+        raise SpecError(f"must be text that UTF-8 can encode, got {value!r} (a lone surrogate "
+                        f"{value[exc.start]!r} at position {exc.start})", field=where) from None
     return value
 
 
@@ -172,7 +178,7 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     _index_by_name(racks_raw, "racks")
     racks = []
     total_nodes = 0
-    node_names_seen: set[str] = set()
+    node_names_seen: dict[str, str] = {}  # explicit node name -> its field
     for i, rack in enumerate(racks_raw):
         where = f"racks[{i}]"
         _check_keys(rack, _RACK_KEYS, where)
@@ -217,11 +223,14 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
             for k, node_name in enumerate(names):
                 _name(node_name, f"{where}.node_names[{k}]")
                 if node_name in node_names_seen:
-                    raise SpecError(f"duplicate node name {node_name!r}",
+                    raise SpecError(f"duplicate node name {node_name!r} (also "
+                                    f"{node_names_seen[node_name]})",
                                     field=f"{where}.node_names[{k}]")
-                node_names_seen.add(node_name)
+                node_names_seen[node_name] = f"{where}.node_names[{k}]"
             out["node_names"] = list(names)
         racks.append(out)
+
+    _check_default_names(racks, node_names_seen)
 
     used_pods = {r["_pod"] for r in racks}
     for i, pod in enumerate(pods):
@@ -249,6 +258,30 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     return {"name": name, "_power": power, "power": power.to_dict(), "facility": facility,
             "halls": halls, "rows": rows, "pods": pods, "racks": racks, "limits": limits}
+
+
+_DEFAULT_NODE_NAME = re.compile(r"(.*)-n(0|[1-9][0-9]*)", re.DOTALL)
+
+
+def _check_default_names(racks: list[dict[str, Any]], explicit: Mapping[str, str]) -> None:
+    """Refuse an explicit node name equal to another rack's default ``<rack>-n<i>``.
+
+    Default names are unique among themselves (rack names are, and ``<rack>-n<i>`` splits
+    back into its rack and index at the last ``-n``), and explicit names were checked
+    among themselves; so only explicit names of the default form need a look, and no set
+    of all (up to 2,000,000) default names is built.
+    """
+    by_name = {r["name"]: (i, r) for i, r in enumerate(racks)}
+    for node_name, field in explicit.items():
+        match = _DEFAULT_NODE_NAME.fullmatch(node_name)
+        if match is None or match.group(1) not in by_name:
+            continue
+        i, rack = by_name[match.group(1)]
+        if "node_names" not in rack and int(match.group(2)) < rack["nodes"]:
+            raise SpecError(f"duplicate node name {node_name!r}: it is also the default name "
+                            f"of node {match.group(2)} of racks[{i}] ({rack['name']!r}, which "
+                            "has no node_names); node names must be unique across the site",
+                            field=field)
 
 
 def _few(index: Mapping[str, int]) -> str:
