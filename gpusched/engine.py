@@ -27,6 +27,7 @@ from . import _engine_py
 from ._core import EngineCoreAPI, SearchAnswer
 from ._checks import check_job, check_pod, gpus_per_node_for
 from .spec import COEF_SCALE, Cluster
+from .state import encode_state, read_state, write_atomic
 from .errors import JobError, PlacementError, SnapshotError
 from .job import Job, Placement
 
@@ -397,17 +398,13 @@ class Engine:
 
     def save(self, path: "str | os.PathLike[str]") -> None:
         """Write the state to ``path`` atomically (temp file, fsync, rename), checksummed."""
-        from .state import save_engine
-
-        save_engine(self, path)
+        write_atomic(path, encode_state(self.snapshot()))
 
     @classmethod
     def load(cls, cluster: Cluster, path: "str | os.PathLike[str]",
              backend: str | None = None) -> "Engine":
         """An engine in the state saved at ``path``; refuses truncated or edited files."""
-        from .state import load_engine
-
-        return load_engine(cluster, path, backend=backend)
+        return cls.restore(cluster, read_state(path), backend=backend)
 
     # ---- views ----------------------------------------------------------------------
 
