@@ -13,7 +13,7 @@ import pytest
 from gpusched import (Cluster, DuplicateJobError, Engine, Job, JobError, PlacementError,
                       SnapshotError, UnknownJobError)
 
-from .verify import check_engine
+from .support.verify import check_engine
 
 
 def test_colossus_sizes_and_rows(colossus):

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, assume, event, given, note, settings, strate
 from gpusched import Cluster
 from gpusched.errors import SpecError
 
-from .model import SiteModel
-from .strategies import cluster_specs
+from .support.model import SiteModel
+from .support.strategies import cluster_specs
 
 # ---- a TOML writer for arbitrary (also wrong) values: the package's only writes valid specs
 
