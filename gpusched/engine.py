@@ -109,6 +109,20 @@ class Engine:
     -----
     Thread safety: every public method takes the engine's one lock (a re-entrant lock),
     so one Engine may be shared by threads; calls are serialised.
+
+    Examples
+    --------
+    ``place`` returns the placement, or None when the job does not fit now (``explain``
+    says why); ``release`` frees its GPUs and watts:
+
+    >>> from gpusched import Cluster, Engine, Job
+    >>> engine = Engine(Cluster.preset("tiny"))
+    >>> engine.place(Job("train", 16, min_cap_w=400))
+    Placement('train', nodes=[0, 1], gpus_per_node=8, cap_w=700)
+    >>> engine.free_gpus()
+    48
+    >>> engine.release("train").nodes
+    (0, 1)
     """
 
     backend: str
