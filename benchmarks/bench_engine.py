@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=50_000, help="8-GPU pairs (cython)")
     parser.add_argument("--python-pairs", type=int, default=3_000, help="8-GPU pairs (python)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny run that only checks the benchmark works (CI smoke)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.pairs, args.python_pairs, args.repeats = 200, 40, 1
     results = run(args.pairs, args.python_pairs, args.repeats)
     if args.json:
         print(json.dumps(results))

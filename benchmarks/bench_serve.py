@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import statistics
@@ -99,13 +100,22 @@ def main() -> int:
                         help="directory to make the state directory in (e.g. /dev/shm, "
                              "where fsync is free, to time the HTTP stack alone)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny run that only checks the benchmark works (CI smoke)")
     args = parser.parse_args()
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:  # the service is an optional extra: say so, and do not fail
+        print(f"bench_serve: skipped, {' and '.join(missing)} not installed "
+              "(pip install 'gpusched[serve]')")
+        return 0
+    if args.quick:
+        args.pairs, args.concurrency = 100, "1,4"
     results = []
     with tempfile.TemporaryDirectory(prefix="gpusched-bench-",
                                      dir=args.state_parent) as state_dir:
         proc, port = start_server(state_dir, args.cluster, args.backend)
         try:
-            asyncio.run(drive(port, min(200, args.pairs), 4))  # warm-up
+            asyncio.run(drive(port, min(200, args.pairs // 2), 4))  # warm-up
             for concurrency in (int(c) for c in args.concurrency.split(",")):
                 results.append(asyncio.run(drive(port, args.pairs, concurrency)))
         finally:

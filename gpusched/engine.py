@@ -28,6 +28,7 @@ from ._core import EngineCoreAPI, SearchAnswer
 from ._checks import check_job, check_pod, gpus_per_node_for
 from .spec import COEF_SCALE, Cluster
 from .errors import BackendError, JobError, NotAClusterError, PlacementError, SnapshotError
+from .state import encode_state, read_state, write_atomic
 from .job import Job, Placement
 
 __all__ = ["Engine", "Explanation", "NO_EXTENSIONS", "DEFAULT_BACKEND", "available_backends"]
@@ -108,6 +109,20 @@ class Engine:
     -----
     Thread safety: every public method takes the engine's one lock (a re-entrant lock),
     so one Engine may be shared by threads; calls are serialised.
+
+    Examples
+    --------
+    ``place`` returns the placement, or None when the job does not fit now (``explain``
+    says why); ``release`` frees its GPUs and watts:
+
+    >>> from gpusched import Cluster, Engine, Job
+    >>> engine = Engine(Cluster.preset("tiny"))
+    >>> engine.place(Job("train", 16, min_cap_w=400))
+    Placement('train', nodes=[0, 1], gpus_per_node=8, cap_w=700)
+    >>> engine.free_gpus()
+    48
+    >>> engine.release("train").nodes
+    (0, 1)
     """
 
     backend: str
@@ -422,17 +437,13 @@ class Engine:
 
     def save(self, path: "str | os.PathLike[str]") -> None:
         """Write the state to ``path`` atomically (temp file, fsync, rename), checksummed."""
-        from .state import save_engine
-
-        save_engine(self, path)
+        write_atomic(path, encode_state(self.snapshot()))
 
     @classmethod
     def load(cls, cluster: Cluster, path: "str | os.PathLike[str]",
              backend: str | None = None) -> "Engine":
         """An engine in the state saved at ``path``; refuses truncated or edited files."""
-        from .state import load_engine
-
-        return load_engine(cluster, path, backend=backend)
+        return cls.restore(cluster, read_state(path), backend=backend)
 
     # ---- views ----------------------------------------------------------------------
 

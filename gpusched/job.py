@@ -53,6 +53,11 @@ class Job:
 
     Checks that need no cluster (types, finiteness, min <= max) happen here; the engine
     checks the rest (node size, the cap range of its power model) before touching state.
+
+    >>> Job("train", 16, min_cap_w=400)
+    Job('train', gpus=16, cap_w=400..700)
+    >>> Job("rigid", 8).min_cap_w  # no min_cap_w: the job runs at max_cap_w or not at all
+    700
     """
 
     __slots__ = ("id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity", "curve")

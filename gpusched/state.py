@@ -7,9 +7,9 @@ A state file is one JSON object::
 
 It is written to a temporary file in the same directory, flushed and fsynced, renamed
 over the target (atomic on POSIX), and the directory is fsynced, so after a crash the
-path holds either the old state or the new one, never a mix.  Loading refuses a
-truncated file, a file whose checksum does not match (edited by hand or corrupted),
-and a file from another cluster.
+path holds either the old state or the new one, never a mix.  Decoding refuses a
+truncated file and a file whose checksum does not match (edited by hand or corrupted);
+``Engine.load`` refuses, in addition, a file from another cluster.
 """
 
 from __future__ import annotations
@@ -18,17 +18,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._atomic import write_atomic  # re-exported: callers import it from here
 from .errors import SnapshotError
 
-if TYPE_CHECKING:
-    from .spec import Cluster
-    from .engine import Engine
-
-__all__ = ["STATE_FORMAT", "save_engine", "load_engine", "write_atomic", "encode_state",
-           "decode_state"]
+# This module knows bytes and dicts, never the Engine: Engine.save and Engine.load turn an
+# engine into a snapshot dict and back (the engine layer imports this one, not the reverse).
+__all__ = ["STATE_FORMAT", "write_atomic", "encode_state", "decode_state", "read_state"]
 
 STATE_FORMAT = 1
 
@@ -76,16 +73,10 @@ def decode_state(data: bytes, source: str = "state") -> dict[str, Any]:
     return snapshot
 
 
-def save_engine(engine: "Engine", path: str | os.PathLike[str]) -> None:
-    write_atomic(path, encode_state(engine.snapshot()))
-
-
-def load_engine(cluster: "Cluster", path: str | os.PathLike[str],
-                backend: str | None = None) -> "Engine":
-    from .engine import Engine
-
+def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The snapshot in the state file at ``path``; SnapshotError if unreadable or damaged."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise SnapshotError(f"cannot read state file {str(path)!r}: {exc.strerror}") from None
-    return Engine.restore(cluster, decode_state(data, source=str(path)), backend=backend)
+    return decode_state(data, source=str(path))

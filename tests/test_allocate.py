@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from gpusched import Cluster, DuplicateJobError, Engine, GpuschedError, Job, JobError
 from gpusched.plan import Allocation, AllocationError, CapPlan, allocate, apply, rebalance_caps
 
-from .strategies import clusters, jobs as job_strategy
-from .verify import check_engine
+from .support.strategies import clusters, jobs as job_strategy
+from .support.verify import check_engine
 
 
 def value(job: Job, cap_w: int) -> float:

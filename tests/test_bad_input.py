@@ -1,6 +1,6 @@
 """Every bad job and bad call gets a typed error naming the value, and changes nothing.
 
-The table is ``tests/bad_inputs.py`` (the state machine draws from it too).  Each row
+The table is ``tests/support/bad_inputs.py`` (the state machine draws from it too).  Each row
 runs on both backends against an engine holding live jobs, and afterwards the engine's
 snapshot, its every derived index and its views are exactly what they were.
 """
@@ -14,8 +14,8 @@ import pytest
 from gpusched import Engine, Job
 from gpusched.errors import GpuschedError, PlacementError
 
-from .bad_inputs import BAD_CALLS, Ctx
-from .verify import check_engine
+from .support.bad_inputs import BAD_CALLS, Ctx
+from .support.verify import check_engine
 
 
 def _loaded_engine(cluster, backend: str) -> Engine:

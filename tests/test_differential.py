@@ -10,8 +10,8 @@ from hypothesis import given, note, settings, strategies as st  # noqa: E402
 from gpusched import Cluster, Engine  # noqa: E402
 
 from .conftest import both_backends  # noqa: E402
-from .strategies import clusters, jobs  # noqa: E402
-from .verify import check_engine  # noqa: E402
+from .support.strategies import clusters, jobs  # noqa: E402
+from .support.verify import check_engine  # noqa: E402
 
 needs_core = pytest.mark.skipif(len(both_backends()) < 2, reason="needs the compiled core")
 

@@ -13,7 +13,7 @@ import pytest
 from gpusched import (Cluster, DuplicateJobError, Engine, Job, JobError, PlacementError,
                       SnapshotError, UnknownJobError)
 
-from .verify import check_engine
+from .support.verify import check_engine
 
 
 def test_colossus_sizes_and_rows(colossus):
@@ -104,12 +104,26 @@ def test_cap_steps_down_25_w_and_explains(tiny, backend):
 
 
 def test_min_cap_off_grid_is_the_last_step(tiny, backend):
+    # As above, five rigid 8-GPU jobs leave a 16-GPU job room for at most 333 W a GPU under
+    # the facility IT limit (334 W is refused below).  The cap grid runs 700, 675, ..., 350,
+    # 325, 300 and then a job's own minimum when that is off the grid.
     engine = Engine(tiny, backend=backend)
     for i in range(5):
-        engine.place(Job(f"j{i}", 8, min_cap_w=612))
-    caps = sorted({p.cap_w for p in engine.placements()})
-    assert all(c == 612 or (700 - c) % 25 == 0 for c in caps)
+        assert engine.place(Job(f"j{i}", 8)).cap_w == 700
+    assert engine.explain(Job("over", 16, min_cap_w=334)).status == "no-power"
+    # 350 does not fit and 330 is off the grid: the cap is the minimum itself
+    off = engine.place(Job("off", 16, min_cap_w=330))
+    assert off is not None and off.cap_w == 330
     check_engine(engine)
+    engine.release("off")
+    # the grid step 325 fits above a minimum of 312: on the grid, not the minimum, and not
+    # the 333 W the limit would allow
+    on = engine.place(Job("on", 16, min_cap_w=312))
+    assert on is not None and on.cap_w == 325
+    check_engine(engine)
+    # a maximum off the grid is its own first step
+    top = Engine(tiny, backend=backend).place(Job("top", 1, max_cap_w=612, min_cap_w=300))
+    assert top is not None and top.cap_w == 612
 
 
 def test_release_frees_exactly(colossus, backend):

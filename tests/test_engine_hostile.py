@@ -3,7 +3,7 @@
 - finding 2: no index in the core depends on an unchecked relation between two spec
   fields (here cap_max_w below gpus_per_node);
 - finding 3: no caller code runs between a search and its commit, whether it comes in
-  through an id's own methods (tests/bad_inputs.py) or through a finaliser that the
+  through an id's own methods (tests/support/bad_inputs.py) or through a finaliser that the
   engine's own allocations set off;
 - a Job pickles (process pools and Dask ship jobs that way).
 """
@@ -20,7 +20,7 @@ from gpusched.spec import PRESETS
 from gpusched.errors import DuplicateJobError
 
 from .conftest import both_backends
-from .verify import check_engine
+from .support.verify import check_engine
 
 
 def _tiny_with_power(**power) -> Cluster:

@@ -10,7 +10,7 @@ snapshot), a row of the bad-input table, and releasing everything.
 After every step:
 - both twins returned the same thing, or raised the same error with the same message;
 - both hold the same state, down to every derived index (``_index_state()``);
-- the independent model (``tests/model.py``, no engine code) recomputes GPU use per node
+- the independent model (``tests/support/model.py``, no engine code) recomputes GPU use per node
   and rack power from its own ledger of placements and checks GPU capacity, every row of
   A·P <= b, and the engines' views.  For jobs of 8 GPUs or fewer it also says, by brute
   force over every node, exactly which node and cap ``place`` must return; for gangs it
@@ -39,9 +39,9 @@ from gpusched.engine import available_backends
 from gpusched.errors import (DuplicateJobError, GpuschedError, PlacementError,
                              UnknownJobError)
 
-from .bad_inputs import BAD_CALLS, Ctx
-from .model import Live, ModelViolation, SiteModel
-from .strategies import cluster_specs, jobs
+from .support.bad_inputs import BAD_CALLS, Ctx
+from .support.model import Live, ModelViolation, SiteModel
+from .support.strategies import cluster_specs, jobs
 
 HAVE_CYTHON = "cython" in available_backends()
 

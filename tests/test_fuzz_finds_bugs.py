@@ -23,7 +23,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from gpusched._engine_py import FOUND, NO_CAPACITY, NO_POWER
 from gpusched.engine import _PythonEngine
 
-from .model import ModelViolation
+from .support.model import ModelViolation
 from .test_engine_stateful import HAVE_CYTHON, EngineMachine, TwinMismatch
 
 

@@ -1,5 +1,6 @@
-"""Journal fault injection: failed and partial appends, a full disk, damaged complete
-records, checkpoint failures, and crashes between the steps of place and checkpoint.
+"""The journal: recovery and replay, then fault injection (failed and partial appends, a
+full disk, damaged complete records, checkpoint failures, and crashes between the steps of
+place and checkpoint).
 
 The promise checked after every restart: every acknowledged change is there, nothing
 unacknowledged is, and the directory starts.
@@ -22,7 +23,11 @@ import gpusched
 from gpusched.errors import SnapshotError
 from gpusched.serve import PlacementService, create_app
 from gpusched.serve import journal as journal_module
-from gpusched.serve.journal import JOURNAL_NAME
+from gpusched.serve.journal import JOURNAL_NAME, SNAPSHOT_NAME, Journal, encode_entry
+from gpusched.state import decode_state, encode_state, write_atomic
+
+from .support.services import crash_copy, stream
+from .support.verify import check_engine
 
 pytest.importorskip("starlette")
 with warnings.catch_warnings():
@@ -312,3 +317,136 @@ def test_snapshot_format_true_is_refused(array):
     snapshot["format"] = True
     with pytest.raises(SnapshotError, match="format True"):
         gpusched.Engine(array).load_snapshot(snapshot)
+
+
+# ---- recovery: replay, torn and damaged records, one server per directory ------------
+
+@pytest.mark.parametrize("snapshot_every", [1, 7, 10_000])
+def test_recovery_replays_to_the_same_state(tmp_path, array, backend, snapshot_every):
+    service = PlacementService(array, tmp_path / "s", backend=backend,
+                               snapshot_every=snapshot_every)
+    for seed in range(3):
+        stream(service, seed, 60)
+        service.maybe_checkpoint()
+    copy = crash_copy(service, tmp_path, "copy")
+    again = PlacementService(array, copy, backend=backend)
+    assert again.engine.snapshot() == service.engine.snapshot()
+    assert again.journal.written_seq == service.journal.written_seq
+    check_engine(again.engine)
+    service.close()
+    # a clean close leaves a snapshot and an empty journal
+    assert (tmp_path / "s" / JOURNAL_NAME).read_bytes() == b""
+    reopened = PlacementService(array, tmp_path / "s", backend=backend)
+    assert reopened.recovered_entries == 0
+    assert reopened.engine.snapshot() == service.engine.snapshot()
+
+
+def test_snapshot_file_loads_with_engine_load(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 5, 40)
+    service.checkpoint()
+    engine = gpusched.Engine.load(array, tmp_path / "s" / SNAPSHOT_NAME)
+    assert engine.placements() == service.engine.placements()
+
+
+@pytest.mark.parametrize("tail", [b"0badc0de {\"op\":\"rel", b"deadbeef", b"\x00" * 40])
+def test_torn_last_record_is_dropped_and_cut_off(tmp_path, array, tail):
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 1, 30)
+    expected = service.engine.snapshot()
+    seq = service.journal.written_seq
+    copy = crash_copy(service, tmp_path, "copy")
+    with open(copy / JOURNAL_NAME, "ab") as f:
+        f.write(tail)
+    again = PlacementService(array, copy)
+    assert again.engine.snapshot() == expected and again.journal.written_seq == seq
+    assert not (copy / JOURNAL_NAME).read_bytes().endswith(tail)
+    # appending after the cut gives a journal that recovers cleanly again
+    again.place({"job": {"id": "after-crash", "gpus": 8}})
+    again.journal.sync()
+    third = PlacementService(array, crash_copy(again, tmp_path, "third"))
+    assert "after-crash" in third.engine
+
+
+def test_corrupted_middle_record_is_refused_with_its_line(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 2, 20)
+    copy = crash_copy(service, tmp_path, "copy")
+    lines = (copy / JOURNAL_NAME).read_bytes().split(b"\n")
+    lines[4] = lines[4].replace(b'"gpus"', b'"gpuz"')  # checksum no longer matches
+    (copy / JOURNAL_NAME).write_bytes(b"\n".join(lines))
+    with pytest.raises(SnapshotError, match="line 5 is corrupted"):
+        PlacementService(array, copy)
+
+
+def test_missing_entries_are_refused(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 3, 20)
+    copy = crash_copy(service, tmp_path, "copy")
+    lines = (copy / JOURNAL_NAME).read_bytes().split(b"\n")
+    (copy / JOURNAL_NAME).write_bytes(b"\n".join(lines[:3] + lines[4:]))
+    with pytest.raises(SnapshotError, match="line 4 has seq 5, expected 4"):
+        PlacementService(array, copy)
+
+
+def test_crash_between_snapshot_and_journal_truncation(tmp_path, array):
+    """Checkpoint crash point 2: new snapshot on disk, old journal still full."""
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 4, 50)
+    copy = crash_copy(service, tmp_path, "copy")
+    snapshot = {**service.snapshot(), "journal_seq": service.journal.written_seq}
+    write_atomic(copy / SNAPSHOT_NAME, encode_state(snapshot))
+    (copy / f".{SNAPSHOT_NAME}.abc.tmp").write_bytes(b"half a snapsh")  # crash point 1
+    again = PlacementService(array, copy)
+    assert again.recovered_entries == 0  # every entry is in the snapshot: skipped
+    assert again.engine.snapshot() == service.engine.snapshot()
+    assert not list(copy.glob(".*.tmp"))
+
+
+def test_a_bad_entry_does_not_replay(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    service.place({"job": {"id": "a", "gpus": 8}})
+    service.journal.sync()
+    copy = crash_copy(service, tmp_path, "copy")
+    with open(copy / JOURNAL_NAME, "ab") as f:  # a well-formed entry that cannot apply
+        f.write(encode_entry({"seq": 2, "op": "release", "job_id": "ghost"}))
+        f.write(encode_entry({"seq": 3, "op": "release", "job_id": "a"}))
+    with pytest.raises(SnapshotError, match="seq 2"):
+        PlacementService(array, copy)
+
+
+def test_one_server_per_state_directory(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    with pytest.raises(SnapshotError, match="in use"):
+        PlacementService(array, tmp_path / "s")
+    service.close()
+    PlacementService(array, tmp_path / "s").close()
+
+
+def test_snapshot_of_another_cluster_is_refused(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 6, 10)
+    service.close()
+    with pytest.raises(SnapshotError, match="colossus-array"):
+        PlacementService(gpusched.Cluster.preset("tiny"), tmp_path / "s")
+    assert decode_state((tmp_path / "s" / SNAPSHOT_NAME).read_bytes())["journal_seq"] > 0
+
+
+def test_journal_write_requires_recover(tmp_path):
+    journal = Journal(tmp_path / "j")
+    with pytest.raises(RuntimeError):
+        journal.write({"op": "release", "job_id": "x"})
+    journal.close()
+
+
+def test_entries_from_before_the_snapshot_after_newer_ones_are_refused(tmp_path, array):
+    service = PlacementService(array, tmp_path / "s")
+    stream(service, 7, 10)
+    service.checkpoint()
+    service.place({"job": {"id": "new", "gpus": 8}})
+    service.journal.sync()
+    copy = crash_copy(service, tmp_path, "copy")
+    with open(copy / JOURNAL_NAME, "ab") as f:
+        f.write(encode_entry({"seq": 1, "op": "release", "job_id": "new"}))
+    with pytest.raises(SnapshotError, match="has seq 1, expected"):
+        PlacementService(array, copy)

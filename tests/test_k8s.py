@@ -23,7 +23,7 @@ with warnings.catch_warnings():  # starlette 1.x asks for httpx2; httpx is what 
     from starlette.testclient import TestClient  # noqa: E402
 
 from gpusched.serve import PlacementService, create_app  # noqa: E402
-from tests.verify import check_engine  # noqa: E402
+from tests.support.verify import check_engine  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GANG_JOB = "k8s:training/llama-70b"

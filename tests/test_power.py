@@ -1,4 +1,4 @@
-"""Throughput curves: the quadratic proxy, the measured H100 table, and their checks."""
+"""The power model: PowerModel checks, node power, the cap grid, and s(cap) curves."""
 
 from __future__ import annotations
 
@@ -79,3 +79,58 @@ def test_caps_outside_the_measured_range_are_refused_on_a_site():
         check_curve(power, job)
     check_curve(power, job.replace(min_cap_w=350))
     assert resolve_curve(None, 1.25) is resolve_curve(None, 1.25)
+
+
+# ---- PowerModel: its checks, node power, the cap grid -------------------------------
+
+@pytest.mark.parametrize("params, field, words", [
+    ({"gpus_per_node": 0}, "power.gpus_per_node", "[1, 64]"),
+    ({"gpus_per_node": 8.0}, "power.gpus_per_node", "whole number"),
+    ({"cap_step_w": True}, "power.cap_step_w", "whole number"),
+    ({"cap_step_w": 0}, "power.cap_step_w", "at least 1"),
+    ({"gpu_idle_w": -1}, "power.gpu_idle_w", "[0, 1000000]"),
+    ({"cap_min_w": 800}, "power.cap_min_w", "cap_min_w <= cap_max_w"),
+    ({"gpu_idle_w": 200}, "power.gpu_idle_w", "gpu_idle_w=200 must be below cap_min_w=200"),
+    ({"node_other_busy_w": 1000}, "power.node_other_busy_w", "at least node_other_idle_w"),
+    ({"gpu_tdp_w": 600}, "power.gpu_tdp_w", "gpu_tdp_w=600 must be at least cap_max_w=700"),
+])
+def test_power_model_refuses_bad_values_naming_the_field(params, field, words):
+    with pytest.raises(SpecError, match=words.replace("[", r"\[").replace("]", r"\]")) as info:
+        PowerModel(**params)
+    assert info.value.field == field
+
+
+def test_node_power_counts_other_idle_and_capped_gpus():
+    power = PowerModel()
+    # an idle node: the other parts idle and eight idle GPUs
+    assert power.node_power_w([]) == 1550 + 8 * 65 == power.node_idle_w
+    # one busy GPU switches the other parts to busy; the rest stay idle
+    assert power.node_power_w([700]) == 2800 + 7 * 65 + 700
+    assert power.node_power_w([400] * 8) == 2800 + 8 * 400
+    assert power.busy_step_w == 2800 - 1550
+    with pytest.raises(ValueError, match="a node has 8 GPUs, got 9 caps"):
+        power.node_power_w([700] * 9)
+
+
+@pytest.mark.parametrize("step, max_cap, min_cap, grid", [
+    (25, 700, 700, [700]),
+    (25, 700, 600, [700, 675, 650, 625, 600]),
+    (25, 700, 612, [700, 675, 650, 625, 612]),        # an off-grid minimum comes last
+    (50, 650, 500, [650, 600, 550, 500]),
+    (50, 612, 500, [612, 562, 512, 500]),             # the grid hangs from the maximum
+])
+def test_cap_grid_walks_down_from_the_maximum_and_ends_at_the_minimum(step, max_cap, min_cap,
+                                                                       grid):
+    assert PowerModel(cap_step_w=step).cap_grid_w(max_cap, min_cap) == grid
+
+
+def test_throughput_proxy_is_one_at_tdp_concave_and_clipped():
+    caps = np.arange(200, 701, 25, dtype=float)
+    s = throughput(caps, 1.25, 700.0)
+    assert s[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(s) >= 0)                       # more watts never slow a job down
+    assert np.all(np.diff(s, 2) <= 1e-12)                # concave: the allocator's LP needs it
+    assert throughput(420, 1.25, 700.0) == pytest.approx(1 - 1.25 * 0.4 ** 2)
+    assert throughput(100, 4.0, 700.0) == pytest.approx(0.3)   # clipped at 0.3
+    # read against the TDP given: the same fraction gives the same speed
+    assert throughput(300, 1.25, 500.0) == pytest.approx(throughput(420, 1.25, 700.0))

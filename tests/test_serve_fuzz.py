@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import gpusched
-from tests.verify import check_engine
+from tests.support.verify import check_engine
 
 schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("starlette")

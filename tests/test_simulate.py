@@ -248,3 +248,14 @@ def test_optimize_gives_the_watts_of_a_drain_to_running_jobs():
     assert records["B"]["first_cap_w"] == 450
     assert records["B"]["cap_w"] == 700
     assert records["D"]["start_s"] is None and records["H"]["start_s"] is None
+
+
+def test_policy_reason_bits_are_the_event_loops_kinds():
+    # Two hand-written copies today (issue 12 part 6 wants one, owned by the event loop):
+    # the loop ORs 1 << kind into `reasons`, the policies test their own bit constants.
+    # Until the policies import the loop's kinds, the two must agree.
+    from gpusched.simulate import events, policies
+
+    assert policies.FINISHED == 1 << events.FINISH
+    assert policies.ARRIVED == 1 << events.ARRIVAL
+    assert policies.ROUND == 1 << events.ROUND

@@ -18,7 +18,7 @@ from gpusched.adapters.slurm import (cluster_from_topology, compress_hostlist,
                                      parse_topology, placement_nodelist, read_cluster,
                                      read_topology)
 from gpusched.errors import SpecError
-from tests.verify import check_engine
+from tests.support.verify import check_engine
 
 SLURM = Path(__file__).parent / "fixtures" / "slurm"
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, assume, event, given, note, settings, strate
 from gpusched import Cluster
 from gpusched.errors import SpecError
 
-from .model import SiteModel
-from .strategies import cluster_specs
+from .support.model import SiteModel
+from .support.strategies import cluster_specs
 
 # ---- a TOML writer for arbitrary (also wrong) values: the package's only writes valid specs
 
@@ -291,7 +291,7 @@ def test_missing_and_misnamed_files(tmp_path):
 
 from gpusched.spec import MAX_ROW_LOAD_UNITS  # noqa: E402
 
-from .strategies import reordered, wide_specs  # noqa: E402
+from .support.strategies import reordered, wide_specs  # noqa: E402
 
 
 def _exact_loads(cluster: Cluster, rack_power_w) -> list[int]:

@@ -85,6 +85,9 @@ class Cluster:
 
         ``colossus-100k`` takes ``facility_mw`` (default 90) and ``scale`` (default 1: the
         number of pods per hall, with the hall and facility limits, is multiplied by it).
+
+        >>> Cluster.preset("tiny").num_gpus
+        64
         """
         try:
             builder = PRESETS[name]

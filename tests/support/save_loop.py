@@ -2,7 +2,7 @@
 
 State c is what ``advance`` gives after c steps from an empty engine on the
 ``superpod-su`` preset: step i places ``Job(f"j{i}", 1)`` and, once 200 jobs are live,
-releases the oldest.  Run as ``python -m tests.save_loop PATH``: it loads PATH (the
+releases the oldest.  Run as ``python -m tests.support.save_loop PATH``: it loads PATH (the
 state a previous, killed run left), prints ``ready C``, then forever advances one step,
 saves atomically to PATH and prints the new C, until it is killed.
 """

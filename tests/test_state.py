@@ -29,9 +29,9 @@ from gpusched import Cluster, Engine, Job
 from gpusched.errors import SnapshotError
 from gpusched.state import STATE_FORMAT, decode_state, encode_state
 
-from . import save_loop
+from .support import save_loop
 from .conftest import both_backends
-from .verify import check_engine
+from .support.verify import check_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 12
@@ -212,7 +212,7 @@ def test_sigkill_while_saving_leaves_old_or_new(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     saves = []
     for kill in range(KILLS):
-        child = subprocess.Popen([sys.executable, "-m", "tests.save_loop", str(path)],
+        child = subprocess.Popen([sys.executable, "-m", "tests.support.save_loop", str(path)],
                                  cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         ready = child.stdout.readline()
