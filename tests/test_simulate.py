@@ -251,11 +251,11 @@ def test_optimize_gives_the_watts_of_a_drain_to_running_jobs():
 
 
 def test_policy_reason_bits_are_the_event_loops_kinds():
-    # Two hand-written copies today (issue 12 part 6 wants one, owned by the event loop):
-    # the loop ORs 1 << kind into `reasons`, the policies test their own bit constants.
-    # Until the policies import the loop's kinds, the two must agree.
+    # One set of kinds, owned by the event loop; the policies test the loop's bits.
     from gpusched.simulate import events, policies
 
-    assert policies.FINISHED == 1 << events.FINISH
-    assert policies.ARRIVED == 1 << events.ARRIVAL
-    assert policies.ROUND == 1 << events.ROUND
+    assert policies.FINISHED == events.reason_bit(events.FINISH) == 1 << 0
+    assert policies.ARRIVED == events.reason_bit(events.ARRIVAL) == 1 << 1
+    assert policies.ROUND_DUE == events.reason_bit(events.ROUND) == 1 << 2
+    bits = {events.reason_bit(k) for k in (events.FINISH, events.ARRIVAL, events.ROUND)}
+    assert len(bits) == 3

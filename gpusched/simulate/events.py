@@ -30,12 +30,19 @@ if TYPE_CHECKING:
     from .metrics import Recorder
     from .policies import Policy
 
-__all__ = ["EventQueue", "SimJob", "Simulator", "FINISH", "ARRIVAL", "ROUND"]
+__all__ = ["EventQueue", "SimJob", "Simulator", "FINISH", "ARRIVAL", "ROUND", "reason_bit"]
 
-# Kinds, in the order they are handled at one instant.
+# Kinds, in the order they are handled at one instant.  The loop hands a policy the kinds
+# that fired at one instant as a bit set, ``reason_bit(kind)`` per kind: these three and
+# that function are the only definitions of them (the policies import them).
 FINISH = 0
 ARRIVAL = 1
 ROUND = 2
+
+
+def reason_bit(kind: int) -> int:
+    """The bit of event ``kind`` in the ``reasons`` a policy's ``schedule`` receives."""
+    return 1 << kind
 
 
 class EventQueue:
@@ -222,7 +229,7 @@ class Simulator:
                     self._present(payload, 1)
                 else:
                     self.round_pending = False
-                reasons |= 1 << kind
+                reasons |= reason_bit(kind)
             self.policy.schedule(self, now, reasons)
             self.recorder.sample(now, self)
             tick += 1

@@ -42,6 +42,7 @@ import numpy as np
 from ..spec import Cluster
 from ..engine import Engine
 from ..errors import GpuschedError
+from .events import ARRIVAL, FINISH, ROUND, reason_bit
 
 if TYPE_CHECKING:
     from .events import SimJob, Simulator
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Policy", "Fifo", "Backfill", "Optimize", "Oblivious", "POLICIES", "make_policy",
            "lifted_cluster"]
 
-ARRIVED, FINISHED, ROUND = 1 << 1, 1 << 0, 1 << 2
+# the event loop owns the kinds; these are their bits in `reasons`
+ARRIVED, FINISHED, ROUND_DUE = reason_bit(ARRIVAL), reason_bit(FINISH), reason_bit(ROUND)
 _LIFTED_W = 1e11  # 100 GW: no row of a real site binds; below the spec's 1 TW sanity bound
 
 
@@ -357,7 +359,7 @@ class Optimize(Policy):
             del sim.queue[:started]
 
     def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
-        if not reasons & ROUND:
+        if not reasons & ROUND_DUE:
             if self.draining and self.drain_on_events and reasons & FINISHED and sim.queue:
                 # the head the site drains for starts the moment its GPUs are free,
                 # not at the next round
