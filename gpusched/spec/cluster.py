@@ -13,7 +13,6 @@ from functools import cached_property
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._atomic import write_atomic
 from ..errors import SpecError
@@ -334,6 +333,8 @@ class Cluster:
             seen: set[str] = set()
             dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
             raise SpecError(f"two constraint rows are both named {dup!r}", field="limits")
+        import scipy.sparse as sp  # lazily: see spec/constraints.py
+
         A = sp.csr_matrix((np.array(vals, dtype=float), (np.array(rows), np.array(cols))),
                           shape=(len(b), len(s["racks"])))
         A.sum_duplicates()

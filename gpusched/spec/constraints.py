@@ -10,9 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    # scipy.sparse costs about 250 ms to import (its array-API shim walks numpy), so it
+    # loads where a matrix is first built: `import gpusched` and `gpusched --help` stay light
+    import scipy.sparse as sp
 
 from ..errors import UnknownRowError
 
@@ -155,6 +160,8 @@ class Constraints:
             run_of = np.repeat(np.arange(len(starts)), stops - starts)
             end[lo:hi] = racks[stops[run_of] - 1] + 1
         # end[] is in CSR order (row-major); map it to the CSC order the engine reads
+        import scipy.sparse as sp
+
         by_entry = sp.csr_matrix((end.astype(float), csr.indices, csr.indptr),
                                  shape=csr.shape).tocsc()
         by_entry.sort_indices()
