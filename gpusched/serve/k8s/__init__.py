@@ -22,9 +22,11 @@ Gangs (the contract, documented in the README):
   gang gives the same.  Numbers are ASCII digits (at most 9).
 * GPUs per pod: the sum of the containers' ``nvidia.com/gpu`` limits (or requests).
   Every pod of a gang asks for the same number; when the gang spans more than one node
-  it must divide the node's 8 GPUs, so whole nodes split evenly into pod slots.
+  it must divide the node's GPUs (the site's ``power.gpus_per_node``: 8 on an HGX H100),
+  so whole nodes split evenly into pod slots.
 * ``gpusched.io/max-cap-w`` and ``gpusched.io/min-cap-w`` (optional): the job's cap
-  range in watts; without them the job is rigid at 700 W.
+  range in watts; without them the job is rigid at the site's ``power.cap_max_w`` (700 W
+  on an H100).
 
 The first pod of a gang that reaches ``filter`` reserves nodes for the whole gang with
 ``Engine.place`` (job id ``k8s:<namespace>/<gang>``), journaled like any placement.  Every
