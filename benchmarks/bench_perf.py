@@ -81,7 +81,13 @@ def binding_cluster(load: float, headroom_w: int) -> tuple[Cluster, dict[str, An
     engine = Engine(Cluster.preset("colossus-100k"), backend=BACKENDS[0])
     background(engine, load)
     facility_mw = (engine.total_power_w() + headroom_w) / 1e6
-    return Cluster.preset("colossus-100k", facility_mw=facility_mw), engine.snapshot()
+    tight = Cluster.preset("colossus-100k", facility_mw=facility_mw)
+    # A snapshot names the limits it was taken under (its cluster fingerprint), so it does
+    # not load onto the tightened site: place the same jobs on the same nodes there instead.
+    refilled = Engine(tight, backend=BACKENDS[0])
+    for job, placement in zip(engine.jobs(), engine.placements()):
+        refilled.place_on(job, placement.nodes, placement.cap_w)
+    return tight, refilled.snapshot()
 
 
 def bench_pairs(cluster: Cluster, gpus: int, counts: dict[str, int], load: float,
