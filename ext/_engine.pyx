@@ -22,9 +22,9 @@ Everything the hot path touches is a typed memoryview over NumPy arrays owned by
 EngineCore; no Python object is created inside a search.
 
 Invariants kept between calls (checked by the stateful tests on both twins):
-- node n is set in bitset f iff node_free[n] == f, for f in 1..G;
+- node n is set in bitset f iff node_free[n] == f and n is open, for f in 1..G;
 - summary bit w of bitset f is set iff word w of bitset f is non-zero;
-- rack_free_nodes[r] = #{n in rack r : node_free[n] == G}; pod_free_nodes likewise;
+- rack_free_nodes[r] = #{n in rack r open : node_free[n] == G}; pod_free_nodes likewise;
 - pod_hist[pod_hist_ptr[p] + f] = #{r in pod p : rack_free_nodes[r] == f}, for f from 0
   to the nodes of pod p's largest rack (so the histograms take racks + nodes entries in
   all, whatever the shape of the site);
@@ -565,7 +565,7 @@ cdef class EngineCore:
             if r <= after_rack:
                 continue
             for n in range(self.rack_first[r], self.rack_first[r + 1]):
-                if self.node_free[n] == f:
+                if self.node_free[n] == f and self.node_state[n] == UP:
                     return n
         return -1
 
@@ -675,12 +675,12 @@ cdef class EngineCore:
     @cython.final
     cdef index_t empty_nodes(self, index_t rack, index_t count,
                                     index_t* out) noexcept nogil:
-        """The ``count`` lowest-index empty nodes of ``rack`` into out."""
+        """The ``count`` lowest-index empty open nodes of ``rack`` into out."""
         cdef index_t n, got = 0
         for n in range(self.rack_first[rack], self.rack_first[rack + 1]):
             if got == count:
                 break
-            if self.node_free[n] == self.G:
+            if self.node_free[n] == self.G and self.node_state[n] == UP:
                 out[got] = n
                 got += 1
         return got

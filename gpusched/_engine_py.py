@@ -291,11 +291,11 @@ class EngineCore:
 
     def _next_in_pod(self, f: int, pod: int, after_rack: int) -> int:
         """First node with exactly f free GPUs in the next rack of ``pod`` after after_rack."""
-        node_free, rack_first = self._node_free, self._rack_first
+        node_free, rack_first, state = self._node_free, self._rack_first, self._node_state
         for r in self._pod_racks[pod]:
             if r > after_rack:
                 for n in range(rack_first[r], rack_first[r + 1]):
-                    if node_free[n] == f:
+                    if node_free[n] == f and state[n] == UP:
                         return n
         return -1
 
@@ -350,10 +350,10 @@ class EngineCore:
         return nodes
 
     def _empty_nodes(self, rack: int, count: int) -> list[int]:
-        """The ``count`` lowest-index empty nodes of ``rack``."""
-        G, node_free = self._G, self._node_free
+        """The ``count`` lowest-index empty open nodes of ``rack``."""
+        G, node_free, state = self._G, self._node_free, self._node_state
         out = [n for n in range(self._rack_first[rack], self._rack_first[rack + 1])
-               if node_free[n] == G]
+               if node_free[n] == G and state[n] == UP]
         return out[:count]
 
     def _search_spread(self, k: int, max_cap: int, min_cap: int

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import operator
+from bisect import insort
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterable
@@ -261,7 +262,8 @@ class SiteMixin:
                 continue
             for job_id in self._jobs_on(n):
                 job, old = self.job(job_id), self.placement(job_id)
-                new = Placement(job_id, tuple(x for x in old.nodes if x != n),
+                i = old.nodes.index(n)  # slices, not a generator: a gang has 4,096 nodes
+                new = Placement(job_id, old.nodes[:i] + old.nodes[i + 1:],
                                 old.gpus_per_node, old.cap_w)
                 self._reshape(job, new, (n,), ())
                 self._lost[job_id] = (new, self.lost_nodes(job_id, old) + (n,))
@@ -345,8 +347,10 @@ class SiteMixin:
                 return None
             for n in spares:
                 self._set_node_state(n, UP, -self._spare_reserve_w(SPARE))
-            new = Placement(job.id, tuple(sorted(old.nodes + tuple(added))),
-                            old.gpus_per_node, cap)
+            merged = list(old.nodes)
+            for n in sorted(added):  # a few nodes into a sorted gang of thousands
+                insort(merged, n)
+            new = Placement(job.id, tuple(merged), old.gpus_per_node, cap)
             if cap == old.cap_w:
                 self._reshape(job, new, (), sorted(added))
             else:
@@ -382,13 +386,12 @@ class SiteMixin:
         free = self.node_free_gpus()
         topo = self._topology
         spares = [int(n) for n in np.flatnonzero(codes == SPARE)]
-        open_empty = (codes == UP) & (free == G)
         chosen: list[int] = []
         taken: set[int] = set()
         for n in lost:
             pick = self._nearest(n, [s for s in spares if s not in taken])
             if pick < 0:
-                pick = self._nearest_open(n, open_empty, taken)
+                pick = self._nearest_open(n, codes, free, taken)
             if pick < 0:
                 return ("no-capacity", -1, [], [], -1,
                         f"Job {job.id!r} cannot be repaired: it lost {len(lost)} node(s) and "
@@ -467,20 +470,25 @@ class SiteMixin:
             return -1
         return min(candidates, key=lambda c: (self._nearness(node, c), c))
 
-    def _nearest_open(self, node: int, open_empty: np.ndarray, taken: set[int]) -> int:
+    def _nearest_open(self, node: int, codes: np.ndarray, free: np.ndarray,
+                      taken: set[int]) -> int:
         """The up, empty node nearest ``node``, not in ``taken``, or -1: its rack, then its
-        pod, row, hall, then anywhere (lowest index first at each level)."""
+        pod, row, hall, then anywhere (lowest index first at each level).  Each level is
+        looked at only if the nearer ones have none (a repair is on a hot path)."""
         topo = self._topology
+        G = self.cluster.gpus_per_node
         rack = int(topo["node_rack"][node])
         first = topo["rack_first"]
-        levels = (np.arange(first[rack], first[rack + 1]),
-                  topo["pod_nodes"][int(topo["node_pod"][node])],
-                  topo["row_nodes"][int(topo["node_row"][node])],
-                  np.flatnonzero(topo["node_hall"] == topo["node_hall"][node]),
-                  None)
-        for nodes in levels:
-            found = np.flatnonzero(open_empty) if nodes is None else nodes[open_empty[nodes]]
-            for n in found.tolist():
+        for n in range(first[rack], first[rack + 1]):
+            if codes[n] == UP and free[n] == G and n not in taken:
+                return n
+        levels = (lambda: topo["pod_nodes"][int(topo["node_pod"][node])],
+                  lambda: topo["row_nodes"][int(topo["node_row"][node])],
+                  lambda: np.flatnonzero(topo["node_hall"] == topo["node_hall"][node]),
+                  lambda: np.arange(len(codes)))
+        for level in levels:
+            nodes = level()
+            for n in nodes[(codes[nodes] == UP) & (free[nodes] == G)].tolist():
                 if n not in taken:
                     return int(n)
         return -1

@@ -66,6 +66,19 @@ def test_fail_frees_the_node_power_and_degrades_the_job(tiny, backend):
     assert engine.degraded() == {}
 
 
+def test_no_search_path_takes_a_node_that_is_not_up(tiny, backend):
+    """Gangs inside a pod, small jobs with a pod hint and spread gangs scan racks
+    directly (not the free lists): they must skip nodes that are not up too."""
+    engine = _engine(tiny, backend)
+    engine.fail([0, 1])
+    engine.drain(2)
+    assert engine.place(Job("gang", 16), pod=0) is None        # pod-1: only node 3 is up
+    assert engine.place(Job("small", 4), pod=0).nodes == (3,)
+    gang = engine.place(Job("big", 24, min_cap_w=300))
+    assert gang is not None and not {0, 1, 2} & set(gang.nodes)
+    check_engine(engine)
+
+
 def test_place_on_refuses_a_node_that_is_not_up(tiny, backend):
     from gpusched.errors import PlacementError
 

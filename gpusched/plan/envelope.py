@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from ..errors import StalePlanError
 from ..job import Job, Placement
-from .rebalance import solve_caps
+from .rebalance import gpus_by_rack, solve_caps
 
 __all__ = ["EnvelopePlan", "plan_envelope", "eviction_key"]
 
@@ -146,20 +146,9 @@ def plan_envelope(engine: Any) -> EnvelopePlan:
     G = power.gpus_per_node
     idle = power.gpu_idle_w
     # per job and rack: GPUs and whole nodes held (survivors only, for a degraded job)
-    r_idx: list[int] = []
-    j_idx: list[int] = []
-    gpus_v: list[int] = []
-    nodes_v: list[int] = []
-    node_rack = cluster.node_rack
-    for j, p in enumerate(placements):
-        racks, counts = np.unique(node_rack[list(p.nodes)], return_counts=True)
-        r_idx.extend(racks.tolist())
-        j_idx.extend([j] * len(racks))
-        gpus_v.extend((counts * p.gpus_per_node).tolist())
-        nodes_v.extend((counts if p.gpus_per_node == G else 0 * counts).tolist())
-    shape = (cluster.num_racks, n)
-    g = sp.csc_matrix((np.array(gpus_v, dtype=np.int64), (r_idx, j_idx)), shape=shape)
-    whole = sp.csc_matrix((np.array(nodes_v, dtype=np.int64), (r_idx, j_idx)), shape=shape)
+    g = gpus_by_rack(cluster, placements).tocsc()
+    whole_job = np.array([p.gpus_per_node == G for p in placements], dtype=float)
+    whole = (g @ sp.diags(whole_job / G)).tocsc()  # whole nodes: GPUs / G
     cap_now = np.array([p.cap_w for p in placements], dtype=np.int64)
     cap_min = np.array([min(job.min_cap_w, p.cap_w) for job, p in zip(jobs, placements)],
                        dtype=np.int64)
@@ -204,8 +193,9 @@ def plan_envelope(engine: Any) -> EnvelopePlan:
     for j in evicted:
         col_g = g.getcol(j).toarray().ravel()
         col_w = whole.getcol(j).toarray().ravel()
-        rest -= col_g * (cap_now[j] - idle) + col_w * power.busy_step_w
+        rest -= np.rint(col_g * (cap_now[j] - idle) + col_w * power.busy_step_w).astype(np.int64)
     caps: dict[str, int] = {}
+    memo: dict[tuple[Any, int], float] = {}
     status = ("unreachable" if not reachable else "evictions" if evicted else "caps")
     lost = 0.0
     if keep:
@@ -218,14 +208,22 @@ def plan_envelope(engine: Any) -> EnvelopePlan:
         for job, p, cap in zip(kjobs, kplace, lp.caps.tolist()):
             if cap < p.cap_w:
                 caps[job.id] = int(cap)
-                lost += job.weight * job.gpus * float(power.speed(job, p.cap_w)
-                                                      - power.speed(job, cap))
+                lost += job.weight * job.gpus * (_speed(power, job, p.cap_w, memo)
+                                                 - _speed(power, job, cap, memo))
     for j in evicted_set:
-        lost += jobs[j].weight * jobs[j].gpus * float(power.speed(jobs[j], cap_now[j]))
+        lost += jobs[j].weight * jobs[j].gpus * _speed(power, jobs[j], int(cap_now[j]), memo)
     return EnvelopePlan(caps, tuple(jobs[j].id for j in evicted), over,
                         sum(len(placements[j].nodes) * placements[j].gpus_per_node
                             for j in evicted),
                         lost, status, time.perf_counter() - start, state)
+
+
+def _speed(power: Any, job: Job, cap_w: int, memo: dict[tuple[Any, int], float]) -> float:
+    """s(cap) of a job, memoised by (curve, cap): thousands of jobs share a few curves."""
+    key = (job.curve, cap_w)
+    if key not in memo:
+        memo[key] = float(power.speed(job, cap_w))
+    return memo[key]
 
 
 def _jobs_touching(m: sp.csc_matrix, rows: np.ndarray, alive: np.ndarray) -> list[int]:

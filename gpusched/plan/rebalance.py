@@ -154,16 +154,7 @@ def solve_caps(cluster: Any, jobs: list[Job], placements: list[Placement],
     b = np.asarray(b_units, dtype=float) / COEF_SCALE
     n = len(jobs)
     # g[r, j]: GPUs of job j in rack r; rack power = base + g @ cap
-    rows_r: list[int] = []
-    cols_j: list[int] = []
-    vals_g: list[float] = []
-    node_rack = cluster.node_rack
-    for j, p in enumerate(placements):
-        racks, counts = np.unique(node_rack[list(p.nodes)], return_counts=True)
-        rows_r.extend(racks.tolist())
-        cols_j.extend([j] * len(racks))
-        vals_g.extend((counts * p.gpus_per_node).tolist())
-    g = sp.csr_matrix((vals_g, (rows_r, cols_j)), shape=(cluster.num_racks, n))
+    g = gpus_by_rack(cluster, placements)
     caps_now = np.array([p.cap_w for p in placements], dtype=float)
     base = rack_power - g @ caps_now
     M = (c.A @ g).tocsr()                  # row load per W of each job's cap
@@ -200,7 +191,12 @@ def solve_caps(cluster: Any, jobs: list[Job], placements: list[Placement],
         chord_v.extend(np.column_stack([np.ones(m), -slopes]).ravel().tolist())
         chord_b.extend(intercepts.tolist())
         k += m
-    t_lo = np.array([float(power.speed(j, j.min_cap_w)) for j in jobs])
+    speed_at_min: dict[tuple[int, Any], float] = {}  # most jobs share a curve
+    for job in jobs:
+        min_key = (job.min_cap_w, job.curve)
+        if min_key not in speed_at_min:
+            speed_at_min[min_key] = float(power.speed(job, job.min_cap_w))
+    t_lo = np.array([speed_at_min[(j.min_cap_w, j.curve)] for j in jobs])
     chords = sp.csr_matrix((chord_v, (chord_r, chord_c)), shape=(k, 2 * n))
     rows = sp.hstack([M, sp.csr_matrix((M.shape[0], n))]).tocsr()
     A_ub = sp.vstack([rows, chords]).tocsr()
@@ -224,6 +220,19 @@ def solve_caps(cluster: Any, jobs: list[Job], placements: list[Placement],
         snapped[j] = max(job.min_cap_w, grid_cap)
     snapped = _repair(cluster, jobs, g, base, snapped, np.asarray(b_units, dtype=np.int64))
     return CapLP(res, snapped, keep, M.shape[0], wg)
+
+
+def gpus_by_rack(cluster: Any, placements: list[Placement]) -> sp.csr_matrix:
+    """``g[r, j]``: GPUs job j holds in rack r (racks x jobs, CSR), built in one pass."""
+    n = len(placements)
+    counts = np.array([len(p.nodes) for p in placements], dtype=np.int64)
+    nodes = np.fromiter((x for p in placements for x in p.nodes), dtype=np.int64,
+                        count=int(counts.sum()))
+    gpn = np.repeat(np.array([p.gpus_per_node for p in placements], dtype=float), counts)
+    jobs = np.repeat(np.arange(n), counts)
+    g = sp.csr_matrix((gpn, (cluster.node_rack[nodes], jobs)), shape=(cluster.num_racks, n))
+    g.sum_duplicates()
+    return g
 
 
 def _repair(cluster: Any, jobs: list[Job], g: sp.csr_matrix, base: np.ndarray,
