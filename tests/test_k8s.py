@@ -478,3 +478,79 @@ def test_bad_gang_timeout_is_a_typed_error(cluster, timeout_s):
     with pytest.raises(GpuschedError, match="timeout_s"):
         Extender(Engine(cluster), threading.Lock(), cluster, lambda entry: 0,
                  timeout_s=timeout_s)
+
+
+# ---- issue 18 part 5: candidates, deadlines across restarts, the cached filter answer -----
+
+def test_a_reservation_lies_within_the_nodes_kube_scheduler_offers(make):
+    service, client = make()
+    names = list(service.cluster.node_names)
+    # the engine's first choice would be the first SU; kube-scheduler offers only the
+    # second one's nodes (say the first SU's are cordoned)
+    offered = names[len(names) // 2:]
+    args = pod_args("llama-70b-0")
+    args["NodeNames"] = offered
+    result = client.post("/v1/k8s/filter", json=args).json()
+    assert result["Error"] == "" and len(result["NodeNames"]) == 4
+    placement = service.engine.placement(GANG_JOB)
+    assert {names[n] for n in placement.nodes} <= set(offered)
+    assert set(result["NodeNames"]) == {names[n] for n in placement.nodes}
+    assert placement.cap_w >= 450
+    check_engine(service.engine)
+    # and when the offered nodes have no room, nothing is reserved (the site has room)
+    args = pod_args("other-0", gang="other")
+    args["NodeNames"] = [names[n] for n in placement.nodes]
+    refused = client.post("/v1/k8s/filter", json=args).json()
+    assert refused["NodeNames"] == []
+    assert all("kube-scheduler offered" in m for m in refused["FailedNodes"].values())
+    assert "k8s:training/other" not in service.engine
+    assert len(service.engine) == 1
+
+
+def test_a_gang_deadline_survives_a_restart(make, tmp_path, clock):
+    service, client = make(tmp_path / "a")
+    client.post("/v1/k8s/filter", json=pod_args("llama-70b-0"))
+    clock.now += 40   # of the 60 s timeout
+    crash_copy(service, tmp_path / "a", tmp_path / "b")
+    again, client2 = make(tmp_path / "b")
+    gang = client2.get("/v1/k8s/gangs").json()["gangs"][0]
+    assert gang["expires_in_s"] == 20   # not a fresh 60 s
+    clock.now += 21
+    assert client2.get("/v1/k8s/gangs").json() == {"gangs": []}
+    assert GANG_JOB not in again.engine
+
+
+def test_the_cached_filter_answer_follows_the_candidates_and_the_slots(make):
+    service, client = make()
+    names = list(service.cluster.node_names)
+
+    def filtered(name: str, candidates: list[str]) -> dict:
+        args = pod_args(name)
+        args["NodeNames"] = candidates
+        return client.post("/v1/k8s/filter", json=args).json()
+
+    everything = names + ["not-a-node"]
+    first = filtered("llama-70b-0", everything)
+    reserved = first["NodeNames"]
+    for candidates in (everything, names[::-1], names[:40] + ["ghost"], everything):
+        result = filtered("llama-70b-1", candidates)
+        passed = [n for n in reserved if n in candidates]
+        assert result["NodeNames"] == passed
+        expected = {n: ("gpusched: not a node of the gpusched cluster" if n not in names
+                        else "gpusched: not reserved for gang 'training/llama-70b' "
+                             "(4 node(s) are)") for n in candidates if n not in reserved}
+        assert result["FailedNodes"] == expected
+    # a bound pod's node leaves the answer of the next pod, as a full node
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    result = filtered("llama-70b-1", everything)
+    assert result["NodeNames"] == reserved[1:]
+    assert result["FailedNodes"][reserved[0]] == \
+        "gpusched: gang 'training/llama-70b' has no free slot here"
+    assert len(result["FailedNodes"]) == len(everything) - 3
+    # the node-object form gets the same answer
+    args = pod_args("llama-70b-1", node_names=False)
+    objects = client.post("/v1/k8s/filter", json=args).json()
+    sent = [item["metadata"]["name"] for item in args["Nodes"]["items"]]
+    assert [item["metadata"]["name"] for item in objects["Nodes"]["items"]] == \
+        [n for n in sent if n in reserved[1:]]
+    assert set(objects["FailedNodes"]) == set(sent) - set(reserved[1:])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import sys
 import traceback
 from contextlib import asynccontextmanager
@@ -23,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .schemas import MAX_BODY_BYTES, RequestError, openapi_document, parse_json
+from .schemas import (MAX_BODY_BYTES, RequestError, openapi_document, parse_json,
+                      render_json)
 from .service import PlacementService
 
 __all__ = ["create_app", "JSONReply", "BODY_TIMEOUT_S"]
@@ -79,13 +79,12 @@ def _bearer_token(header: bytes) -> bytes | None:
 
 
 class JSONReply(Response):
-    """JSON with ASCII escapes, so any string a client sent (even a lone surrogate) encodes."""
+    """JSON in UTF-8 (``schemas.render_json``: orjson, a 1 MB filter reply in about a ms)."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        return render_json(content)
 
 
 def _error(exc: RequestError) -> JSONReply:

@@ -17,10 +17,13 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 from ..errors import GpuschedError
 from ..spec import Cluster
 
-__all__ = ["RequestError", "parse_json", "validate", "request_schemas", "openapi_document"]
+__all__ = ["RequestError", "RawJSON", "parse_json", "render_json", "validate",
+           "request_schemas", "openapi_document"]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_QUEUE = 10_000
@@ -44,14 +47,66 @@ def _reject_constant(name: str) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Decode a request body; RequestError 400 for anything that is not strict JSON."""
+    """Decode a request body; RequestError 400 for anything that is not strict JSON.
+
+    orjson (C) parses it: a 12,544-name filter body in under a millisecond, against about
+    4 ms for the standard library.  What orjson refuses goes to the standard library,
+    so the answer for unusual input (a lone surrogate escape, which orjson refuses and
+    the standard library accepts) is what it was before, and so are the error messages.
+    Integers beyond 64 bits come back as floats from orjson: the schemas then refuse
+    them as "must be an integer" (422), as they refused them as out of range before.
+    """
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(413, f"request body of {len(body)} bytes is over the "
                                 f"{MAX_BODY_BYTES} byte limit")
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+
+
+class RawJSON:
+    """A JSON value already rendered: ``render_json`` splices its bytes in unchanged.
+
+    For the extender's filter reply, whose ``FailedNodes`` (12,540 names on
+    colossus-100k) is the same for every pod of a gang given the same candidates: it is
+    rendered once per gang and reused.  Only values of a reply's top-level object may be
+    RawJSON.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def loads(self) -> Any:
+        """The value itself (for Python callers of the verbs)."""
+        return orjson.loads(self.data)
+
+
+def render_json(content: Any) -> bytes:
+    """A reply body: UTF-8 JSON by orjson, with RawJSON values spliced in.
+
+    What orjson cannot write (a string holding a lone surrogate, which a client may send
+    as an escape, or a non-string key) is written by the standard library with ASCII
+    escapes instead, so every reply encodes.
+    """
+    if isinstance(content, dict) and any(isinstance(v, RawJSON) for v in content.values()):
+        parts = [b"{"]
+        for key, value in content.items():   # bytes.join: %-formatting is slow on a MB
+            parts += (render_json(key), b":",
+                      value.data if isinstance(value, RawJSON) else render_json(value), b",")
+        parts[-1] = b"}"
+        return b"".join(parts)
+    try:
+        return orjson.dumps(content)
+    except TypeError:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
 
 
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}

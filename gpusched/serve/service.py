@@ -11,6 +11,10 @@ Journal entries (``op``):
              Kubernetes gang reservation, ``gang`` (its metadata); replay calls
              ``engine._apply`` on exactly those nodes, so it is deterministic.
 ``release``  ``job_id``.
+``cut``      ``job_id``, then ``job``, ``nodes``, ``gpus_per_node``, ``cap_w`` and ``gang`` as
+             in ``place``: an expired gang cut down to its bound pods, the release and the
+             new place as one record (journal format 1 plus this op; a gpusched without
+             it refuses such a journal with SnapshotError rather than misread it).
 ``set-cap``  ``job_id``, ``cap_w`` (rebalance-caps with apply).
 ``bind``     ``gang``, ``pod``, ``node``: a Kubernetes pod bound inside its reservation.
 ``unbind``   ``gang``, ``pod``: the API server refused that binding; the slot is free.
@@ -99,7 +103,8 @@ class PlacementService:
         A Kubernetes gang reservation whose pods are not all bound within this many
         seconds is released (HiveD-style gang expiry).
     clock : callable
-        Monotonic seconds; tests pass a fake one.
+        Seconds since the epoch (``time.time``); gang deadlines are journaled as
+        absolute times of it, so they survive a restart.  Tests pass a fake one.
     binder : callable, optional
         ``binder(namespace, pod, uid, node)`` for the k8s bind verb (see ``k8s.GangBook``).
     """
@@ -107,7 +112,7 @@ class PlacementService:
     def __init__(self, cluster: Cluster, state_dir: str | os.PathLike[str], *,
                  backend: str | None = None, snapshot_every: int = 10_000,
                  gang_timeout_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time,
                  binder: Callable[[str, str, str, str], None] | None = None) -> None:
         from .k8s import Extender
 
@@ -161,6 +166,11 @@ class PlacementService:
         elif op == "release":
             engine.release(entry["job_id"])
             gangs.forget_job(entry["job_id"])
+        elif op == "cut":
+            engine.release(entry["job_id"])
+            job = Job.from_dict(entry["job"])
+            engine._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
+            gangs.restore_one(entry["gang"])
         elif op == "set-cap":
             engine.set_cap(entry["job_id"], entry["cap_w"])
         elif op == "bind":
