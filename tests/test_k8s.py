@@ -554,3 +554,40 @@ def test_the_cached_filter_answer_follows_the_candidates_and_the_slots(make):
     assert [item["metadata"]["name"] for item in objects["Nodes"]["items"]] == \
         [n for n in sent if n in reserved[1:]]
     assert set(objects["FailedNodes"]) == set(sent) - set(reserved[1:])
+
+
+def test_a_disk_full_during_the_cut_on_expiry_never_frees_a_bound_pods_node(make, clock,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    # Issue 13: the cut-down of an expired gang was two records, a release and a place;
+    # a failed second append rolled memory back to the release alone, freeing the node
+    # of a running pod.  Every append after the first one fails here.
+    import errno
+    import os
+
+    from gpusched.serve import journal as journal_module
+
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    running = service.cluster.node_names.index(reserved[0])
+    clock.now += 61
+    real, writes = os.write, {"n": 0}
+
+    def second_fails(fd, data):
+        writes["n"] += 1
+        if writes["n"] >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+    monkeypatch.setattr(journal_module.os, "write", second_fails)
+    client.get("/v1/k8s/gangs")  # expires the gang, whatever it answers
+    monkeypatch.undo()
+    assert GANG_JOB in service.engine and running in service.engine.placement(GANG_JOB).nodes
+    assert service.engine.node_free_gpus()[running] == 0
+    check_engine(service.engine)
+    crash_copy(service, tmp_path / "state", tmp_path / "after-crash")
+    again = PlacementService(service.cluster, tmp_path / "after-crash", clock=clock,
+                             gang_timeout_s=60)
+    assert running in again.engine.placement(GANG_JOB).nodes
+    assert again.engine.node_free_gpus()[running] == 0
+    again.close()
