@@ -127,6 +127,84 @@ def test_failed_cut_stops_appends_and_the_next_start_drops_the_tail(tmp_path, ar
         again.close()
 
 
+class FailingFsync:
+    """os.fsync that fails its next ``count`` calls once armed (EIO: the disk said no)."""
+
+    def __init__(self, count: int = 1) -> None:
+        self.count, self.real = count, os.fsync
+
+    def __call__(self, fd: int) -> None:
+        if self.count:
+            self.count -= 1
+            raise OSError(errno.EIO, "simulated fsync failure")
+        self.real(fd)
+
+
+def test_failed_fsync_rolls_memory_back_and_cuts_the_journal(tmp_path, array, backend,
+                                                             monkeypatch):
+    # Issue 13: a failed fsync answered 503 but kept the change in memory, and its record
+    # in the file: a later checkpoint, or the page cache, brought it back after a restart.
+    service = PlacementService(array, tmp_path / "s", backend=backend)
+    with TestClient(create_app(service)) as client:
+        for i in range(5):
+            assert client.post("/v1/place", json={"job": {"id": f"ok{i}", "gpus": 8}}
+                               ).json()["placed"]
+        before = json.dumps(service.engine.snapshot(), sort_keys=True)
+        size = (service.state_dir / JOURNAL_NAME).stat().st_size
+        monkeypatch.setattr(journal_module.os, "fsync", FailingFsync(1))
+        reply = client.post("/v1/place", json={"job": {"id": "lost", "gpus": 64}})
+        assert reply.status_code == 503, reply.text
+        monkeypatch.undo()
+        assert json.dumps(service.engine.snapshot(), sort_keys=True) == before
+        assert (service.state_dir / JOURNAL_NAME).stat().st_size == size
+        assert service.journal.broken is None
+        assert client.post("/v1/place", json={"job": {"id": "after", "gpus": 8}}
+                           ).json()["placed"]
+        service.checkpoint()
+        again = restart(service, tmp_path, "copy", backend)
+        assert placed(again) == {f"ok{i}" for i in range(5)} | {"after"}
+        again.close()
+
+
+def test_a_failed_group_commit_fails_its_whole_group_and_reuses_no_ticket(tmp_path, array,
+                                                                          backend,
+                                                                          monkeypatch):
+    import asyncio
+
+    service = PlacementService(array, tmp_path / "s", backend=backend)
+    journal = service.journal
+    _, ticket = service.place({"job": {"id": "ok", "gpus": 8}})
+    asyncio.run(journal.wait_durable(ticket))
+
+    async def scenario() -> None:
+        # three requests written before their shared fsync, which fails
+        group = [service.place({"job": {"id": f"g{i}", "gpus": 8}})[1] for i in range(3)]
+        monkeypatch.setattr(journal_module.os, "fsync", FailingFsync(1))
+        waits = [asyncio.ensure_future(journal.wait_durable(t)) for t in group]
+        await asyncio.sleep(0)
+        # one more written while that fsync runs: its record is cut with the group's
+        late = service.place({"job": {"id": "g3", "gpus": 8}})[1]
+        waits.append(asyncio.ensure_future(journal.wait_durable(late)))
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        monkeypatch.undo()
+        assert all(isinstance(r, OSError) for r in results), results
+        assert placed(service) == {"ok"}
+        # the next change takes the cut records' seq again, but never their ticket
+        reply, fresh = service.place({"job": {"id": "later", "gpus": 8}})
+        assert reply["placed"] and fresh > late
+        await journal.wait_durable(fresh)
+        assert journal.durable_seq == 2   # "ok" and "later"
+        for stale in group + [late]:   # a cut record is never reported durable
+            with pytest.raises(OSError):
+                await journal.wait_durable(stale)
+    asyncio.run(scenario())
+    assert journal.broken is None
+    again = restart(service, tmp_path, "copy", backend)
+    assert placed(again) == {"ok", "later"}
+    again.close()
+    service.journal.close()
+
+
 def test_damaged_complete_last_record_is_refused_not_dropped(tmp_path, array):
     service = PlacementService(array, tmp_path / "s")
     for i in range(4):

@@ -130,6 +130,7 @@ class PlacementService:
         self.schemas = request_schemas(cluster)
         self._resolved: dict[str, dict[str, Any]] = {}
         self.journal = Journal(state_dir)
+        self.journal.on_cut = self._after_failed_sync
         try:
             self._recover()
         except BaseException:
@@ -204,10 +205,22 @@ class PlacementService:
             return
         old.adopt(gangs)
 
+    def _after_failed_sync(self, exc: OSError) -> None:
+        """A journal fsync failed: cut what it covered off the disk and out of memory.
+
+        Called by the journal (on the event loop, holding no lock).  Every record written
+        since the last good fsync belongs to a request that has not been answered; all
+        of them get 503, so none of them may stay in memory or in the file.
+        """
+        with self.lock:
+            self.journal.cut_to_durable(exc)
+            if self.journal.broken is None:
+                self._roll_back_to_disk()
+
     # ---- journaling (caller holds self.lock) -------------------------------------------
 
     def record(self, entry: dict[str, Any]) -> int:
-        """Append ``entry`` to the journal; the reply must wait for its fsync.
+        """Append ``entry`` to the journal; return the ticket the reply must wait for.
 
         If the append fails, memory is rolled back to the directory's state and the
         OSError propagates (the caller answers 503): the change is neither in memory nor
@@ -295,7 +308,7 @@ class PlacementService:
         names = self.cluster.node_names
         return {**placement.to_dict(), "node_names": [names[n] for n in placement.nodes]}
 
-    # ---- operations: each returns (reply dict, journal seq to wait for or 0) ----------
+    # ---- operations: each returns (reply dict, journal ticket to wait for or 0) -------
 
     def place(self, body: Any) -> tuple[dict[str, Any], int]:
         self.check("PlaceRequest", body)
