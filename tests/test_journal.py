@@ -528,3 +528,72 @@ def test_entries_from_before_the_snapshot_after_newer_ones_are_refused(tmp_path,
         f.write(encode_entry({"seq": 1, "op": "release", "job_id": "new"}))
     with pytest.raises(SnapshotError, match="has seq 1, expected"):
         PlacementService(array, copy)
+
+
+class Crash(BaseException):
+    """The process dies here: not an OSError, so nothing in the journal handles it."""
+
+
+def crash_points(monkeypatch, record_bytes: int):
+    """(name, arm) per step boundary of one journaled change: ``arm()`` makes the next
+    append die at that point (None: the append completes, and the test stops later)."""
+    real = os.write
+
+    def dying_after(count: int):
+        def arm() -> None:
+            def write(fd, data):
+                if count:
+                    real(fd, bytes(data[:count]))
+                raise Crash(f"after {count} bytes")
+            monkeypatch.setattr(journal_module.os, "write", write)
+        return arm
+    return [("before-write", dying_after(0)), ("torn-1-byte", dying_after(1)),
+            ("torn-half", dying_after(record_bytes // 2)),
+            ("torn-but-newline", dying_after(record_bytes - 1)),
+            ("written-not-synced", None), ("synced-not-replied", None)]
+
+
+def test_crash_at_every_step_of_place_keeps_acknowledged_and_only_those(tmp_path, array,
+                                                                        backend,
+                                                                        monkeypatch):
+    """A place's steps: engine change, append (possibly torn), fsync, reply.  After a
+    crash at each boundary, the restart holds every acknowledged placement, none that
+    was never written whole, the in-flight one at most, and the directory starts."""
+    probe = PlacementService(array, tmp_path / "probe", backend=backend)
+    for i in range(6):
+        probe.place({"job": {"id": f"ok{i}", "gpus": 8}})
+    journal_before = (probe.state_dir / JOURNAL_NAME).stat().st_size
+    probe.place({"job": {"id": "in-flight", "gpus": 16}})   # the same record as below
+    record_bytes = (probe.state_dir / JOURNAL_NAME).stat().st_size - journal_before
+    probe.journal.close()
+    for name, arm in crash_points(monkeypatch, record_bytes):
+        service = PlacementService(array, tmp_path / name, backend=backend)
+        acked = set()
+        for i in range(6):
+            reply, _ = service.place({"job": {"id": f"ok{i}", "gpus": 8}})
+            acked.add(f"ok{i}")
+        service.journal.sync()
+        if arm is not None:
+            arm()
+            with pytest.raises(Crash):
+                service.place({"job": {"id": "in-flight", "gpus": 16}})
+            monkeypatch.undo()
+        else:
+            service.place({"job": {"id": "in-flight", "gpus": 16}})
+            if name == "synced-not-replied":
+                service.journal.sync()
+        again = restart(service, tmp_path, f"copy-{name}", backend)   # it starts
+        got = placed(again)
+        assert acked <= got <= acked | {"in-flight"}, name
+        if name in ("before-write", "torn-1-byte", "torn-half", "torn-but-newline"):
+            assert got == acked, name   # never written whole: never there
+        if name == "synced-not-replied":
+            assert got == acked | {"in-flight"}
+        check_engine(again.engine)
+        # and it goes on: a later change survives the next crash too
+        again.place({"job": {"id": "later", "gpus": 8}})
+        again.journal.sync()
+        third = restart(again, tmp_path, f"third-{name}", backend)
+        assert placed(third) == got | {"later"}
+        for s in (service, again, third):
+            s.journal.close()

@@ -591,3 +591,71 @@ def test_a_disk_full_during_the_cut_on_expiry_never_frees_a_bound_pods_node(make
     assert running in again.engine.placement(GANG_JOB).nodes
     assert again.engine.node_free_gpus()[running] == 0
     again.close()
+
+
+def test_crash_at_every_step_of_bind_keeps_acknowledged_binds_and_only_those(
+        tmp_path, cluster, clock, backend, monkeypatch):
+    """A bind's steps: book the slot, append (possibly torn), fsync, reply.  After a
+    crash at each boundary, the restart holds every acknowledged bind, none that was
+    never written whole, the in-flight one at most; the directory starts and the pod's
+    retry from kube-scheduler completes the gang."""
+    from tests.test_journal import Crash, crash_points
+
+    def build(state_dir):
+        return PlacementService(cluster, state_dir, backend=backend, gang_timeout_s=60,
+                                clock=clock)
+
+    def bind(service, name, node):
+        reply, _ = service.gangs.bind(bind_args(name, node))
+        assert reply == {"Error": ""}, reply
+
+    def setup(state_dir):
+        service = build(state_dir)
+        reserved = service.gangs.filter(pod_args("llama-70b-0"))[0]["NodeNames"]
+        for i in range(2):
+            service.gangs.filter(pod_args(f"llama-70b-{i}"))
+            bind(service, f"llama-70b-{i}", reserved[i])
+        service.gangs.filter(pod_args("llama-70b-2"))
+        service.journal.sync()
+        return service, reserved
+
+    probe, reserved = setup(tmp_path / "probe")
+    size = probe.journal.journal_path.stat().st_size
+    bind(probe, "llama-70b-2", reserved[2])
+    record_bytes = probe.journal.journal_path.stat().st_size - size
+    probe.journal.close()
+    acked = {"training/llama-70b-0": reserved[0], "training/llama-70b-1": reserved[1]}
+    for name, arm in crash_points(monkeypatch, record_bytes):
+        service, reserved = setup(tmp_path / name)
+        if arm is not None:
+            arm()
+            with pytest.raises(Crash):
+                service.gangs.bind(bind_args("llama-70b-2", reserved[2]))
+            monkeypatch.undo()
+        else:
+            bind(service, "llama-70b-2", reserved[2])
+            if name == "synced-not-replied":
+                service.journal.sync()
+        crash_copy(service, tmp_path / name, tmp_path / f"copy-{name}")
+        again = build(tmp_path / f"copy-{name}")   # it starts
+        bound = again.gangs.reservations["training/llama-70b"].bound
+        assert acked.items() <= bound.items() <= {
+            **acked, "training/llama-70b-2": reserved[2]}.items(), name
+        if name.startswith(("before", "torn")):
+            assert bound == acked, name
+        if name == "synced-not-replied":
+            assert len(bound) == 3
+        check_engine(again.engine)
+        # kube-scheduler retries the pod that got no answer, then binds the last one
+        for i in (2, 3):
+            nodes = again.gangs.filter(pod_args(f"llama-70b-{i}"))[0]["NodeNames"]
+            bind(again, f"llama-70b-{i}", nodes[0])
+        assert again.gangs.reservations["training/llama-70b"].complete
+        assert sorted(again.gangs.reservations["training/llama-70b"].bound.values()) == \
+            sorted(reserved)
+        again.journal.sync()
+        crash_copy(again, tmp_path / f"copy-{name}", tmp_path / f"third-{name}")
+        third = build(tmp_path / f"third-{name}")
+        assert third.gangs.reservations["training/llama-70b"].complete
+        for s in (service, again, third):
+            s.journal.close()
