@@ -141,8 +141,10 @@ def create_app(service: PlacementService, *, token: str | None = None,
                 if has_body:
                     _json_content_type(request)
                     try:
-                        raw = await asyncio.wait_for(read_body(request), BODY_TIMEOUT_S)
-                    except asyncio.TimeoutError:
+                        # asyncio.timeout, not wait_for: no task per request
+                        async with asyncio.timeout(BODY_TIMEOUT_S):
+                            raw = await read_body(request)
+                    except TimeoutError:
                         raise RequestError(408, f"the body did not arrive within "
                                                 f"{BODY_TIMEOUT_S:g} s") from None
                     body = parse_json(raw)
