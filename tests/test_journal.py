@@ -166,6 +166,23 @@ def test_failed_fsync_rolls_memory_back_and_cuts_the_journal(tmp_path, array, ba
         again.close()
 
 
+def test_a_batch_whose_fsync_fails_happened_not_at_all(tmp_path, array, monkeypatch):
+    service = PlacementService(array, tmp_path / "s")
+    with TestClient(create_app(service)) as client:
+        assert client.post("/v1/place", json={"job": {"id": "ok", "gpus": 8}}
+                           ).json()["placed"]
+        monkeypatch.setattr(journal_module.os, "fsync", FailingFsync(1))
+        reply = client.post("/v1/batch", json={"ops": [
+            {"op": "place", "job": {"id": f"b{i}", "gpus": 8}} for i in range(3)]
+            + [{"op": "release", "job_id": "ok"}]})
+        monkeypatch.undo()
+        assert reply.status_code == 503, reply.text
+        assert placed(service) == {"ok"}
+        again = restart(service, tmp_path, "copy")
+        assert placed(again) == {"ok"}
+        again.close()
+
+
 def test_a_failed_group_commit_fails_its_whole_group_and_reuses_no_ticket(tmp_path, array,
                                                                           backend,
                                                                           monkeypatch):

@@ -217,6 +217,8 @@ def create_app(service: PlacementService, *, token: str | None = None,
               methods=["POST"]),
         Route("/v1/release", endpoint(service.release, mutating=True, durable=True),
               methods=["POST"]),
+        Route("/v1/batch", endpoint(service.batch, mutating=True, durable=True),
+              methods=["POST"]),
         Route("/v1/explain", endpoint(service.explain, mutating=False, durable=False),
               methods=["POST"]),
         # the solvers take up to seconds: run them off the event loop

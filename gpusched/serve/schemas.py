@@ -27,6 +27,11 @@ __all__ = ["RequestError", "RawJSON", "parse_json", "render_json", "validate",
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_QUEUE = 10_000
+MAX_BATCH = 1_000
+API_VERSION = "1.1"
+"""The wire format's version (OpenAPI ``info.version``).  1.1 over 1: ``/v1/batch``;
+replies in UTF-8 rather than ASCII escapes (the same JSON); a gang in ``/v1/k8s/gangs``
+carries its ``deadline`` (Unix seconds).  Every 1.0 request means what it meant."""
 
 
 class RequestError(GpuschedError):
@@ -239,6 +244,23 @@ def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
                            "required": ["job_id"],
                            "properties": {"job_id": {"type": "string", "minLength": 1,
                                                      "maxLength": 256}}},
+        "BatchRequest": {
+            "type": "object", "additionalProperties": False, "required": ["ops"],
+            "properties": {"ops": {
+                "type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                "description": "each a PlaceRequest or ReleaseRequest with \"op\": "
+                               "\"place\" or \"release\" added; applied in order",
+                "items": {"type": "object", "required": ["op"],
+                          "properties": {"op": {"type": "string",
+                                                "enum": ["place", "release"]}}}}}},
+        "BatchResponse": {
+            "type": "object", "required": ["results"],
+            "properties": {"results": {"type": "array", "items": {
+                "type": "object", "required": ["status"],
+                "properties": {"status": {"type": "integer"},
+                               "reply": {"type": "object"},
+                               "error": {"type": "string"},
+                               "field": {"type": "string", "nullable": True}}}}}},
         "RebalanceRequest": {"type": "object", "additionalProperties": False,
                              "properties": {"apply": {"type": "boolean"}}},
         "AllocateRequest": {
@@ -372,7 +394,7 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
     not_applied = {"409": _reply("the plan could not be applied; nothing changed", "Error")}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
-        "info": {"title": "gpusched placement service", "version": "1",
+        "info": {"title": "gpusched placement service", "version": API_VERSION,
                  "description": f"Power- and cooling-aware gang placement on cluster "
                                 f"{cluster.name!r} ({cluster.num_gpus} GPUs). Every accepted "
                                 "place or release is journaled and fsynced before the reply."},
@@ -388,6 +410,13 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
             "/v1/release": post("release a placed job", "ReleaseRequest",
                                 _reply("what was released", "ReleaseResponse"), mutating=True,
                                 extra={"404": _reply("no such job is placed", "Error")}),
+            "/v1/batch": post(f"up to {MAX_BATCH} places and releases in one request, "
+                              "one fsync: each op's status and reply (or error), in order",
+                              "BatchRequest", _reply("every op's result, all durable",
+                                                     "BatchResponse"),
+                              mutating=True, extra={"503": _reply(
+                                  "the journal failed; no op of the batch happened",
+                                  "Error")}),
             "/v1/explain": post("say whether a job fits now and which limit binds",
                                 "PlaceRequest", _reply("the explanation", "Explanation"),
                                 mutating=False, extra=conflict),

@@ -340,6 +340,41 @@ class PlacementService:
             self.gangs.forget_job(job_id)
         return {"released": self._placement_dict(placement)}, seq
 
+    def batch(self, body: Any) -> tuple[dict[str, Any], int]:
+        """Places and releases in order, each as if sent alone; one wait for all of them.
+
+        Each op gets its own status: 200 with the reply ``/v1/place`` or ``/v1/release``
+        would give, or that call's error (its ``field`` under ``body.ops[i]``).  A failed
+        append stops the batch: that op and the rest get 503, and nothing of them
+        happened.  The caller waits for the last ticket: the records of one batch are
+        written without a pause, so one fsync covers them all, and a failed fsync cuts
+        them all (the whole reply is then 503).
+        """
+        self.check("BatchRequest", body)
+        results: list[dict[str, Any]] = []
+        ticket = 0
+        ops = body["ops"]
+        for i, op in enumerate(ops):
+            request = {k: v for k, v in op.items() if k != "op"}
+            try:
+                reply, written = (self.place if op["op"] == "place" else self.release)(request)
+            except RequestError as exc:
+                field = exc.field
+                if field is not None and (field == "body" or field.startswith("body.")):
+                    field = f"body.ops[{i}]{field[4:]}"
+                results.append({"status": exc.status,
+                                "error": exc.message if field is None
+                                else f"{field}: {exc.message}", "field": field})
+                continue
+            except OSError as exc:   # memory is back to the disk's state: the rest is off
+                results.extend({"status": 503, "error": f"journal write failed, nothing "
+                                                        f"changed: {exc}", "field": None}
+                               for _ in ops[i:])
+                break
+            results.append({"status": 200, "reply": reply})
+            ticket = max(ticket, written)
+        return {"results": results}, ticket
+
     def explain(self, body: Any) -> dict[str, Any]:
         self.check("PlaceRequest", body)
         job = self._job(body["job"], "body.job")
