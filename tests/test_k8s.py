@@ -659,3 +659,49 @@ def test_crash_at_every_step_of_bind_keeps_acknowledged_binds_and_only_those(
         assert third.gangs.reservations["training/llama-70b"].complete
         for s in (service, again, third):
             s.journal.close()
+
+
+def test_a_binding_is_made_only_once_its_booking_is_durable(tmp_path, cluster, clock):
+    # With the binder called before the fsync, a failed fsync (which cuts the record and
+    # rolls memory back) or a power loss left a pod bound in Kubernetes whose slot
+    # gpusched would hand out again.
+    calls = []
+
+    def binder(namespace, name, uid, node):
+        journal = service.journal
+        calls.append((name, node, journal.durable_seq == journal.written_seq))
+
+    service = PlacementService(cluster, tmp_path / "s", gang_timeout_s=60, clock=clock,
+                               binder=binder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = TestClient(create_app(service))
+    with client:
+        node = client.post("/v1/k8s/filter", json=pod_args("p-0", gang="p", size="1")
+                           ).json()["NodeNames"][0]
+        assert client.post("/v1/k8s/bind", json=bind_args("p-0", node)).json() == {
+            "Error": ""}
+    assert calls == [("p-0", node, True)]
+
+
+def test_a_retried_bind_after_a_crash_before_the_api_call_makes_the_binding(tmp_path,
+                                                                            cluster, clock):
+    # The booking is durable, then the process dies before the API server call;
+    # kube-scheduler retries the pod: the Binding must be made then, or never is.
+    first = PlacementService(cluster, tmp_path / "a", gang_timeout_s=60, clock=clock)
+    node = first.gangs.filter(pod_args("p-0", gang="p", size="1"))[0]["NodeNames"][0]
+    first.gangs.bind(bind_args("p-0", node))   # no binder here: the booking alone
+    crash_copy(first, tmp_path / "a", tmp_path / "b")
+    first.journal.close()
+    calls = []
+    service = PlacementService(cluster, tmp_path / "b", gang_timeout_s=60, clock=clock,
+                               binder=lambda ns, name, uid, node_: calls.append((name, node_)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = TestClient(create_app(service))
+    with client:
+        assert client.post("/v1/k8s/filter", json=pod_args("p-0", gang="p", size="1")
+                           ).json()["NodeNames"] == [node]
+        assert client.post("/v1/k8s/bind", json=bind_args("p-0", node)).json() == {
+            "Error": ""}
+    assert calls == [("p-0", node)]

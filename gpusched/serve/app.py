@@ -125,8 +125,12 @@ def create_app(service: PlacementService, *, token: str | None = None,
     Operation = Callable[..., "tuple[Any, int] | Any"]
 
     def endpoint(op: Operation, *, mutating: bool, durable: bool, k8s: bool = False,
-                 has_body: bool = True, threaded: bool = False
+                 has_body: bool = True, threaded: bool = False,
+                 then: Callable[[Any], "tuple[Any, int]"] | None = None
                  ) -> Callable[[Request], Awaitable[Response]]:
+        # ``then``: a second step, run (in a worker thread) on the first one's result once
+        # that is durable, for work outside gpusched that must never be ahead of the
+        # journal (the API server's Binding)
         guarded = mutating and not (k8s and k8s_open)
 
         async def handle(request: Request) -> Response:
@@ -159,6 +163,10 @@ def create_app(service: PlacementService, *, token: str | None = None,
                     await service.journal.wait_durable(seq)
                     # durable now: a checkpoint failure is logged, never this reply's
                     service.maybe_checkpoint()
+                if then is not None:
+                    result, seq = await run_in_threadpool(then, result)
+                    if seq:
+                        await service.journal.wait_durable(seq)
                 if isinstance(result, dict):
                     result.pop("_seq", None)
                 return JSONReply(result)
@@ -230,8 +238,9 @@ def create_app(service: PlacementService, *, token: str | None = None,
               methods=["POST"]),
         Route("/v1/k8s/prioritize", endpoint(k8s.prioritize, mutating=False, durable=False,
                                              k8s=True), methods=["POST"]),
-        Route("/v1/k8s/bind", endpoint(k8s.bind, mutating=True, durable=True, k8s=True,
-                                       threaded=service.gangs.binder is not None),
+        Route("/v1/k8s/bind", endpoint(k8s.book, mutating=True, durable=True, k8s=True,
+                                       then=(k8s.finish_bind if k8s.binder is not None
+                                             else None)),
               methods=["POST"]),
         Route("/v1/k8s/gangs", gangs, methods=["GET"]),
     ]

@@ -309,7 +309,26 @@ class Extender(GangBook):
                 for name in candidates]
 
     def bind(self, args: Any) -> tuple[dict[str, Any], int]:
-        """The bind verb: book the pod's slot (and bind through ``binder`` if set)."""
+        """The bind verb: book the pod's slot (and bind through ``binder`` if set).
+
+        For a caller that does not wait for the journal in between; the HTTP app runs
+        ``book``, waits for its record's fsync, and only then ``finish_bind``, so that a
+        Binding in the API server is never ahead of the journal.
+        """
+        reply, seq = self.book(args)
+        if "_bind" in reply:
+            reply, later = self.finish_bind(reply)
+            seq = max(seq, later)
+        return reply, seq
+
+    def book(self, args: Any) -> tuple[dict[str, Any], int]:
+        """The bind verb's first step: book the slot, journaled.
+
+        With a binder, the reply carries ``_bind``: the Binding that ``finish_bind``
+        must still create, once the booking is durable.  A retried bind of a booked pod
+        (kube-scheduler's retry after a crash, which may have come before the Binding was
+        made) creates the Binding again.
+        """
         if not isinstance(args, dict):
             raise RequestError(422, "ExtenderBindingArgs must be an object", "body")
         fields = {}
@@ -329,30 +348,48 @@ class Extender(GangBook):
                 return {"Error": f"gpusched: pod {pod_key} has no gang reservation (it was "
                                  "not filtered by this extender, or its reservation "
                                  "expired); it will be retried"}, seq
-            if reservation.bound.get(pod_key) == node:
-                return {"Error": ""}, seq  # a retried bind: already done
-            if pod_key in reservation.bound:
-                return {"Error": f"gpusched: pod {pod_key} is already bound to "
-                                 f"{reservation.bound[pod_key]}"}, seq
-            if reservation.free_slots(node) <= 0:
-                return {"Error": f"gpusched: node {node} has no free slot of gang "
-                                 f"{reservation.gang!r}"}, seq
-            reservation.book(pod_key, node)
-            seq = self.record({"op": "bind", "gang": reservation.gang,
-                                       "pod": pod_key, "node": node})
+            retry = reservation.bound.get(pod_key) == node
+            if not retry:
+                if pod_key in reservation.bound:
+                    return {"Error": f"gpusched: pod {pod_key} is already bound to "
+                                     f"{reservation.bound[pod_key]}"}, seq
+                if reservation.free_slots(node) <= 0:
+                    return {"Error": f"gpusched: node {node} has no free slot of gang "
+                                     f"{reservation.gang!r}"}, seq
+                reservation.book(pod_key, node)
+                seq = self.record({"op": "bind", "gang": reservation.gang,
+                                   "pod": pod_key, "node": node})
+        reply: dict[str, Any] = {"Error": ""}
         if self.binder is not None:
-            try:
-                self.binder(fields["PodNamespace"], fields["PodName"],
-                            str(uid) if uid is not None else "", node)
-            except Exception as exc:  # the API server said no: free the slot again
+            reply["_bind"] = (fields["PodNamespace"], fields["PodName"],
+                              str(uid) if uid is not None else "", node, reservation.gang,
+                              pod_key, retry)
+        return reply, seq
+
+    def finish_bind(self, booked: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """The bind verb's second step: create the Binding in the API server.
+
+        If the API server says no, the slot is freed again (journaled) — except on a
+        retry, where the pod may already run there from before a crash: its slot stays
+        booked, and the error is reported.
+        """
+        pending = booked.pop("_bind", None)
+        if pending is None or self.binder is None:
+            return booked, 0
+        namespace, name, uid, node, gang, pod_key, retry = pending
+        seq = 0
+        try:
+            self.binder(namespace, name, uid, node)
+        except Exception as exc:  # the API server said no: free the slot again
+            if not retry:
                 with self.lock:
                     # The reservation may have expired (or been cut to its bound pods)
                     # while the call was out: unbind from what holds the pod now, and
                     # journal nothing if nothing does, so the journal always replays.
-                    current = self.reservations.get(reservation.gang)
+                    current = self.reservations.get(gang)
                     if current is not None and current.bound.get(pod_key) == node:
                         current.unbook(pod_key)
                         seq = self.record({"op": "unbind", "gang": current.gang,
                                            "pod": pod_key})
-                return {"Error": f"gpusched: binding {pod_key} to {node} failed: {exc}"}, seq
+            return {"Error": f"gpusched: binding {pod_key} to {node} failed: {exc}"}, seq
         return {"Error": ""}, seq
