@@ -33,6 +33,18 @@ import tempfile
 import time
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used: Linux's /proc, else None.
+
+    The server's CPU per pair is the figure that a busy machine disturbs least."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(state_dir: str, cluster: str, backend: str | None) -> tuple[subprocess.Popen, int]:
     command = [sys.executable, "-m", "gpusched.cli", "serve", "--cluster", cluster,
                "--state", state_dir, "--port", "0", "--host", "127.0.0.1"]
@@ -150,7 +162,12 @@ def main() -> int:
         try:
             asyncio.run(drive(port, min(200, args.pairs // 2), 4))  # warm-up
             for concurrency in (int(c) for c in args.concurrency.split(",")):
+                before_s = cpu_s(proc.pid)
                 results.append(asyncio.run(drive(port, args.pairs, concurrency, args.batch)))
+                after_s = cpu_s(proc.pid)
+                results[-1]["server_cpu_us_per_pair"] = (
+                    None if before_s is None or after_s is None
+                    else round((after_s - before_s) / args.pairs * 1e6, 1))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -162,10 +179,12 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f}; place+release of 8-GPU jobs, each reply fsynced "
           f"(state under {args.state_parent or tempfile.gettempdir()})"
           + (f"; {args.batch} pairs per /v1/batch request" if args.batch else ""))
-    print(f"{'conns':>6}{'pairs':>8}{'pairs/s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'conns':>6}{'pairs':>8}{'pairs/s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'server CPU us/pair':>20}")
     for r in results:
         print(f"{r['concurrency']:>6}{r['pairs']:>8}{r['pairs_per_s']:>10,.0f}"
-              f"{r['requests_per_s']:>10,.0f}{r['p50_pair_ms']:>9.2f}{r['p99_pair_ms']:>9.2f}")
+              f"{r['requests_per_s']:>10,.0f}{r['p50_pair_ms']:>9.2f}{r['p99_pair_ms']:>9.2f}"
+              f"{r['server_cpu_us_per_pair'] or 0:>20,.0f}")
     return 0
 
 
