@@ -144,7 +144,8 @@ def bench_filter(port: int, pid: int, node_names: list[str], filters: int) -> di
                      else round((cpu_after_s - cpu_before_s) / filters * 1e3, 2))
     return {"nodes": len(node_names), "request_bytes": len(bodies[0]),
             "reserve_ms": round(first_s * 1e3, 2),
-            "filters": filters, "server_cpu_ms": server_cpu_ms, "p50_ms": round(statistics.median(samples) * 1e3, 2),
+            "filters": filters, "server_cpu_ms": server_cpu_ms,
+            "p50_ms": round(statistics.median(samples) * 1e3, 2),
             "p99_ms": round(samples[min(len(samples) - 1, int(0.99 * len(samples)))] * 1e3, 2)}
 
 

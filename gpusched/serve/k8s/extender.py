@@ -12,6 +12,7 @@ from .wire import GANG_SIZE, GPU_RESOURCE, JOB_PREFIX, MAX_EXTENDER_PRIORITY, Po
 
 __all__ = ["Extender"]
 
+
 def _all_strings(names: list[Any]) -> bool:
     """Whether every item is a str, in C: str.join refuses anything else (12,544 names in
     about 50 us, against about 1 ms for a Python-level type test of each)."""
