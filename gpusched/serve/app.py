@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import sys
 import traceback
 from contextlib import asynccontextmanager
@@ -23,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .schemas import MAX_BODY_BYTES, RequestError, openapi_document, parse_json
+from .schemas import (MAX_BODY_BYTES, RequestError, openapi_document, parse_json,
+                      render_json)
 from .service import PlacementService
 
 __all__ = ["create_app", "JSONReply", "BODY_TIMEOUT_S"]
@@ -79,13 +79,12 @@ def _bearer_token(header: bytes) -> bytes | None:
 
 
 class JSONReply(Response):
-    """JSON with ASCII escapes, so any string a client sent (even a lone surrogate) encodes."""
+    """JSON in UTF-8 (``schemas.render_json``: orjson, a 1 MB filter reply in about a ms)."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
+        return render_json(content)
 
 
 def _error(exc: RequestError) -> JSONReply:
@@ -126,8 +125,12 @@ def create_app(service: PlacementService, *, token: str | None = None,
     Operation = Callable[..., "tuple[Any, int] | Any"]
 
     def endpoint(op: Operation, *, mutating: bool, durable: bool, k8s: bool = False,
-                 has_body: bool = True, threaded: bool = False
+                 has_body: bool = True, threaded: bool = False,
+                 then: Callable[[Any], "tuple[Any, int]"] | None = None
                  ) -> Callable[[Request], Awaitable[Response]]:
+        # ``then``: a second step, run (in a worker thread) on the first one's result once
+        # that is durable, for work outside gpusched that must never be ahead of the
+        # journal (the API server's Binding)
         guarded = mutating and not (k8s and k8s_open)
 
         async def handle(request: Request) -> Response:
@@ -142,8 +145,10 @@ def create_app(service: PlacementService, *, token: str | None = None,
                 if has_body:
                     _json_content_type(request)
                     try:
-                        raw = await asyncio.wait_for(read_body(request), BODY_TIMEOUT_S)
-                    except asyncio.TimeoutError:
+                        # asyncio.timeout, not wait_for: no task per request
+                        async with asyncio.timeout(BODY_TIMEOUT_S):
+                            raw = await read_body(request)
+                    except TimeoutError:
                         raise RequestError(408, f"the body did not arrive within "
                                                 f"{BODY_TIMEOUT_S:g} s") from None
                     body = parse_json(raw)
@@ -158,6 +163,10 @@ def create_app(service: PlacementService, *, token: str | None = None,
                     await service.journal.wait_durable(seq)
                     # durable now: a checkpoint failure is logged, never this reply's
                     service.maybe_checkpoint()
+                if then is not None:
+                    result, seq = await run_in_threadpool(then, result)
+                    if seq:
+                        await service.journal.wait_durable(seq)
                 if isinstance(result, dict):
                     result.pop("_seq", None)
                 return JSONReply(result)
@@ -216,6 +225,8 @@ def create_app(service: PlacementService, *, token: str | None = None,
               methods=["POST"]),
         Route("/v1/release", endpoint(service.release, mutating=True, durable=True),
               methods=["POST"]),
+        Route("/v1/batch", endpoint(service.batch, mutating=True, durable=True),
+              methods=["POST"]),
         Route("/v1/explain", endpoint(service.explain, mutating=False, durable=False),
               methods=["POST"]),
         # the solvers take up to seconds: run them off the event loop
@@ -227,8 +238,9 @@ def create_app(service: PlacementService, *, token: str | None = None,
               methods=["POST"]),
         Route("/v1/k8s/prioritize", endpoint(k8s.prioritize, mutating=False, durable=False,
                                              k8s=True), methods=["POST"]),
-        Route("/v1/k8s/bind", endpoint(k8s.bind, mutating=True, durable=True, k8s=True,
-                                       threaded=service.gangs.binder is not None),
+        Route("/v1/k8s/bind", endpoint(k8s.book, mutating=True, durable=True, k8s=True,
+                                       then=(k8s.finish_bind if k8s.binder is not None
+                                             else None)),
               methods=["POST"]),
         Route("/v1/k8s/gangs", gangs, methods=["GET"]),
     ]
