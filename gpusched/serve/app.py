@@ -255,6 +255,7 @@ def create_app(service: PlacementService, *, token: str | None = None,
               "/v2/release": (release_op, True, True, True),
               "/v2/explain": (service.explain, False, False, True),
               "/v2/placements": (service.placements, False, False, False)}
+    hostlists = compact.HostlistWriter(service.cluster)
     for route in list(routes):
         if not route.path.startswith("/v1/"):
             continue
@@ -262,7 +263,7 @@ def create_app(service: PlacementService, *, token: str | None = None,
         if path in v2_ops:
             op, mutating, durable, has_body = v2_ops[path]
             handler = endpoint(op, mutating=mutating, durable=durable, has_body=has_body,
-                               reshape=compact.reshaper(service.cluster, path))
+                               reshape=compact.reshaper(hostlists, path))
         else:
             handler = route.endpoint
         routes.append(Route(path, handler, methods=sorted(route.methods or ["GET"])))

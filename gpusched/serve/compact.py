@@ -18,10 +18,12 @@ import copy
 import re
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from ..adapters.slurm import compress_hostlist
 from ..spec import Cluster
 
-__all__ = ["hostlist", "wants_nodes", "reshaper", "COMPACT_ROUTES", "v2_paths", "API_VERSIONS"]
+__all__ = ["hostlist", "HostlistWriter", "wants_nodes", "reshaper", "COMPACT_ROUTES", "v2_paths", "API_VERSIONS"]
 
 API_VERSIONS = {"v1": "full node lists in every reply (unchanged, for existing clients)",
                 "v2": "hostlists; node lists with ?nodes=true"}
@@ -51,17 +53,11 @@ def _top_level_parts(expr: str) -> list[str]:
     return parts
 
 
-def hostlist(names: Iterable[str]) -> str:
-    """A Slurm hostlist for ``names``, ranged over the last two numbers of each name.
-
-    :func:`compress_hostlist` ranges over the last number: 8,192 nodes named
-    ``rack-NNNN-nK`` give 1,024 parts ``rack-0001-n[0-7],rack-0002-n[0-7],...``.  Parts
-    that differ only in the number before that fold into one,
-    ``rack-[0001-1024]-n[0-7]``, which Slurm (and
-    :func:`gpusched.adapters.slurm.expand_hostlist`) expand to the same names.
-    """
+def _fold(parts: Iterable[str]) -> list[str]:
+    """Hostlist parts merged over their next-to-last number where they differ only there;
+    parts that have no such number are returned as they are."""
     groups: dict[tuple[str, str], list[str]] = {}
-    for part in _top_level_parts(compress_hostlist(names)):
+    for part in parts:
         match = _FOLDABLE.match(part)
         key = (match["head"], match["tail"]) if match else (part, "")
         groups.setdefault(key, []).append(match["head"] + match["num"] if match else "")
@@ -71,7 +67,61 @@ def hostlist(names: Iterable[str]) -> str:
             out.append(head)
             continue
         out.extend(p + tail for p in _top_level_parts(compress_hostlist(stems)))
-    return ",".join(out)
+    return out
+
+
+def hostlist(names: Iterable[str]) -> str:
+    """A Slurm hostlist for ``names``, ranged over the last two numbers of each name.
+
+    :func:`compress_hostlist` ranges over the last number: 8,192 nodes named
+    ``rack-NNNN-nK`` give 1,024 parts ``rack-0001-n[0-7],rack-0002-n[0-7],...``.  Parts
+    that differ only in the number before that fold into one,
+    ``rack-[0001-1024]-n[0-7]``, which Slurm (and
+    :func:`gpusched.adapters.slurm.expand_hostlist`) expand to the same names.
+    """
+    return ",".join(_fold(_top_level_parts(compress_hostlist(names))))
+
+
+class HostlistWriter:
+    """:func:`hostlist` for node indices of one cluster, with each rack's part cached.
+
+    Writing the hostlist of a 65,536-GPU gang name by name takes tens of milliseconds on
+    the event loop; a rack's part depends only on which of its nodes are in the job, so
+    it is computed once per (rack, nodes) and the racks' parts are then folded.  Names
+    that do not fold rack by rack (``gpu0001`` ... numbered across racks) are
+    compressed together at the end, so the answer is what :func:`hostlist` gives.
+    """
+
+    MAX_CACHED = 100_000
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._parts: dict[tuple[int, tuple[int, ...]], tuple[bool, list[str]]] = {}
+
+    def __call__(self, nodes: Iterable[int]) -> str:
+        names = self.cluster.node_names
+        chosen = np.unique(np.asarray(list(nodes), dtype=np.int64))  # sorted: racks in order
+        racks = self.cluster.node_rack[chosen]
+        cuts = np.flatnonzero(np.diff(racks)) + 1
+        if len(self._parts) > self.MAX_CACHED:
+            self._parts.clear()
+        foldable: list[str] = []
+        rest: list[str] = []
+        for members in np.split(chosen, cuts) if len(chosen) else ():
+            key = (int(self.cluster.node_rack[members[0]]), tuple(members.tolist()))
+            cached = self._parts.get(key)
+            if cached is None:
+                parts = _top_level_parts(compress_hostlist(names[n] for n in key[1]))
+                cached = (all(_FOLDABLE.match(p) for p in parts), parts)
+                self._parts[key] = cached
+            if cached[0]:
+                foldable.extend(cached[1])
+            else:
+                rest.extend(names[n] for n in key[1])
+        out = _fold(foldable)
+        if rest:
+            out.extend(_fold(_top_level_parts(compress_hostlist(rest))))
+        return ",".join(out)
 
 
 def wants_nodes(query: Any) -> bool:
@@ -79,39 +129,40 @@ def wants_nodes(query: Any) -> bool:
     return str(query.get("nodes", "")).strip().lower() in _YES
 
 
-def _compact(cluster: Cluster, d: dict[str, Any] | None, full: bool) -> dict[str, Any] | None:
+def _compact(writer: HostlistWriter, d: dict[str, Any] | None, full: bool
+             ) -> dict[str, Any] | None:
     """A placement or explanation dict with ``hostlist`` and ``node_count``."""
     if d is None:
         return None
-    names = d.get("node_names")
     nodes = d["nodes"]
-    if names is None:
-        names = [cluster.node_names[n] for n in nodes]
     out = {k: v for k, v in d.items() if k not in ("nodes", "node_names")}
     out["node_count"] = len(nodes)
-    out["hostlist"] = hostlist(names) if names else ""
+    out["hostlist"] = writer(nodes) if nodes else ""
     if full:
         out["nodes"] = nodes
-        out["node_names"] = names
+        out["node_names"] = d.get("node_names") or [writer.cluster.node_names[n]
+                                                     for n in nodes]
     return out
 
 
-def reshaper(cluster: Cluster, route: str) -> Callable[[Any, Any], Any]:
-    """The function turning a v1 reply of ``route`` into its v2 form (reply, query)."""
+def reshaper(cluster: Cluster | HostlistWriter, route: str) -> Callable[[Any, Any], Any]:
+    """The function turning a v1 reply of ``route`` into its v2 form (reply, query);
+    pass one :class:`HostlistWriter` for all routes to share its cache."""
+    writer = cluster if isinstance(cluster, HostlistWriter) else HostlistWriter(cluster)
     def place(reply: dict[str, Any], query: Any) -> dict[str, Any]:
         full = wants_nodes(query)
-        return {**reply, "placement": _compact(cluster, reply["placement"], full),
-                "explanation": _compact(cluster, reply["explanation"], full)}
+        return {**reply, "placement": _compact(writer, reply["placement"], full),
+                "explanation": _compact(writer, reply["explanation"], full)}
 
     def explain(reply: dict[str, Any], query: Any) -> Any:
-        return _compact(cluster, reply, wants_nodes(query))
+        return _compact(writer, reply, wants_nodes(query))
 
     def release(reply: dict[str, Any], query: Any) -> dict[str, Any]:
-        return {"released": _compact(cluster, reply["released"], wants_nodes(query))}
+        return {"released": _compact(writer, reply["released"], wants_nodes(query))}
 
     def placements(reply: dict[str, Any], query: Any) -> dict[str, Any]:
         full = wants_nodes(query)
-        return {"placements": [_compact(cluster, p, full) for p in reply["placements"]]}
+        return {"placements": [_compact(writer, p, full) for p in reply["placements"]]}
 
     return {"/v2/place": place, "/v2/explain": explain, "/v2/release": release,
             "/v2/placements": placements}[route]
