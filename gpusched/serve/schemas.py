@@ -84,6 +84,8 @@ def validate(value: Any, schema: dict[str, Any], where: str = "body") -> None:
         got = f", got {_short(value)}"
         if all(e.endswith(got) for e in errors):
             errors = [e[:-len(got)] for e in errors]
+            if all(e.startswith("must be ") for e in errors):  # "must be an integer or one of"
+                errors = [errors[0]] + [e[len("must be "):] for e in errors[1:]]
             raise RequestError(422, " or ".join(dict.fromkeys(errors)) + got, where)
         raise RequestError(422, " or ".join(dict.fromkeys(errors)), where)
     kind = schema.get("type")
