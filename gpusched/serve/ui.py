@@ -33,32 +33,50 @@ def static_text(name: str) -> str:
 
 def operator_paths() -> dict[str, Any]:
     """OpenAPI entries for the routes that are not part of the placement API."""
-    def get(summary: str, media: str, description: str = "") -> dict[str, Any]:
+    def get(summary: str, media: str | list[str], description: str = "",
+            parameters: list[dict[str, Any]] | None = None,
+            status: str = "200", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        types = [media] if isinstance(media, str) else media
         op: dict[str, Any] = {"summary": summary,
-                              "responses": {"200": {"description": "OK",
-                                                    "content": {media: {}}}}}
+                              "responses": {status: {"description": "OK" if status == "200"
+                                                     else "redirect",
+                                                     "content": {m: {} for m in types}},
+                                            **(extra or {})}}
+        if status != "200":
+            op["responses"][status].pop("content")
         if description:
             op["description"] = description
+        if parameters:
+            op["parameters"] = parameters
         return {"get": op}
 
+    not_found = {"404": {"description": "no such file",
+                         "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/Error"}}}}}
     return {
-        "/": get("redirects to /docs", "text/html"),
+        "/": get("redirects to /docs", "text/html", status="307"),
         "/docs": get("this page: every endpoint, with examples", "text/html"),
         "/openapi.json": get("the OpenAPI 3.0 document of the service", "application/json"),
         "/ui": get("the live floor map: halls, rows and racks by headroom and state",
                    "text/html"),
-        "/ui/{name}": get("the floor map's script and style sheet (ui.js, ui.css)",
-                          "text/javascript"),
+        "/ui/{name}": get("the floor map's script and style sheets",
+                          ["text/javascript", "text/css"],
+                          parameters=[{"name": "name", "in": "path", "required": True,
+                                       "schema": {"type": "string",
+                                                  "enum": sorted(_STATIC)}}],
+                          extra=not_found),
         "/metrics": get("Prometheus text format: limits' load and headroom, GPUs by "
                         "state, placements, refusals, request latency",
-                        "text/plain; version=0.0.4"),
+                        "text/plain"),
         "/v1/floor/layout": get("the floor's layout: halls, power rows, racks, wide limits "
                                 "(what /ui draws once)", "application/json"),
         "/v1/floor": get(
             "the floor now: busy GPUs, power and headroom per rack, wide limits, node "
             "states, jobs and their racks", "application/json",
             "With ?since=SEQ, answers {\"seq\": SEQ, \"unchanged\": true} while the "
-            "journal position is still SEQ, so polling an idle service costs little."),
+            "journal position is still SEQ, so polling an idle service costs little.",
+            parameters=[{"name": "since", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 0}}]),
     }
 
 
