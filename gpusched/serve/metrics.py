@@ -11,7 +11,8 @@ Metric names (all prefixed ``gpusched_``):
 =====================================  =========  ======================================
 ``row_load_w{row,kind}``               gauge      load of each limit of ``A·P <= b``, W
 ``row_headroom_w{row,kind}``           gauge      its limit minus its load, W
-``gpus{state}``                        gauge      GPUs busy, free, draining, down
+``gpus{state}``                        gauge      GPUs busy, and idle ones by node state:
+                                                  free (up), draining, down
 ``jobs``                               gauge      jobs placed
 ``power_w``                            gauge      the site's power held against caps, W
 ``placements_total``                   counter    jobs placed through place (v1 and v2)
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -60,7 +62,7 @@ class _SiteCollector:
         with service.lock:
             engine = service.engine
             rack_power_w = engine.rack_power_w()
-            free_gpus = int(engine.free_gpus())
+            node_free = np.asarray(engine.node_free_gpus(), dtype=np.int64)
             jobs = len(engine)
             states = node_states(engine)
         c = service.cluster.constraints
@@ -77,15 +79,15 @@ class _SiteCollector:
             headroom.add_metric([name, kind], limit - value)
         yield load
         yield headroom
-        gpus = GaugeMetricFamily("gpusched_gpus", "GPUs by state", labels=["state"])
-        g = service.cluster.gpus_per_node
-        counts = {s: int((states == k).sum()) * g for k, s in enumerate(NODE_STATES)}
-        # busy GPUs sit on up or draining nodes; free ones are those on up nodes
-        busy = service.cluster.num_gpus - free_gpus
-        gpus.add_metric(["busy"], busy)
-        gpus.add_metric(["free"], max(0, counts["up"] - busy))
-        gpus.add_metric(["draining"], counts["draining"])
-        gpus.add_metric(["down"], counts["down"])
+        gpus = GaugeMetricFamily("gpusched_gpus", "GPUs by state: busy, and the idle ones "
+                                 "by their node's state (free on up nodes, draining, down)",
+                                 labels=["state"])
+        # every GPU is counted once: busy, or idle on an up, draining or down node
+        idle = np.bincount(states.astype(np.int64), weights=node_free,
+                           minlength=len(NODE_STATES))
+        gpus.add_metric(["busy"], float(service.cluster.num_gpus - node_free.sum()))
+        for k, state in enumerate(NODE_STATES):
+            gpus.add_metric(["free" if state == "up" else state], float(idle[k]))
         yield gpus
         yield GaugeMetricFamily("gpusched_jobs", "Jobs placed", value=jobs)
         yield GaugeMetricFamily("gpusched_power_w", "Site power held against caps, W",

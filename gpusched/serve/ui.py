@@ -91,12 +91,20 @@ def _schema_name(content: dict[str, Any]) -> str:
     return ""
 
 
+def _schema_link(content: dict[str, Any], doc: dict[str, Any]) -> str:
+    """The schema of ``content`` as a link to its block on the page (HTML)."""
+    name = _schema_name(content)
+    if name in doc["components"]["schemas"]:
+        return f'<a href="#schema-{html.escape(name)}">{html.escape(name)}</a>'
+    return html.escape(name)
+
+
 def _endpoint_rows(doc: dict[str, Any]) -> str:
     rows = []
     for path, item in doc["paths"].items():
         for method, op in item.items():
-            request = _schema_name(op.get("requestBody", {}).get("content", {}))
-            replies = ", ".join(f"{code} {_schema_name(r.get('content', {})) or ''}".strip()
+            request = _schema_link(op.get("requestBody", {}).get("content", {}), doc)
+            replies = ", ".join(f"{code} {_schema_link(r.get('content', {}), doc)}".strip()
                                 for code, r in op["responses"].items())
             params = ", ".join(f"?{p['name']}" for p in op.get("parameters", []))
             token = "token" if op.get("security") else ""
@@ -107,7 +115,7 @@ def _endpoint_rows(doc: dict[str, Any]) -> str:
                 f"<td>{html.escape(op['summary'])}"
                 + (f"<br><small>{html.escape(op['description'])}</small>"
                    if op.get("description") else "")
-                + f"</td><td>{html.escape(request)}</td><td>{html.escape(replies)}</td>"
+                + f"</td><td>{request}</td><td>{replies}</td>"
                 f"<td>{token}</td></tr>")
     return "\n".join(rows)
 
