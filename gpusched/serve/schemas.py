@@ -140,13 +140,21 @@ def validate(value: Any, schema: dict[str, Any], where: str = "body") -> None:
                 return
             except RequestError as exc:
                 errors.append(exc.message)
+        # each option ends ", got <value>": say the value once, after the alternatives
+        got = f", got {_short(value)}"
+        if all(e.endswith(got) for e in errors):
+            errors = [e[:-len(got)] for e in errors]
+            if all(e.startswith("must be ") for e in errors):  # "must be an integer or one of"
+                errors = [errors[0]] + [e[len("must be "):] for e in errors[1:]]
+            raise RequestError(422, " or ".join(dict.fromkeys(errors)) + got, where)
         raise RequestError(422, " or ".join(dict.fromkeys(errors)), where)
     kind = schema.get("type")
     if kind is not None and not _type_ok(value, kind):
         raise RequestError(422, f"must be {'an' if kind[0] in 'aeio' else 'a'} {kind}, got "
                                 f"{_short(value)}", where)
     if "enum" in schema and value not in schema["enum"]:
-        raise RequestError(422, f"must be one of {schema['enum']}, got {_short(value)}", where)
+        raise RequestError(422, f"must be {_one_of(schema['enum'])}, got {_short(value)}",
+                           where)
     if kind in ("integer", "number"):
         if "minimum" in schema and value < schema["minimum"]:
             raise RequestError(422, f"must be >= {schema['minimum']}, got {value}", where)
@@ -179,6 +187,20 @@ def validate(value: Any, schema: dict[str, Any], where: str = "body") -> None:
         for key, sub in props.items():
             if key in value:
                 validate(value[key], sub, f"{where}.{key}")
+
+
+ENUM_SHOWN = 3
+"""Choices an error names from a long enum, first and last: a cluster's 294 pod names in
+one message would bury the mistake under them."""
+
+
+def _one_of(choices: list[Any]) -> str:
+    """``one of ['a', 'b']``, or for a long list ``one of 294 values ('a', 'b', 'c', ...,
+    'z')``."""
+    if len(choices) <= 2 * ENUM_SHOWN:
+        return f"one of {choices}"
+    shown = ", ".join(repr(c) for c in choices[:ENUM_SHOWN])
+    return f"one of {len(choices)} values ({shown}, ..., {choices[-1]!r})"
 
 
 def _short(value: Any) -> str:
