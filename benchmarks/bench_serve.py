@@ -10,6 +10,11 @@ server's (both run on the same machine).
 
     python benchmarks/bench_serve.py                       # concurrency 1, 8, 32
     python benchmarks/bench_serve.py --pairs 4000 --concurrency 16 --json
+    python benchmarks/bench_serve.py --batch 16            # /v1/batch: 16 pairs a request
+
+With ``--batch K`` each connection sends its pairs K at a time through ``/v1/batch`` (wire
+format 1.1): one request of K places, then one of K releases, each answered after one
+fsync; the pairs per second count pairs, not requests.
 
 It prints numbers and asserts none (target: >= 2,000 pairs/s on 2 cores).
 """
@@ -26,6 +31,18 @@ import subprocess
 import sys
 import tempfile
 import time
+
+
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used: Linux's /proc, else None.
+
+    The server's CPU per pair is the figure that a busy machine disturbs least."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(state_dir: str, cluster: str, backend: str | None) -> tuple[subprocess.Popen, int]:
@@ -54,6 +71,26 @@ async def request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pa
     return status, await reader.readexactly(length)
 
 
+async def batch_worker(port: int, worker_id: int, pairs: int, batch: int,
+                       latencies_s: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for first in range(0, pairs, batch):
+            ids = [f"w{worker_id}-{i}" for i in range(first, min(pairs, first + batch))]
+            start = time.perf_counter()
+            for path, ops in (("/v1/batch", [{"op": "place", "job": {
+                    "id": job_id, "gpus": 8, "min_cap_w": 400}} for job_id in ids]),
+                    ("/v1/batch", [{"op": "release", "job_id": job_id} for job_id in ids])):
+                status, body = await request(reader, writer, path,
+                                             json.dumps({"ops": ops}).encode())
+                results = json.loads(body)["results"] if status == 200 else []
+                if status != 200 or any(r["status"] != 200 for r in results):
+                    raise SystemExit(f"batch failed: {status} {body[:200]!r}")
+            latencies_s.extend([(time.perf_counter() - start)] * len(ids))
+    finally:
+        writer.close()
+
+
 async def worker(port: int, worker_id: int, pairs: int, latencies_s: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -73,17 +110,23 @@ async def worker(port: int, worker_id: int, pairs: int, latencies_s: list[float]
         writer.close()
 
 
-async def drive(port: int, pairs: int, concurrency: int) -> dict[str, float]:
+async def drive(port: int, pairs: int, concurrency: int, batch: int = 0) -> dict[str, float]:
     latencies_s: list[float] = []
     share = [pairs // concurrency + (1 if i < pairs % concurrency else 0)
              for i in range(concurrency)]
     start = time.perf_counter()
-    await asyncio.gather(*(worker(port, i, n, latencies_s) for i, n in enumerate(share)))
+    if batch:
+        await asyncio.gather(*(batch_worker(port, i, n, batch, latencies_s)
+                               for i, n in enumerate(share)))
+    else:
+        await asyncio.gather(*(worker(port, i, n, latencies_s)
+                               for i, n in enumerate(share)))
     elapsed_s = time.perf_counter() - start
     ordered = sorted(latencies_s)
     return {"concurrency": concurrency, "pairs": pairs, "elapsed_s": round(elapsed_s, 3),
             "pairs_per_s": round(pairs / elapsed_s, 1),
-            "requests_per_s": round(2 * pairs / elapsed_s, 1),
+            "requests_per_s": round(sum(2 * (-(-n // batch) if batch else n)
+                                        for n in share) / elapsed_s, 1),
             "p50_pair_ms": round(statistics.median(ordered) * 1e3, 3),
             "p99_pair_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
                                  * 1e3, 3)}
@@ -99,6 +142,8 @@ def main() -> int:
     parser.add_argument("--state-parent", default=None,
                         help="directory to make the state directory in (e.g. /dev/shm, "
                              "where fsync is free, to time the HTTP stack alone)")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="send pairs K at a time through /v1/batch (0: one request each)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny run that only checks the benchmark works (CI smoke)")
@@ -117,21 +162,29 @@ def main() -> int:
         try:
             asyncio.run(drive(port, min(200, args.pairs // 2), 4))  # warm-up
             for concurrency in (int(c) for c in args.concurrency.split(",")):
-                results.append(asyncio.run(drive(port, args.pairs, concurrency)))
+                before_s = cpu_s(proc.pid)
+                results.append(asyncio.run(drive(port, args.pairs, concurrency, args.batch)))
+                after_s = cpu_s(proc.pid)
+                results[-1]["server_cpu_us_per_pair"] = (
+                    None if before_s is None or after_s is None
+                    else round((after_s - before_s) / args.pairs * 1e6, 1))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     if args.json:
-        print(json.dumps({"cluster": args.cluster, "cpus": os.cpu_count(),
+        print(json.dumps({"cluster": args.cluster, "cpus": os.cpu_count(), "batch": args.batch,
                           "results": results}, indent=1))
         return 0
     print(f"gpusched serve on 127.0.0.1, {args.cluster}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; place+release of 8-GPU jobs, each reply fsynced "
-          f"(state under {args.state_parent or tempfile.gettempdir()})")
-    print(f"{'conns':>6}{'pairs':>8}{'pairs/s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+          f"(state under {args.state_parent or tempfile.gettempdir()})"
+          + (f"; {args.batch} pairs per /v1/batch request" if args.batch else ""))
+    print(f"{'conns':>6}{'pairs':>8}{'pairs/s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'server CPU us/pair':>20}")
     for r in results:
         print(f"{r['concurrency']:>6}{r['pairs']:>8}{r['pairs_per_s']:>10,.0f}"
-              f"{r['requests_per_s']:>10,.0f}{r['p50_pair_ms']:>9.2f}{r['p99_pair_ms']:>9.2f}")
+              f"{r['requests_per_s']:>10,.0f}{r['p50_pair_ms']:>9.2f}{r['p99_pair_ms']:>9.2f}"
+              f"{r['server_cpu_us_per_pair'] or 0:>20,.0f}")
     return 0
 
 

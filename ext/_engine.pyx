@@ -22,14 +22,16 @@ Everything the hot path touches is a typed memoryview over NumPy arrays owned by
 EngineCore; no Python object is created inside a search.
 
 Invariants kept between calls (checked by the stateful tests on both twins):
-- node n is set in bitset f iff node_free[n] == f, for f in 1..G;
+- node n is set in bitset f iff node_free[n] == f and n is open, for f in 1..G;
 - summary bit w of bitset f is set iff word w of bitset f is non-zero;
-- rack_free_nodes[r] = #{n in rack r : node_free[n] == G}; pod_free_nodes likewise;
+- rack_free_nodes[r] = #{n in rack r open : node_free[n] == G}; pod_free_nodes likewise;
 - pod_hist[pod_hist_ptr[p] + f] = #{r in pod p : rack_free_nodes[r] == f}, for f from 0
   to the nodes of pod p's largest rack (so the histograms take racks + nodes entries in
   all, whatever the shape of the site);
 - rack_power[r] = sum of node powers of rack r (integer watts);
 - slack = b_units - A_units · rack_power >= 0 (no row is ever broken);
+- node n is open (counted in the bitsets and the empty-node counts) iff
+  node_state[n] == UP; see "Node states" in the twin's docstring;
 - every scratch array is all zero.
 """
 
@@ -223,6 +225,8 @@ cdef class EngineCore:
         self.slack = (c.b_units - c.load_units(cluster.idle_rack_power_w)).astype(np.int64)
         self.free_gpus_total = cluster.num_gpus
         self._jobs = {}
+        self.node_state = np.zeros(self.n_nodes, dtype=np.int8)
+        self.limit_units = c.b_units.astype(np.int64)
 
     # ==================================================================================
     # Public hot path
@@ -561,7 +565,7 @@ cdef class EngineCore:
             if r <= after_rack:
                 continue
             for n in range(self.rack_first[r], self.rack_first[r + 1]):
-                if self.node_free[n] == f:
+                if self.node_free[n] == f and self.node_state[n] == UP:
                     return n
         return -1
 
@@ -671,12 +675,12 @@ cdef class EngineCore:
     @cython.final
     cdef index_t empty_nodes(self, index_t rack, index_t count,
                                     index_t* out) noexcept nogil:
-        """The ``count`` lowest-index empty nodes of ``rack`` into out."""
+        """The ``count`` lowest-index empty open nodes of ``rack`` into out."""
         cdef index_t n, got = 0
         for n in range(self.rack_first[rack], self.rack_first[rack + 1]):
             if got == count:
                 break
-            if self.node_free[n] == self.G:
+            if self.node_free[n] == self.G and self.node_state[n] == UP:
                 out[got] = n
                 got += 1
         return got
@@ -919,25 +923,28 @@ cdef class EngineCore:
         cdef index_t i, k, n, r, p, before, after, n_racks = 0
         cdef int64_t delta
         cdef Py_ssize_t hist_base
+        cdef bint is_open
         for i in range(n_nodes):
             n = nodes[i]
             before = self.node_free[n]
             after = before - sign * gpus_per_node
             self.node_free[n] = after
-            if before:
+            is_open = self.node_state[n] == UP
+            if before and is_open:
                 self.bit_clear(before, n)
-            if after:
+            if after and is_open:
                 self.bit_set(after, n)
             r = self.node_rack[n]
             delta = <int64_t>gpus_per_node * (cap_w - self.gpu_idle_w)
             if before == self.G or after == self.G:  # the node turned busy, or idle again
                 delta += self.busy_step_w
-                p = self.rack_pod[r]
-                hist_base = self.pod_hist_ptr[p]
-                self.pod_hist[hist_base + self.rack_free_nodes[r]] -= 1
-                self.rack_free_nodes[r] -= sign
-                self.pod_hist[hist_base + self.rack_free_nodes[r]] += 1
-                self.pod_free_nodes[p] -= sign
+                if is_open:
+                    p = self.rack_pod[r]
+                    hist_base = self.pod_hist_ptr[p]
+                    self.pod_hist[hist_base + self.rack_free_nodes[r]] -= 1
+                    self.rack_free_nodes[r] -= sign
+                    self.pod_hist[hist_base + self.rack_free_nodes[r]] += 1
+                    self.pod_free_nodes[p] -= sign
             if self.rack_delta[r] == 0:
                 self.touched_racks[n_racks] = r
                 n_racks += 1
@@ -976,6 +983,104 @@ cdef class EngineCore:
         finally:
             self.lock.exit()
 
+    @cython.final
+    cdef void commit_nodes(self, object nodes, int gpus_per_node, int cap_w, int sign):
+        """commit() over a sequence of node ints (Cython only: the twin's _commit takes one)."""
+        cdef index_t i, n = len(nodes)
+        for i in range(n):
+            self.cand_nodes[i] = nodes[i]
+        self.commit(&self.cand_nodes[0], n, gpus_per_node, cap_w, sign)
+
+    def _reshape(self, job, new, removed, added):
+        """Take ``removed`` nodes from a job and give it ``added`` ones at its own cap.
+
+        For a failure (a node lost) and a repair at the same cap (nodes added), without
+        touching the job's other nodes.  The caller has checked everything: ``new`` is the
+        job's placement less ``removed`` plus ``added``, at the same cap and GPUs a node.
+        """
+        cdef tuple fields = <tuple>new
+        self.lock.enter()
+        try:
+            if len(removed):
+                self.commit_nodes(removed, fields[2], fields[3], -1)
+            if len(added):
+                self.commit_nodes(added, fields[2], fields[3], 1)
+            self._jobs[fields[0]] = (job, new)
+        finally:
+            self.lock.exit()
+
+    # ==================================================================================
+    # Node states and live limits
+    # ==================================================================================
+
+    def _set_node_state(self, index_t node, int state, int64_t power_delta_w):
+        """Put ``node`` in ``state`` and add ``power_delta_w`` to its rack's power.
+
+        The caller (gpusched/_site.py) has checked the node and the state, emptied a node
+        that goes DOWN or SPARE of its jobs, and computed what the change costs in watts.
+        """
+        cdef bint was_open
+        cdef index_t k, r
+        if not 0 <= node < self.n_nodes or not UP <= state <= SPARE:
+            raise IndexError(f"node {node} or state {state} out of range")  # caller's bug
+        self.lock.enter()
+        try:
+            was_open = self.node_state[node] == UP
+            self.node_state[node] = state
+            if was_open != (state == UP):
+                self.open_node(node, 1 if state == UP else -1)
+            if power_delta_w:
+                r = self.node_rack[node]
+                self.rack_power[r] += power_delta_w
+                for k in range(self.rack_rows_ptr[r], self.rack_rows_ptr[r + 1]):
+                    self.slack[self.rack_rows[k]] -= self.rack_coef[k] * power_delta_w
+        finally:
+            self.lock.exit()
+
+    @cython.final
+    cdef void open_node(self, index_t node, int sign) noexcept nogil:
+        """Add a node to (sign=+1) or take it out of (sign=-1) the search's indexes."""
+        cdef index_t free_n = self.node_free[node], r, p
+        cdef Py_ssize_t hist_base
+        if free_n:
+            if sign > 0:
+                self.bit_set(free_n, node)
+            else:
+                self.bit_clear(free_n, node)
+        if free_n == self.G:
+            r = self.node_rack[node]
+            p = self.rack_pod[r]
+            hist_base = self.pod_hist_ptr[p]
+            self.pod_hist[hist_base + self.rack_free_nodes[r]] -= 1
+            self.rack_free_nodes[r] += sign
+            self.pod_hist[hist_base + self.rack_free_nodes[r]] += 1
+            self.pod_free_nodes[p] += sign
+
+    def _set_limit_units(self, index_t row, int64_t limit_units):
+        """Set row ``row``'s limit b to ``limit_units`` (checked by the caller); the slack
+        moves with it and may go negative: the row is then over, and refuses more load."""
+        if not 0 <= row < self.n_rows:
+            raise IndexError(f"row {row} out of range")  # the caller's bug
+        self.lock.enter()
+        try:
+            self.slack[row] += limit_units - self.limit_units[row]
+            self.limit_units[row] = limit_units
+        finally:
+            self.lock.exit()
+
+    def _jobs_on(self, index_t node):
+        """Ids of the jobs holding GPUs on ``node``, in placement order."""
+        if not 0 <= node < self.n_nodes:
+            raise IndexError(f"node {node} out of range")  # the caller's bug
+        out = []
+        with self.lock:
+            if self.node_free[node] == self.G:
+                return out
+            for job_id, entry in self._jobs.items():
+                if node in (<tuple>(<tuple>entry)[1])[1]:
+                    out.append(job_id)
+        return out
+
     # ==================================================================================
     # Read-only views
     # ==================================================================================
@@ -999,8 +1104,17 @@ cdef class EngineCore:
         return np.asarray(self.rack_power).copy()
 
     def row_slack_units(self):
-        """``b - A·P`` per row in COEF_SCALE units (int64 copy); never negative."""
+        """``b - A·P`` per row in COEF_SCALE units (int64 copy); negative only for a row
+        whose live limit was lowered below its load (``Engine.violations``)."""
         return np.asarray(self.slack).copy()
+
+    def row_limit_units(self):
+        """The live limits b per row in COEF_SCALE units (int64 copy)."""
+        return np.asarray(self.limit_units).copy()
+
+    def node_state_codes(self):
+        """Each node's state: UP 0, DRAINING 1, DOWN 2, SPARE 3 (int8 copy)."""
+        return np.asarray(self.node_state).copy()
 
     # The views take the lock, as in the twin: a finaliser run by the list's allocation
     # could otherwise place or release while they iterate.
@@ -1052,6 +1166,8 @@ cdef class EngineCore:
             "rack_power_w": np.asarray(self.rack_power).tolist(),
             "slack": np.asarray(self.slack).tolist(),
             "free_gpus": self.free_gpus_total,
+            "node_state": np.asarray(self.node_state).tolist(),
+            "limit_units": np.asarray(self.limit_units).tolist(),
         }
 
     # ==================================================================================

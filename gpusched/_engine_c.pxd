@@ -22,6 +22,13 @@ cdef enum:
     NO_CAPACITY = 1
     NO_POWER = 2
 
+# node states (same values as gpusched._engine_py); only UP nodes are open to placement
+cdef enum:
+    UP = 0
+    DRAINING = 1
+    DOWN = 2
+    SPARE = 3
+
 cdef enum:
     SPARE_RECORDS = 4        # released records an engine keeps for reuse (see below)
 
@@ -86,7 +93,9 @@ cdef class EngineCore:
     cdef index_t[::1] pod_hist           # [pod_hist_ptr[p] + f]: racks of p with f empty
     cdef index_t[::1] pod_hist_ptr       # pod p's histogram: f = 0..its largest rack's nodes
     cdef units_t[::1] rack_power         # watts
-    cdef units_t[::1] slack              # b - A·P, coefficient units
+    cdef units_t[::1] slack              # b - A·P, coefficient units (< 0: row over)
+    cdef units_t[::1] limit_units        # the live limits b, coefficient units
+    cdef signed char[::1] node_state     # UP, DRAINING, DOWN or SPARE per node
     cdef int64_t free_gpus_total
 
     # scratch, all zero between calls
@@ -181,6 +190,10 @@ cdef class EngineCore:
                      int cap_w, int sign) noexcept nogil
     @cython.final
     cdef _commit_placement(self, placement, int sign)
+    @cython.final
+    cdef void commit_nodes(self, object nodes, int gpus_per_node, int cap_w, int sign)
+    @cython.final
+    cdef void open_node(self, index_t node, int sign) noexcept nogil
     @cython.final
     cdef void bit_set(self, int f, index_t n) noexcept nogil
     @cython.final

@@ -31,6 +31,20 @@ Locality order:
   the remainder in the best-fitting pod that fits (chosen inside as above).  The first
   cap met wins; the cap is then computed exactly for the nodes chosen.
 
+Node states (DESIGN.md, "A site that changes")
+----------------------------------------------
+Every node is UP, DRAINING, DOWN or SPARE (a node that is up but held as a hot spare).
+Only an UP node is *open*: the free lists, the empty-node counts of racks and pods and
+the pod histograms count open nodes only, so no search ever sees another one, and
+nothing else in the search changes.  ``_set_node_state`` moves a node between states
+and adds the power the engine layer says the change costs (a down node draws
+``node_down_w`` instead of its idle power; a spare holds its busy power at the spare
+cap), so every row's slack stays b - A·P.  The limits b live in the core too
+(``_set_limit_units``): a lowered limit may leave a row's slack negative, and a negative
+slack refuses every candidate that adds load to that row, as the cap formulas below
+already do for a room below zero.  The engine layer (``gpusched/_site.py``) decides
+what fails, drains, repairs and spares; the core only keeps the books.
+
 Units: rack power in integer watts; row slack in COEF_SCALE-units (coefficient
 millionths times watts), so every sum is exact.
 """
@@ -50,12 +64,20 @@ from .job import Job, Placement
 if TYPE_CHECKING:
     from .spec import Cluster
 
-__all__ = ["EngineCore", "FOUND", "NO_CAPACITY", "NO_POWER"]
+__all__ = ["EngineCore", "FOUND", "NO_CAPACITY", "NO_POWER", "UP", "DRAINING", "DOWN",
+           "SPARE", "NODE_STATE_NAMES"]
 
 # search() status codes
 FOUND = 0
 NO_CAPACITY = 1
 NO_POWER = 2
+
+# node states (node_state_codes() holds these); only UP nodes are open to placement
+UP = 0
+DRAINING = 1
+DOWN = 2
+SPARE = 3
+NODE_STATE_NAMES = ("up", "draining", "down", "spare")
 
 
 class EngineCore:
@@ -124,6 +146,8 @@ class EngineCore:
         self._slack: list[int] = (c.b_units - c.load_units(cluster.idle_rack_power_w)).tolist()
         self._free_gpus = cluster.num_gpus
         self._jobs: dict[str, tuple[Job, Placement]] = {}
+        self._node_state: list[int] = [UP] * cluster.num_nodes
+        self._limit_units: list[int] = c.b_units.tolist()
 
     # ==================================================================================
     # Public hot path
@@ -267,11 +291,11 @@ class EngineCore:
 
     def _next_in_pod(self, f: int, pod: int, after_rack: int) -> int:
         """First node with exactly f free GPUs in the next rack of ``pod`` after after_rack."""
-        node_free, rack_first = self._node_free, self._rack_first
+        node_free, rack_first, state = self._node_free, self._rack_first, self._node_state
         for r in self._pod_racks[pod]:
             if r > after_rack:
                 for n in range(rack_first[r], rack_first[r + 1]):
-                    if node_free[n] == f:
+                    if node_free[n] == f and state[n] == UP:
                         return n
         return -1
 
@@ -326,10 +350,10 @@ class EngineCore:
         return nodes
 
     def _empty_nodes(self, rack: int, count: int) -> list[int]:
-        """The ``count`` lowest-index empty nodes of ``rack``."""
-        G, node_free = self._G, self._node_free
+        """The ``count`` lowest-index empty open nodes of ``rack``."""
+        G, node_free, state = self._G, self._node_free, self._node_state
         out = [n for n in range(self._rack_first[rack], self._rack_first[rack + 1])
-               if node_free[n] == G]
+               if node_free[n] == G and state[n] == UP]
         return out[:count]
 
     def _search_spread(self, k: int, max_cap: int, min_cap: int
@@ -470,9 +494,10 @@ class EngineCore:
     def _commit(self, nodes: Sequence[int], gpus_per_node: int, cap_w: int, sign: int) -> None:
         """Take (sign=+1) or give back (sign=-1) ``gpus_per_node`` GPUs at ``cap_w`` on nodes.
 
-        Invariants kept: each node is in exactly the free list of its free count (none
-        when full); rack and pod free-node counts and the pod histograms count empty
-        nodes; rack power is the sum of node powers; slack = b - A·P in units.
+        Invariants kept: each open node is in exactly the free list of its free count
+        (none when full), and no node that is not open is in any; rack and pod free-node
+        counts and the pod histograms count empty open nodes; rack power is the sum of
+        node powers; slack = b - A·P in units.
         """
         G = self._G
         self._commits += 1
@@ -481,21 +506,23 @@ class EngineCore:
             before = self._node_free[n]
             after = before - sign * gpus_per_node
             self._node_free[n] = after
-            if before:
+            is_open = self._node_state[n] == UP
+            if before and is_open:
                 lst = self._free_nodes[before]
                 del lst[bisect_left(lst, n)]
-            if after:
+            if after and is_open:
                 insort(self._free_nodes[after], n)
             r = self._node_rack[n]
             delta = gpus_per_node * (cap_w - self._gpu_idle_w)
             if before == G or after == G:  # the node turned busy, or idle again
                 delta += self._busy_step_w
-                p = self._rack_pod[r]
-                hist = self._pod_rack_hist[p]
-                hist[self._rack_free_nodes[r]] -= 1
-                self._rack_free_nodes[r] -= sign
-                hist[self._rack_free_nodes[r]] += 1
-                self._pod_free_nodes[p] -= sign
+                if is_open:
+                    p = self._rack_pod[r]
+                    hist = self._pod_rack_hist[p]
+                    hist[self._rack_free_nodes[r]] -= 1
+                    self._rack_free_nodes[r] -= sign
+                    hist[self._rack_free_nodes[r]] += 1
+                    self._pod_free_nodes[p] -= sign
             rack_delta[r] = rack_delta.get(r, 0) + delta
         for r, delta in rack_delta.items():
             self._rack_power_w[r] += sign * delta
@@ -514,6 +541,76 @@ class EngineCore:
             self._commit(old.nodes, old.gpus_per_node, old.cap_w, -1)
             self._commit(new.nodes, new.gpus_per_node, new.cap_w, +1)
             self._jobs[new.job_id] = (job, new)
+
+    def _reshape(self, job: Job, new: Placement, removed: Sequence[int],
+                 added: Sequence[int]) -> None:
+        """Take ``removed`` nodes from a job and give it ``added`` ones at its own cap.
+
+        For a failure (a node lost) and a repair at the same cap (nodes added), without
+        touching the job's other nodes.  The caller has checked everything: ``new`` is the
+        job's placement less ``removed`` plus ``added``, at the same cap and GPUs a node.
+        """
+        with self._lock:
+            if removed:
+                self._commit(removed, new.gpus_per_node, new.cap_w, -1)
+            if added:
+                self._commit(added, new.gpus_per_node, new.cap_w, +1)
+            self._jobs[new.job_id] = (job, new)
+
+    # ==================================================================================
+    # Node states and live limits
+    # ==================================================================================
+
+    def _set_node_state(self, node: int, state: int, power_delta_w: int) -> None:
+        """Put ``node`` in ``state`` and add ``power_delta_w`` to its rack's power.
+
+        The caller (gpusched/_site.py) has checked the node and the state, emptied a node
+        that goes DOWN or SPARE of its jobs, and computed what the change costs in watts.
+        """
+        with self._lock:
+            self._commits += 1
+            was_open = self._node_state[node] == UP
+            self._node_state[node] = state
+            if was_open != (state == UP):
+                self._open_node(node, +1 if state == UP else -1)
+            if power_delta_w:
+                r = self._node_rack[node]
+                self._rack_power_w[r] += power_delta_w
+                for row, coef in self._rack_rows[r]:
+                    self._slack[row] -= coef * power_delta_w
+
+    def _open_node(self, node: int, sign: int) -> None:
+        """Add a node to (sign=+1) or take it out of (sign=-1) the search's indexes."""
+        free = self._node_free[node]
+        if free:
+            lst = self._free_nodes[free]
+            if sign > 0:
+                insort(lst, node)
+            else:
+                del lst[bisect_left(lst, node)]
+        if free == self._G:
+            r = self._node_rack[node]
+            p = self._rack_pod[r]
+            hist = self._pod_rack_hist[p]
+            hist[self._rack_free_nodes[r]] -= 1
+            self._rack_free_nodes[r] += sign
+            hist[self._rack_free_nodes[r]] += 1
+            self._pod_free_nodes[p] += sign
+
+    def _set_limit_units(self, row: int, limit_units: int) -> None:
+        """Set row ``row``'s limit b to ``limit_units`` (checked by the caller); the slack
+        moves with it and may go negative: the row is then over, and refuses more load."""
+        with self._lock:
+            self._commits += 1
+            self._slack[row] += limit_units - self._limit_units[row]
+            self._limit_units[row] = limit_units
+
+    def _jobs_on(self, node: int) -> list[str]:
+        """Ids of the jobs holding GPUs on ``node``, in placement order."""
+        with self._lock:
+            if self._node_free[node] == self._G:
+                return []
+            return [job_id for job_id, (_job, p) in self._jobs.items() if node in p.nodes]
 
     # ==================================================================================
     # Read-only views
@@ -538,8 +635,17 @@ class EngineCore:
         return np.array(self._rack_power_w, dtype=np.int64)
 
     def row_slack_units(self) -> np.ndarray:
-        """``b - A·P`` per row in COEF_SCALE units (int64 copy); never negative."""
+        """``b - A·P`` per row in COEF_SCALE units (int64 copy); negative only for a row
+        whose live limit was lowered below its load (``Engine.violations``)."""
         return np.array(self._slack, dtype=np.int64)
+
+    def row_limit_units(self) -> np.ndarray:
+        """The live limits b per row in COEF_SCALE units (int64 copy)."""
+        return np.array(self._limit_units, dtype=np.int64)
+
+    def node_state_codes(self) -> np.ndarray:
+        """Each node's state: UP 0, DRAINING 1, DOWN 2, SPARE 3 (int8 copy)."""
+        return np.array(self._node_state, dtype=np.int8)
 
     # The views take the lock: another thread's place or release would otherwise change
     # the dict while they iterate it.
@@ -577,5 +683,7 @@ class EngineCore:
             "rack_power_w": list(self._rack_power_w),
             "slack": list(self._slack),
             "free_gpus": self._free_gpus,
+            "node_state": list(self._node_state),
+            "limit_units": list(self._limit_units),
         }
 

@@ -18,7 +18,6 @@ import operator
 import os
 import sys
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,8 +25,11 @@ import numpy as np
 from . import _engine_py
 from ._core import EngineCoreAPI, SearchAnswer
 from ._checks import check_job, check_pod, gpus_per_node_for
-from .spec import COEF_SCALE, Cluster
-from .errors import BackendError, JobError, NotAClusterError, PlacementError, SnapshotError
+from .explanation import Explanation
+from ._site import DOWN, DRAINING, NODE_STATE_NAMES, SPARE, UP, SiteMixin, SparePolicy
+from .spec import COEF_SCALE, MAX_ROW_LOAD_UNITS, Cluster
+from .errors import (BackendError, GpuschedError, JobError, NotAClusterError, PlacementError,
+                     SnapshotError)
 from .state import encode_state, read_state, write_atomic
 from .job import Job, Placement
 
@@ -69,34 +71,22 @@ def available_backends() -> list[str]:
     return sorted(_cores, key=lambda name: name != DEFAULT_BACKEND)
 
 
-@dataclass(frozen=True)
-class Explanation:
-    """Why a job can or cannot be placed now (``Engine.explain``).
+class _RestoreMethod:
+    """``Engine.restore``: restore an engine from a snapshot when called on the class
+    (``Engine.restore(cluster, snapshot)``, as always), bring nodes back up when called
+    on an engine (``engine.restore(nodes)``, a site that changes)."""
 
-    ``status`` is ``"placeable"``, ``"no-capacity"`` (not enough free GPUs or nodes in
-    the right shape) or ``"no-power"`` (GPUs are free but a row of A·P <= b would break
-    even at ``min_cap_w``).  ``binding`` names the row that limits the cap (or that
-    blocks the job); it is None when nothing limits it.
-    """
-
-    job_id: str
-    status: str
-    cap_w: int | None
-    nodes: tuple[int, ...]
-    binding: str | None
-    binding_kind: str | None
-    message: str
-
-    @property
-    def placeable(self) -> bool:
-        return self.status == "placeable"
-
-    def __str__(self) -> str:
-        return self.message
+    def __get__(self, obj: Any, owner: Any) -> Any:
+        return owner.from_snapshot if obj is None else obj.restore_nodes
 
 
-class Engine:
+class Engine(SiteMixin):
     """Live placement state of one cluster: place and release gang-scheduled jobs.
+
+    A site that changes (node states, failures, repair, hot spares, live limits) is
+    :class:`gpusched._site.SiteMixin`'s part of it: ``drain``, ``fail``, ``restore``,
+    ``fail_domain``, ``repair``, ``set_spares``, ``set_limit``, ``violations`` and
+    ``apply_envelope`` (of the plan ``gpusched.plan.plan_envelope(engine)`` makes).
 
     Parameters
     ----------
@@ -142,6 +132,7 @@ class Engine:
             raise NotAClusterError(f"Engine needs a gpusched.Cluster, got "
                                    f"{type(cluster).__name__}", field="cluster")
         super().__init__(cluster)  # type: ignore[call-arg]
+        self._site_reset()
 
     # The twin provides these (gpusched._core.EngineCoreAPI is the contract; they are
     # declared here too so that type checkers know an Engine has them).
@@ -166,6 +157,12 @@ class Engine:
         def _search(self, gpus: int, max_cap: int, min_cap: int, pod: int) -> SearchAnswer: ...
         def _insert(self, job: Job, placement: Placement) -> None: ...
         def _replace(self, job: Job, old: Placement, new: Placement) -> None: ...
+        def _reshape(self, job: Job, new: Placement, removed: Any, added: Any) -> None: ...
+        def _set_node_state(self, node: int, state: int, power_delta_w: int) -> None: ...
+        def _set_limit_units(self, row: int, limit_units: int) -> None: ...
+        def _jobs_on(self, node: int) -> list[str]: ...
+        def node_state_codes(self) -> np.ndarray: ...
+        def row_limit_units(self) -> np.ndarray: ...
         def _reset(self) -> None: ...
         _lock: Any
 
@@ -199,7 +196,13 @@ class Engine:
                     else f"{job.gpus // G} empty nodes")
             message = (f"Job {job.id!r} does not fit{where}: no capacity, it needs {need} "
                        f"and {self.free_gpus()} GPUs are free in the cluster")
-            return Explanation(job.id, "no-capacity", None, (), None, None, message)
+            held = self._held_nodes_that_fit(gpus, pod_index)
+            if held:
+                shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5
+                                               else "")
+                message += f"; it would fit on nodes that are not up: {shown}"
+            return Explanation(job.id, "no-capacity", None, (), None, None, message,
+                               tuple(held))
         # The search names the row that stopped its first candidate.  A row over every
         # rack that cannot take even the job's least demand blocks it everywhere, and
         # says more (the facility rather than the first hall looked at).
@@ -209,6 +212,30 @@ class Engine:
         message = (f"Job {job.id!r} does not fit{where}: GPUs are free, but even at "
                    f"{job.min_cap_w} W it would break {binding!r} ({kind})")
         return Explanation(job.id, "no-power", None, (), binding, kind, message)
+
+    def _held_nodes_that_fit(self, gpus: int, pod: int) -> list[str]:
+        """Names (with state) of the draining, down and spare nodes that would take the
+        job if they were up: for a job of one node, those with its free GPUs; for a gang,
+        the empty ones, when enough of them (with the up ones) would make its nodes."""
+        codes = self.node_state_codes()
+        held = np.flatnonzero(codes != UP)
+        if pod >= 0:
+            held = held[self.cluster.node_pod[held] == pod]
+        if not held.size:
+            return []
+        G = self.cluster.gpus_per_node
+        free = self.node_free_gpus()
+        if gpus <= G:
+            fit = held[free[held] >= gpus]
+        else:
+            fit = held[free[held] == G]
+            in_scope = (codes == UP) & (free == G)
+            if pod >= 0:
+                in_scope &= self.cluster.node_pod == pod
+            if int(np.count_nonzero(in_scope)) + fit.size < gpus // G:
+                return []
+        names = self.cluster.node_names
+        return [f"{names[n]} ({NODE_STATE_NAMES[int(codes[n])]})" for n in fit.tolist()]
 
     def _row_blocking_everywhere(self, job: Job) -> int | None:
         """The row covering every rack that is shortest of the job's least demand, if any.
@@ -240,7 +267,8 @@ class Engine:
         with self._lock:
             jobs = self.jobs()
             placements = self.placements()
-        return {
+            site = self._site_snapshot()
+        snap: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "cluster": self.cluster.name,
             "cluster_gpus": self.cluster.num_gpus,
@@ -250,10 +278,37 @@ class Engine:
                       "gpus_per_node": p.gpus_per_node, "cap_w": p.cap_w}
                      for job, p in zip(jobs, placements)],
         }
+        if site is not None:  # a site that never changed writes what it always wrote
+            snap["site"] = site
+        return snap
+
+    def _site_snapshot(self) -> dict[str, Any] | None:
+        """Node states, spares, live limits and degraded jobs, or None if all default."""
+        codes = self.node_state_codes()
+        live = self.row_limit_units()
+        b = self.cluster.constraints.b_units
+        names = self.cluster.constraints.names
+        degraded = self.degraded()
+        if (not codes.any() and self._spare_policy is None and (live == b).all()
+                and not degraded):
+            return None
+        return {
+            "nodes": {NODE_STATE_NAMES[s]: np.flatnonzero(codes == s).tolist()
+                      for s in (DRAINING, DOWN, SPARE)},
+            "spare_policy": (None if self._spare_policy is None
+                             else self._spare_policy.to_dict()),
+            "limit_units": {names[i]: int(live[i]) for i in np.flatnonzero(live != b)},
+            "over": [name for name, _load, _limit in self.violations()],
+            "degraded": {job_id: list(lost) for job_id, lost in degraded.items()},
+        }
+
+    #: ``Engine.restore(cluster, snapshot)`` on the class is :meth:`from_snapshot`;
+    #: ``engine.restore(nodes)`` on an engine is :meth:`restore_nodes`.
+    restore = _RestoreMethod()
 
     @classmethod
-    def restore(cls, cluster: Cluster, snapshot: dict[str, Any],
-                backend: str | None = None) -> "Engine":
+    def from_snapshot(cls, cluster: Cluster, snapshot: dict[str, Any],
+                      backend: str | None = None) -> "Engine":
         """An engine in the state ``snapshot`` describes; checks every placement.
 
         Raises SnapshotError for a snapshot of another cluster, a malformed one, or one
@@ -297,27 +352,86 @@ class Engine:
                 f"cluster's {c.fingerprint[:16]!r}... (racks reordered, hosts renamed or a "
                 "limit changed); node indices would name other hosts",
                 field="cluster_fingerprint")
+        site = snapshot.get("site")
+        if site is not None and (not isinstance(site, dict) or set(site) != {
+                "nodes", "spare_policy", "limit_units", "over", "degraded"}):
+            raise SnapshotError("snapshot 'site' must have exactly nodes, spare_policy, "
+                                "limit_units, over and degraded", field="site")
         with self._lock:
-            before = [(job, p) for job, p in zip(self.jobs(), self.placements())]
-            self._reset()
+            before = self.snapshot()
             try:
-                for i, entry in enumerate(entries):
-                    if not isinstance(entry, dict) or set(entry) != {"job", "nodes",
-                                                                     "gpus_per_node", "cap_w"}:
-                        raise SnapshotError(f"snapshot jobs[{i}] must have exactly job, nodes,"
-                                            " gpus_per_node and cap_w", field=f"jobs[{i}]")
-                    if not isinstance(entry["nodes"], list) or not entry["nodes"]:
-                        raise SnapshotError(f"snapshot jobs[{i}].nodes must be a non-empty list",
-                                            field=f"jobs[{i}].nodes")
-                    job = Job.from_dict(entry["job"])
-                    self._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
-            except (JobError, PlacementError, SnapshotError, ValueError, TypeError) as exc:
-                self._reset()
-                for job, p in before:
-                    self._apply(job, p.nodes, p.gpus_per_node, p.cap_w)
+                self._load_entries(entries, site)
+            except (GpuschedError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                self._load_entries(before["jobs"], before.get("site"))
                 if isinstance(exc, SnapshotError):
                     raise
                 raise SnapshotError(f"snapshot does not restore: {exc}") from exc
+
+    def _load_entries(self, entries: list[Any], site: dict[str, Any] | None) -> None:
+        """Reset, then rebuild: live limits, down nodes, jobs, draining nodes, spares.
+
+        Rows that were over their live limit when the snapshot was taken are lifted while
+        the jobs go back, then set again, so a state that was legitimately over restores
+        and every other row is checked as a placement would be.
+        """
+        self._reset()
+        self._site_reset()
+        c = self.cluster.constraints
+        power = self.cluster.power
+        site = site or {"nodes": {}, "spare_policy": None, "limit_units": {}, "over": [],
+                        "degraded": {}}
+        limits = dict(site["limit_units"])
+        for name, units in limits.items():
+            if type(units) is not int or not 0 <= units <= MAX_ROW_LOAD_UNITS:
+                raise SnapshotError(f"snapshot limit of {name!r} must be whole units in "
+                                    f"[0, {MAX_ROW_LOAD_UNITS}]", field="site.limit_units")
+            self._set_limit_units(c.row(name), units)
+        over = [c.row(name) for name in site["over"]]
+        for row in over:
+            self._set_limit_units(row, MAX_ROW_LOAD_UNITS)
+        nodes = site["nodes"]
+        if not isinstance(nodes, dict) or not set(nodes) <= {"draining", "down", "spare"}:
+            raise SnapshotError("snapshot site.nodes maps draining, down and spare to node "
+                                "lists", field="site.nodes")
+        states = {name: self._node_list(nodes.get(name, [])) for name in
+                  ("draining", "down", "spare")}
+        for n in states["down"]:
+            self._set_node_state(n, DOWN, power.node_down_w - power.node_idle_w)
+        degraded = site["degraded"]
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or set(entry) != {"job", "nodes",
+                                                             "gpus_per_node", "cap_w"}:
+                raise SnapshotError(f"snapshot jobs[{i}] must have exactly job, nodes,"
+                                    " gpus_per_node and cap_w", field=f"jobs[{i}]")
+            job = Job.from_dict(entry["job"])
+            lost = self._node_list(degraded.get(job.id, []))
+            if not isinstance(entry["nodes"], list) or not (entry["nodes"] or lost):
+                raise SnapshotError(f"snapshot jobs[{i}].nodes must be a non-empty list",
+                                    field=f"jobs[{i}].nodes")
+            placement = self._apply(job, entry["nodes"], entry["gpus_per_node"],
+                                    entry["cap_w"], lost=len(lost))
+            if lost:
+                self._lost[job.id] = (placement, tuple(lost))
+        for n in states["draining"]:
+            if self.node_state_codes()[n] != UP:
+                raise SnapshotError(f"snapshot node {n} has two states", field="site.nodes")
+            self._set_node_state(n, DRAINING, 0)
+        policy = site["spare_policy"]
+        if policy is not None:
+            self._spare_policy = SparePolicy(int(policy["k"]), str(policy["per"]),
+                                             int(policy["cap_w"]))
+        G = self.cluster.gpus_per_node
+        for n in states["spare"]:
+            if (policy is None or self.node_state_codes()[n] != UP
+                    or self.node_free_gpus()[n] != G):
+                raise SnapshotError(f"snapshot spare node {n} is not an empty up node of a "
+                                    "spare policy", field="site.nodes")
+            self._set_node_state(n, SPARE, self._spare_reserve_w(SPARE))
+        if (self.row_slack_units() < 0).any():
+            bad = int(np.flatnonzero(self.row_slack_units() < 0)[0])
+            raise SnapshotError(f"snapshot breaks {c.names[bad]!r}", field="site")
+        for row in over:
+            self._set_limit_units(row, limits.get(c.names[row], int(c.b_units[row])))
 
     def place_at_most(self, job: Job, cap_w: int, pod: int | str | None = None
                       ) -> Placement | None:
@@ -353,10 +467,12 @@ class Engine:
             return self._apply(job, nodes, gpus_per_node_for(gpus, self.cluster.gpus_per_node),
                                cap_w)
 
-    def _apply(self, job: Job, nodes: Any, gpus_per_node: int, cap_w: int) -> Placement:
+    def _apply(self, job: Job, nodes: Any, gpus_per_node: int, cap_w: int,
+               lost: int = 0) -> Placement:
         """Place ``job`` exactly on ``nodes`` at ``cap_w`` (restore, replay); atomic, checked.
 
-        Raises PlacementError if the nodes are not free enough or a row would break.
+        ``lost`` is the number of nodes a degraded job (restored from a snapshot) has lost.
+        Raises PlacementError if a node is not up or not free enough, or a row would break.
         """
         G = self.cluster.gpus_per_node
         with self._lock:
@@ -368,16 +484,22 @@ class Engine:
                 raise PlacementError(f"Job {job_id!r}: nodes, gpus_per_node and cap_w must be "
                                      "whole numbers") from None
             if (gpus_per_node != gpus_per_node_for(gpus, G)
-                    or len(node_list) * gpus_per_node != gpus):
+                    or (len(node_list) + lost) * gpus_per_node != gpus):
                 raise PlacementError(f"Job {job_id!r}: {len(node_list)} node(s) x "
                                      f"{gpus_per_node} GPUs does not make its {gpus} GPUs",
                                      field="nodes")
             if node_list != sorted(set(node_list)):
                 raise PlacementError(f"Job {job_id!r}: nodes must be distinct and ascending",
                                      field="nodes")
-            if node_list[0] < 0 or node_list[-1] >= self.cluster.num_nodes:
+            if node_list and (node_list[0] < 0 or node_list[-1] >= self.cluster.num_nodes):
                 raise PlacementError(f"Job {job_id!r}: node indices must be in "
                                      f"0..{self.cluster.num_nodes - 1}", field="nodes")
+            codes = self.node_state_codes()[node_list]
+            if (codes != UP).any():
+                bad = node_list[int(np.argmax(codes != UP))]
+                raise PlacementError(f"Job {job_id!r}: node {bad} is "
+                                     f"{NODE_STATE_NAMES[int(codes[codes != UP][0])]}; "
+                                     "only up nodes take jobs", field="nodes")
             if not min_cap <= cap_w <= max_cap:
                 raise PlacementError(f"Job {job_id!r}: cap_w={cap_w} is outside the job's "
                                      f"[{min_cap}, {max_cap}] W", field="cap_w")
@@ -394,7 +516,7 @@ class Engine:
             rack_delta_w = np.bincount(self.cluster.node_rack[node_list], weights=node_delta_w,
                                        minlength=self.cluster.num_racks).astype(np.int64)
             row_delta = self.cluster.constraints.load_units(rack_delta_w)
-            broken = np.flatnonzero(row_delta > self.row_slack_units())
+            broken = np.flatnonzero((row_delta > 0) & (row_delta > self.row_slack_units()))
             if broken.size:
                 raise PlacementError(f"Job {job_id!r}: at {cap_w} W it would break "
                                      f"{self.cluster.constraints.names[broken[0]]!r}")
@@ -406,8 +528,9 @@ class Engine:
         """Change the power cap of a running job, keeping its nodes; atomic and checked.
 
         ``cap_w`` must lie in the job's ``[min_cap_w, max_cap_w]``; raises PlacementError
-        (and changes nothing) if a row of A·P <= b would break at the new cap.  The job
-        keeps its place in ``placements()`` order.
+        (and changes nothing) if a row of A·P <= b would break at the new cap.  Lowering
+        a cap is always allowed, on a row over its live limit too.  The job keeps its
+        place in ``placements()`` order, and a degraded job stays degraded.
         """
         with self._lock:
             old = self.placement(job_id)
@@ -425,12 +548,15 @@ class Engine:
                                        minlength=self.cluster.num_racks).astype(np.int64)
             rack_delta_w *= old.gpus_per_node * (cap_w - old.cap_w)
             row_delta = self.cluster.constraints.load_units(rack_delta_w)
-            broken = np.flatnonzero(row_delta > self.row_slack_units())
+            broken = np.flatnonzero((row_delta > 0) & (row_delta > self.row_slack_units()))
             if broken.size:
                 raise PlacementError(f"Job {job_id!r}: at {cap_w} W it would break "
                                      f"{self.cluster.constraints.names[broken[0]]!r}")
             new = Placement(job_id, old.nodes, old.gpus_per_node, cap_w)
+            lost = self.lost_nodes(job_id, old)
             self._replace(job, old, new)
+            if lost:
+                self._lost[job_id] = (new, lost)
             return new
 
     # ---- durable state (gpusched.state does the file format) -------------------------
@@ -443,7 +569,7 @@ class Engine:
     def load(cls, cluster: Cluster, path: "str | os.PathLike[str]",
              backend: str | None = None) -> "Engine":
         """An engine in the state saved at ``path``; refuses truncated or edited files."""
-        return cls.restore(cluster, read_state(path), backend=backend)
+        return cls.from_snapshot(cluster, read_state(path), backend=backend)
 
     # ---- views ----------------------------------------------------------------------
 

@@ -28,6 +28,12 @@ __all__ = [
     "UnknownRowError",
     "PowerError",
     "ServiceError",
+    "UnknownNodeError",
+    "DomainError",
+    "RepairError",
+    "LimitError",
+    "SpareError",
+    "StalePlanError",
 ]
 
 
@@ -110,3 +116,28 @@ class PowerError(GpuschedError, ValueError):
 
 class ServiceError(GpuschedError, ValueError):
     """An argument of the placement service (``gpusched serve``) is invalid."""
+
+
+class UnknownNodeError(_KeyText, GpuschedError, KeyError):
+    """A node was named (by index or host name) that the cluster does not have."""
+
+
+class DomainError(GpuschedError, ValueError):
+    """A failure domain was named that is not a rack feed, cooling unit, busway or hall
+    switchboard row of the cluster's constraint system."""
+
+
+class RepairError(GpuschedError, ValueError):
+    """``Engine.repair`` was asked to repair a job that has lost no node."""
+
+
+class LimitError(GpuschedError, ValueError):
+    """A live limit (``Engine.set_limit``) is not a finite, non-negative number of watts."""
+
+
+class SpareError(GpuschedError, ValueError):
+    """A hot-spare policy asks for more nodes than a domain has, or has a bad field."""
+
+
+class StalePlanError(GpuschedError, ValueError):
+    """A plan was applied to an engine whose state changed since the plan was made."""

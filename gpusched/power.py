@@ -46,6 +46,10 @@ class PowerModel:
     node_other_idle_w, node_other_busy_w : int
         Node power other than GPUs, idle and busy (1,550 W derived from DPS; 2,800 W
         rounded from Latif et al.'s 8.48 kW measured maximum).
+    node_down_w : int
+        Draw of a node that is down (failed or powered off), budgeted in every row in
+        place of its idle power; default 0 W (powered off), at most ``node_idle_w``, so
+        a failure never adds load to a row.
     """
 
     gpus_per_node: int = 8
@@ -56,13 +60,14 @@ class PowerModel:
     gpu_idle_w: int = 65
     node_other_idle_w: int = 1550
     node_other_busy_w: int = 2800
+    node_down_w: int = 0
 
     def __post_init__(self) -> None:
         from .errors import SpecError
 
         for name in (
             "gpus_per_node", "gpu_tdp_w", "cap_min_w", "cap_max_w", "cap_step_w",
-            "gpu_idle_w", "node_other_idle_w", "node_other_busy_w",
+            "gpu_idle_w", "node_other_idle_w", "node_other_busy_w", "node_down_w",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -89,6 +94,10 @@ class PowerModel:
         if self.gpu_tdp_w < self.cap_max_w:
             raise SpecError(f"gpu_tdp_w={self.gpu_tdp_w} must be at least cap_max_w="
                             f"{self.cap_max_w}", field="power.gpu_tdp_w")
+        if self.node_down_w > self.node_idle_w:
+            raise SpecError(f"node_down_w={self.node_down_w} must be at most the idle node's "
+                            f"{self.node_idle_w} W: a failure frees power, it never adds it",
+                            field="power.node_down_w")
 
     @property
     def node_idle_w(self) -> int:
@@ -120,7 +129,10 @@ class PowerModel:
         return caps
 
     def to_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        # node_down_w at its default is left out, so the fingerprint of a site (and so
+        # every state file written before the field existed) stays what it was
+        return {name: getattr(self, name) for name in self.__dataclass_fields__
+                if name != "node_down_w" or self.node_down_w}
 
     def speed(self, job: Any, cap_w: "float | np.ndarray") -> "float | np.ndarray":
         """s(cap) of ``job`` on this GPU: the job's curve, evaluated at this TDP.

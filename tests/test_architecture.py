@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("gpusched.errors", "gpusched._atomic", "gpusched._checks", "gpusched.job",
               "gpusched.power")),
     ("spec", ("gpusched.spec", "gpusched.cluster")),
-    ("engine", ("gpusched.engine", "gpusched._engine_py", "gpusched._engine_c",
+    ("engine", ("gpusched.engine", "gpusched._site", "gpusched.explanation", "gpusched._engine_py", "gpusched._engine_c",
                 "gpusched._core", "gpusched.state")),
     # bound.py is the fluid upper bound on throughput (a linear programme over the site, like
     # the allocator's); it imports only power, and the simulator reads it

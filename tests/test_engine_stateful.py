@@ -5,11 +5,17 @@ from loose to so tight that little fits) and then a sequence of operations: plac
 and without a pod hint (sometimes after ``explain``), ``place_many``, release, release of
 an unknown or released id, place of a duplicate id, ``set_cap``, snapshot and restore
 (the run continues on the restored engines, each restored from the *other* twin's
-snapshot), a row of the bad-input table, and releasing everything.
+snapshot), a row of the bad-input table, and releasing everything; and a site that
+changes: drain, fail, fail_domain, restore, repair, set_spares, set_limit, and
+plan_envelope followed by its apply.
 
 After every step:
 - both twins returned the same thing, or raised the same error with the same message;
 - both hold the same state, down to every derived index (``_index_state()``);
+- no job sits on a down node or a spare, every node's state is the model's, spares'
+  watts are budgeted, and no step pushes a row over its live limit (only lowering a
+  limit or restoring a node may leave a row over, and after an envelope plan is applied
+  every row holds);
 - the independent model (``tests/support/model.py``, no engine code) recomputes GPU use per node
   and rack power from its own ledger of placements and checks GPU capacity, every row of
   A·P <= b, and the engines' views.  For jobs of 8 GPUs or fewer it also says, by brute
@@ -39,8 +45,10 @@ from gpusched.engine import available_backends
 from gpusched.errors import (DuplicateJobError, GpuschedError, PlacementError,
                              UnknownJobError)
 
+from gpusched.plan import plan_envelope
+
 from .support.bad_inputs import BAD_CALLS, Ctx
-from .support.model import Live, ModelViolation, SiteModel
+from .support.model import DOWN, DRAINING, SPARE, UP, Live, ModelViolation, SiteModel
 from .support.strategies import cluster_specs, jobs
 
 HAVE_CYTHON = "cython" in available_backends()
@@ -82,6 +90,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.engines: dict[str, Engine] = {}
         self.serial = 0
         self.released: list[str] = []
+        self.allowed_over: set[str] = set()
 
     # ---- engines --------------------------------------------------------------------
 
@@ -265,6 +274,7 @@ class EngineMachine(RuleBasedStateMachine):
         outcome = self._each(lambda e: e.release(job_id))
         assert outcome[0] == "ok", outcome
         live = self.model.ledger.pop(job_id)
+        self.model.lost.pop(job_id, None)
         got = outcome[1]
         if self.check_model and (got.job_id, got.nodes, got.gpus_per_node, got.cap_w) != (
                 job_id, live.nodes, live.gpus_per_node, live.cap_w):
@@ -337,9 +347,11 @@ class EngineMachine(RuleBasedStateMachine):
         rows = [r for r in BAD_CALLS
                 if (self.model.ledger or not any(w in r.name for w in
                                                  ("duplicate", "set_cap below", "set_cap NaN",
-                                                  "tampered")))
+                                                  "tampered", "healthy")))
                 # 9 and 12 GPUs are bad because a node has 8; other power models differ
                 and (self.model.G == 8 or r.name not in ("gpus=9", "gpus=12"))]
+        if any(l for l in self.model.lost.values()):  # the live job may be degraded
+            rows = [r for r in rows if "healthy" not in r.name]
         row = data.draw(st.sampled_from(rows), label="bad call")
         some = next(iter(self.model.ledger), "nothing-placed")
         ctx = Ctx(live=some, live_gpus=0, released=self.released[-1] if self.released
@@ -357,11 +369,192 @@ class EngineMachine(RuleBasedStateMachine):
         assert outcome[0] == "ok", outcome
         self.released.extend(ids)
         self.model.ledger.clear()
+        self.model.lost.clear()
+        pristine = (all(x == UP for x in self.model.state) and self.model.spare_cap_w is None
+                    and self.model.limits == [r.limit_units for r in self.model.rows])
         for name, engine in self.engines.items():
-            if self.check_model and engine._index_state() != self.fresh[name]:
+            if self.check_model and pristine and engine._index_state() != self.fresh[name]:
                 raise ModelViolation(f"{name}: after releasing every job the engine is not "
                                      "equal to a fresh one")
             assert engine.snapshot()["jobs"] == [] and len(engine) == 0
+
+    # ---- a site that changes -------------------------------------------------------
+
+    def _draw_nodes(self, data: st.DataObject) -> list[int]:
+        nodes = data.draw(st.lists(st.integers(0, self.cluster.num_nodes - 1), min_size=1,
+                                   max_size=3, unique=True), label="nodes")
+        if data.draw(st.booleans(), label="by name"):
+            return [self.cluster.node_names[n] for n in nodes]  # type: ignore[misc]
+        return nodes
+
+    def _index(self, nodes: list[Any]) -> list[int]:
+        return [self.cluster.node_names.index(n) if isinstance(n, str) else n for n in nodes]
+
+    def _sync(self, may_go_over: bool) -> None:
+        """Read the spares from the engines, and hold the rows: a step may push a row over
+        its live limit only if it lowered a limit or brought a node back."""
+        engine = next(iter(self.engines.values()))
+        policy = engine.spares().policy
+        if self.check_model:
+            self.model.sync_spares([int(x) for x in engine.node_states()],
+                                   policy.cap_w if policy is not None else None)
+            over = self.model.over_now()
+            if not may_go_over and over - self.allowed_over:
+                raise ModelViolation(f"a step pushed rows over: {over - self.allowed_over}")
+            self.allowed_over = over
+        else:
+            self.model.state = [int(x) for x in engine.node_states()]
+            self.model.spare_cap_w = policy.cap_w if policy is not None else None
+
+    @precondition(lambda self: self.engines)
+    @rule(data=st.data())
+    def drain(self, data: st.DataObject) -> None:
+        nodes = self._draw_nodes(data)
+        outcome = self._each(lambda e: e.drain(nodes))
+        assert outcome[0] == "ok", outcome
+        changed = [n for n in self._index(nodes) if self.model.state[n] in (UP, SPARE)]
+        for n in changed:
+            self.model.state[n] = DRAINING
+        if self.check_model and outcome[1] != changed:
+            raise ModelViolation(f"drain({nodes}) changed {outcome[1]}, the model {changed}")
+        event(f"drain: {'changed' if changed else 'nothing to do'}")
+        self._sync(may_go_over=False)
+
+    @precondition(lambda self: self.engines)
+    @rule(data=st.data(), domain=st.booleans())
+    def fail(self, data: st.DataObject, domain: bool) -> None:
+        if domain:
+            names = [r.name for r in self.model.rows if r.kind in (
+                "rack-feed", "cdu", "air-cooling", "row", "hall")]
+            name = data.draw(st.sampled_from(names), label="domain")
+            outcome = self._each(lambda e: e.fail_domain(name))
+            nodes = self.model.domain_nodes(name)
+        else:
+            busy = sorted({n for l in self.model.ledger.values() for n in l.nodes})
+            if busy and data.draw(st.booleans(), label="a busy node"):
+                asked = [data.draw(st.sampled_from(busy), label="busy node")]
+            else:
+                asked = self._draw_nodes(data)
+            outcome = self._each(lambda e: e.fail(asked))
+            nodes = self._index(asked)
+        assert outcome[0] == "ok", outcome
+        hit = self.model.fail(nodes)
+        if self.check_model and outcome[1] != hit:
+            raise ModelViolation(f"fail({nodes}) hit {outcome[1]}, the model says {hit}")
+        event(f"fail{' domain' if domain else ''}: {len(hit)} job(s) hit")
+        self._sync(may_go_over=False)
+
+    @precondition(lambda self: self.engines)
+    @rule(data=st.data())
+    def restore_nodes(self, data: st.DataObject) -> None:
+        nodes = self._draw_nodes(data)
+        outcome = self._each(lambda e: e.restore(nodes))
+        assert outcome[0] == "ok", outcome
+        changed = [n for n in self._index(nodes) if self.model.state[n] in (DOWN, DRAINING)]
+        for n in changed:
+            self.model.state[n] = UP
+        if self.check_model and outcome[1] != changed:
+            raise ModelViolation(f"restore({nodes}) changed {outcome[1]}, the model {changed}")
+        self._sync(may_go_over=True)  # a down node's idle power comes back
+
+    @precondition(lambda self: self.engines and any(
+        self.model.lost.get(j) for j in self.model.ledger))
+    @rule(data=st.data())
+    def repair(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(sorted(j for j in self.model.ledger
+                                                  if self.model.lost.get(j))), label="repair")
+        live, lost = self.model.ledger[job_id], self.model.lost[job_id]
+        used, _ = self.model.node_use()
+        spares = {n for n in range(self.cluster.num_nodes) if self.model.state[n] == SPARE}
+        before = {name: _view(e) for name, e in self.engines.items()}
+        outcome = self._each(lambda e: e.repair(job_id))
+        assert outcome[0] == "ok", outcome
+        got = outcome[1]
+        note(f"repair {job_id} (lost {lost}) -> {got}")
+        if got is None:
+            event("repair: refused")
+            for name, engine in self.engines.items():
+                if _view(engine) != before[name]:
+                    raise ModelViolation(f"{name}: a refused repair changed the state")
+            return
+        event("repair: done")
+        added = set(got.nodes) - set(live.nodes)
+        if self.check_model:
+            if (not set(live.nodes) <= set(got.nodes) or len(added) != len(lost)
+                    or got.gpus_per_node != live.gpus_per_node):
+                raise ModelViolation(f"repair of {live} (lost {lost}) gave {got}")
+            bad = [n for n in added if used[n] or self.model.state[n] not in (UP, SPARE)]
+            if bad:
+                raise ModelViolation(f"repair took nodes that were busy or not up: {bad}")
+            if len(spares) >= len(lost) and not added <= spares:
+                raise ModelViolation(f"repair took {sorted(added)} with spares {spares} left")
+            if not live.min_cap_w <= got.cap_w <= live.cap_w or (
+                    live.min_cap_w == live.max_cap_w and got.cap_w != live.cap_w):
+                raise ModelViolation(f"repair moved the cap {live.cap_w} -> {got.cap_w}")
+        self.model.ledger[job_id] = Live(live.gpus, live.max_cap_w, live.min_cap_w,
+                                         tuple(got.nodes), got.gpus_per_node, got.cap_w)
+        del self.model.lost[job_id]
+        for n in added:
+            if self.model.state[n] == SPARE:
+                self.model.state[n] = UP
+        self._sync(may_go_over=False)
+
+    @precondition(lambda self: self.engines)
+    @rule(k=st.integers(0, 2), per=st.sampled_from(["pod", "row"]),
+          cap=st.sampled_from([None, 450]))
+    def set_spares(self, k: int, per: str, cap: int | None) -> None:
+        sizes = {}
+        for n in range(self.cluster.num_nodes):
+            key = (self.model.node_pod[n] if per == "pod"
+                   else int(self.cluster.rack_row[self.model.node_rack[n]]))
+            sizes[key] = sizes.get(key, 0) + 1
+        if k > min(sizes.values()):
+            outcome = self._unchanged(lambda e: e.set_spares(k, per=per, cap_w=cap))
+            assert outcome[0] == "error", outcome
+            return
+        outcome = self._each(lambda e: e.set_spares(k, per=per, cap_w=cap))
+        assert outcome[0] == "ok", outcome
+        event(f"set_spares: {len(outcome[1].nodes)} spare(s)")
+        self._sync(may_go_over=False)
+
+    @precondition(lambda self: self.engines)
+    @rule(data=st.data(), factor=st.sampled_from([0.5, 0.8, 0.95, 1.0, 1.3, 10.0]))
+    def set_limit(self, data: st.DataObject, factor: float) -> None:
+        i = data.draw(st.integers(0, len(self.model.rows) - 1), label="row")
+        name = self.model.rows[i].name
+        load = self.model.loads(self.model.rack_power(*self.model.node_use()))[i]
+        watts = int(load * factor) // 10**6
+        outcome = self._each(lambda e: e.set_limit(name, watts))
+        assert outcome[0] == "ok", outcome
+        self.model.limits[i] = watts * 10**6
+        self._sync(may_go_over=True)
+
+    @precondition(lambda self: self.engines)
+    @rule()
+    def plan_and_apply(self) -> None:
+        plans = {name: plan_envelope(e) for name, e in self.engines.items()}
+        answers = {name: (p.caps, p.evict, p.status) for name, p in plans.items()}
+        first, *rest = answers.values()
+        if any(other != first for other in rest):
+            raise TwinMismatch(f"envelope plans differ: {answers}")
+        caps, evict, status = first
+        event(f"plan_envelope: {status}")
+        for name, engine in self.engines.items():
+            engine.apply_envelope(plans[name])
+        for job_id in evict:
+            self.model.ledger.pop(job_id)
+            self.model.lost.pop(job_id, None)
+            self.released.append(job_id)
+        for job_id, cap in caps.items():
+            l = self.model.ledger[job_id]
+            if not (l.min_cap_w <= cap < l.cap_w):
+                raise ModelViolation(f"the plan moves {job_id} from {l.cap_w} to {cap} W")
+            self.model.ledger[job_id] = Live(l.gpus, l.max_cap_w, l.min_cap_w, l.nodes,
+                                             l.gpus_per_node, cap)
+        self._sync(may_go_over=False)
+        if self.check_model and status in ("holds", "caps", "evictions") and self.allowed_over:
+            raise ModelViolation(f"after an applied {status!r} plan rows are still over: "
+                                 f"{sorted(self.allowed_over)}")
 
     # ---- after every step -----------------------------------------------------------
 
@@ -377,7 +570,9 @@ class EngineMachine(RuleBasedStateMachine):
                 raise TwinMismatch(f"twin states differ: {views}")
         if self.check_model:
             for engine in self.engines.values():
-                self.model.check_engine(engine)
+                self.model.check_engine(engine, self.allowed_over)
+            # a row over its limit can only come back under between site steps
+            self.allowed_over &= self.model.over_now()
 
 
 TestTwinsInLockstep = pytest.mark.skipif(

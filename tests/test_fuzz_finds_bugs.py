@@ -5,7 +5,10 @@ The bugs live here, in the test, never in the package:
 - a release that frees one GPU too few;
 - a skipped row check (the search ignores the rack-feed rows);
 - a tie broken the other way (among nodes that allow the same cap, the last one wins);
-- a cap step of 50 W instead of 25 W.
+- a cap step of 50 W instead of 25 W;
+- a repair that ignores the rows (it plans as if every row had room to spare);
+- hot spares whose watts are not held (a spare is budgeted as an idle node);
+- a failure that does not free the node's power (a down node keeps its idle watts).
 
 Each buggy twin is run through :class:`tests.test_engine_stateful.EngineMachine` with the
 ``ci`` profile's settings (shrinking off: finding is the claim, and a shrunk example
@@ -20,7 +23,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from gpusched._engine_py import FOUND, NO_CAPACITY, NO_POWER
+import numpy as np
+
+from gpusched._engine_py import DOWN, FOUND, NO_CAPACITY, NO_POWER, SPARE
 from gpusched.engine import _PythonEngine
 
 from .support.model import ModelViolation
@@ -92,7 +97,40 @@ class Steps50Watts(_PythonEngine):
         self._cap_step_w = 50
 
 
-BUGS = [ReleasesOneGpuTooFew, SkipsRackFeedRows, BreaksTiesTheOtherWay, Steps50Watts]
+class RepairIgnoresRows(_PythonEngine):
+    """repair() plans as if every row had room to spare."""
+
+    def _plan_repair(self, job, old, lost):
+        slack = self.row_slack_units()
+        self.row_slack_units = lambda: np.full(slack.shape, 2**60, dtype=np.int64)
+        try:
+            return super()._plan_repair(job, old, lost)
+        finally:
+            del self.row_slack_units
+
+
+class SpareWattsNotHeld(_PythonEngine):
+    """A spare is budgeted as an idle node: its busy power at the spare cap is not held."""
+
+    def _set_node_state(self, node, state, power_delta_w):
+        if state == SPARE or self._node_state[node] == SPARE:
+            power_delta_w = 0
+        super()._set_node_state(node, state, power_delta_w)
+
+
+class FailureKeepsPower(_PythonEngine):
+    """A node that goes down keeps drawing its idle power in every row."""
+
+    def _set_node_state(self, node, state, power_delta_w):
+        if state == DOWN:
+            power_delta_w = 0
+        elif self._node_state[node] == DOWN:
+            power_delta_w = 0  # consistently: coming back adds nothing either
+        super()._set_node_state(node, state, power_delta_w)
+
+
+BUGS = [ReleasesOneGpuTooFew, SkipsRackFeedRows, BreaksTiesTheOtherWay, Steps50Watts,
+        RepairIgnoresRows, SpareWattsNotHeld, FailureKeepsPower]
 
 HUNT = settings(settings.get_profile("ci"), database=None, report_multiple_bugs=False,
                 phases=[Phase.explicit, Phase.generate], print_blob=False,

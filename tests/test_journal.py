@@ -127,6 +127,101 @@ def test_failed_cut_stops_appends_and_the_next_start_drops_the_tail(tmp_path, ar
         again.close()
 
 
+class FailingFsync:
+    """os.fsync that fails its next ``count`` calls once armed (EIO: the disk said no)."""
+
+    def __init__(self, count: int = 1) -> None:
+        self.count, self.real = count, os.fsync
+
+    def __call__(self, fd: int) -> None:
+        if self.count:
+            self.count -= 1
+            raise OSError(errno.EIO, "simulated fsync failure")
+        self.real(fd)
+
+
+def test_failed_fsync_rolls_memory_back_and_cuts_the_journal(tmp_path, array, backend,
+                                                             monkeypatch):
+    # Issue 13: a failed fsync answered 503 but kept the change in memory, and its record
+    # in the file: a later checkpoint, or the page cache, brought it back after a restart.
+    service = PlacementService(array, tmp_path / "s", backend=backend)
+    with TestClient(create_app(service)) as client:
+        for i in range(5):
+            assert client.post("/v1/place", json={"job": {"id": f"ok{i}", "gpus": 8}}
+                               ).json()["placed"]
+        before = json.dumps(service.engine.snapshot(), sort_keys=True)
+        size = (service.state_dir / JOURNAL_NAME).stat().st_size
+        monkeypatch.setattr(journal_module.os, "fsync", FailingFsync(1))
+        reply = client.post("/v1/place", json={"job": {"id": "lost", "gpus": 64}})
+        assert reply.status_code == 503, reply.text
+        monkeypatch.undo()
+        assert json.dumps(service.engine.snapshot(), sort_keys=True) == before
+        assert (service.state_dir / JOURNAL_NAME).stat().st_size == size
+        assert service.journal.broken is None
+        assert client.post("/v1/place", json={"job": {"id": "after", "gpus": 8}}
+                           ).json()["placed"]
+        service.checkpoint()
+        again = restart(service, tmp_path, "copy", backend)
+        assert placed(again) == {f"ok{i}" for i in range(5)} | {"after"}
+        again.close()
+
+
+def test_a_batch_whose_fsync_fails_happened_not_at_all(tmp_path, array, monkeypatch):
+    service = PlacementService(array, tmp_path / "s")
+    with TestClient(create_app(service)) as client:
+        assert client.post("/v1/place", json={"job": {"id": "ok", "gpus": 8}}
+                           ).json()["placed"]
+        monkeypatch.setattr(journal_module.os, "fsync", FailingFsync(1))
+        reply = client.post("/v1/batch", json={"ops": [
+            {"op": "place", "job": {"id": f"b{i}", "gpus": 8}} for i in range(3)]
+            + [{"op": "release", "job_id": "ok"}]})
+        monkeypatch.undo()
+        assert reply.status_code == 503, reply.text
+        assert placed(service) == {"ok"}
+        again = restart(service, tmp_path, "copy")
+        assert placed(again) == {"ok"}
+        again.close()
+
+
+def test_a_failed_group_commit_fails_its_whole_group_and_reuses_no_ticket(tmp_path, array,
+                                                                          backend,
+                                                                          monkeypatch):
+    import asyncio
+
+    service = PlacementService(array, tmp_path / "s", backend=backend)
+    journal = service.journal
+    _, ticket = service.place({"job": {"id": "ok", "gpus": 8}})
+    asyncio.run(journal.wait_durable(ticket))
+
+    async def scenario() -> None:
+        # three requests written before their shared fsync, which fails
+        group = [service.place({"job": {"id": f"g{i}", "gpus": 8}})[1] for i in range(3)]
+        monkeypatch.setattr(journal_module.os, "fsync", FailingFsync(1))
+        waits = [asyncio.ensure_future(journal.wait_durable(t)) for t in group]
+        await asyncio.sleep(0)
+        # one more written while that fsync runs: its record is cut with the group's
+        late = service.place({"job": {"id": "g3", "gpus": 8}})[1]
+        waits.append(asyncio.ensure_future(journal.wait_durable(late)))
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        monkeypatch.undo()
+        assert all(isinstance(r, OSError) for r in results), results
+        assert placed(service) == {"ok"}
+        # the next change takes the cut records' seq again, but never their ticket
+        reply, fresh = service.place({"job": {"id": "later", "gpus": 8}})
+        assert reply["placed"] and fresh > late
+        await journal.wait_durable(fresh)
+        assert journal.durable_seq == 2   # "ok" and "later"
+        for stale in group + [late]:   # a cut record is never reported durable
+            with pytest.raises(OSError):
+                await journal.wait_durable(stale)
+    asyncio.run(scenario())
+    assert journal.broken is None
+    again = restart(service, tmp_path, "copy", backend)
+    assert placed(again) == {"ok", "later"}
+    again.close()
+    service.journal.close()
+
+
 def test_damaged_complete_last_record_is_refused_not_dropped(tmp_path, array):
     service = PlacementService(array, tmp_path / "s")
     for i in range(4):
@@ -450,3 +545,72 @@ def test_entries_from_before_the_snapshot_after_newer_ones_are_refused(tmp_path,
         f.write(encode_entry({"seq": 1, "op": "release", "job_id": "new"}))
     with pytest.raises(SnapshotError, match="has seq 1, expected"):
         PlacementService(array, copy)
+
+
+class Crash(BaseException):
+    """The process dies here: not an OSError, so nothing in the journal handles it."""
+
+
+def crash_points(monkeypatch, record_bytes: int):
+    """(name, arm) per step boundary of one journaled change: ``arm()`` makes the next
+    append die at that point (None: the append completes, and the test stops later)."""
+    real = os.write
+
+    def dying_after(count: int):
+        def arm() -> None:
+            def write(fd, data):
+                if count:
+                    real(fd, bytes(data[:count]))
+                raise Crash(f"after {count} bytes")
+            monkeypatch.setattr(journal_module.os, "write", write)
+        return arm
+    return [("before-write", dying_after(0)), ("torn-1-byte", dying_after(1)),
+            ("torn-half", dying_after(record_bytes // 2)),
+            ("torn-but-newline", dying_after(record_bytes - 1)),
+            ("written-not-synced", None), ("synced-not-replied", None)]
+
+
+def test_crash_at_every_step_of_place_keeps_acknowledged_and_only_those(tmp_path, array,
+                                                                        backend,
+                                                                        monkeypatch):
+    """A place's steps: engine change, append (possibly torn), fsync, reply.  After a
+    crash at each boundary, the restart holds every acknowledged placement, none that
+    was never written whole, the in-flight one at most, and the directory starts."""
+    probe = PlacementService(array, tmp_path / "probe", backend=backend)
+    for i in range(6):
+        probe.place({"job": {"id": f"ok{i}", "gpus": 8}})
+    journal_before = (probe.state_dir / JOURNAL_NAME).stat().st_size
+    probe.place({"job": {"id": "in-flight", "gpus": 16}})   # the same record as below
+    record_bytes = (probe.state_dir / JOURNAL_NAME).stat().st_size - journal_before
+    probe.journal.close()
+    for name, arm in crash_points(monkeypatch, record_bytes):
+        service = PlacementService(array, tmp_path / name, backend=backend)
+        acked = set()
+        for i in range(6):
+            reply, _ = service.place({"job": {"id": f"ok{i}", "gpus": 8}})
+            acked.add(f"ok{i}")
+        service.journal.sync()
+        if arm is not None:
+            arm()
+            with pytest.raises(Crash):
+                service.place({"job": {"id": "in-flight", "gpus": 16}})
+            monkeypatch.undo()
+        else:
+            service.place({"job": {"id": "in-flight", "gpus": 16}})
+            if name == "synced-not-replied":
+                service.journal.sync()
+        again = restart(service, tmp_path, f"copy-{name}", backend)   # it starts
+        got = placed(again)
+        assert acked <= got <= acked | {"in-flight"}, name
+        if name in ("before-write", "torn-1-byte", "torn-half", "torn-but-newline"):
+            assert got == acked, name   # never written whole: never there
+        if name == "synced-not-replied":
+            assert got == acked | {"in-flight"}
+        check_engine(again.engine)
+        # and it goes on: a later change survives the next crash too
+        again.place({"job": {"id": "later", "gpus": 8}})
+        again.journal.sync()
+        third = restart(again, tmp_path, f"third-{name}", backend)
+        assert placed(third) == got | {"later"}
+        for s in (service, again, third):
+            s.journal.close()

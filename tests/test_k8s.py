@@ -478,3 +478,230 @@ def test_bad_gang_timeout_is_a_typed_error(cluster, timeout_s):
     with pytest.raises(GpuschedError, match="timeout_s"):
         Extender(Engine(cluster), threading.Lock(), cluster, lambda entry: 0,
                  timeout_s=timeout_s)
+
+
+# ---- issue 18 part 5: candidates, deadlines across restarts, the cached filter answer -----
+
+def test_a_reservation_lies_within_the_nodes_kube_scheduler_offers(make):
+    service, client = make()
+    names = list(service.cluster.node_names)
+    # the engine's first choice would be the first SU; kube-scheduler offers only the
+    # second one's nodes (say the first SU's are cordoned)
+    offered = names[len(names) // 2:]
+    args = pod_args("llama-70b-0")
+    args["NodeNames"] = offered
+    result = client.post("/v1/k8s/filter", json=args).json()
+    assert result["Error"] == "" and len(result["NodeNames"]) == 4
+    placement = service.engine.placement(GANG_JOB)
+    assert {names[n] for n in placement.nodes} <= set(offered)
+    assert set(result["NodeNames"]) == {names[n] for n in placement.nodes}
+    assert placement.cap_w >= 450
+    check_engine(service.engine)
+    # and when the offered nodes have no room, nothing is reserved (the site has room)
+    args = pod_args("other-0", gang="other")
+    args["NodeNames"] = [names[n] for n in placement.nodes]
+    refused = client.post("/v1/k8s/filter", json=args).json()
+    assert refused["NodeNames"] == []
+    assert all("kube-scheduler offered" in m for m in refused["FailedNodes"].values())
+    assert "k8s:training/other" not in service.engine
+    assert len(service.engine) == 1
+
+
+def test_a_gang_deadline_survives_a_restart(make, tmp_path, clock):
+    service, client = make(tmp_path / "a")
+    client.post("/v1/k8s/filter", json=pod_args("llama-70b-0"))
+    clock.now += 40   # of the 60 s timeout
+    crash_copy(service, tmp_path / "a", tmp_path / "b")
+    again, client2 = make(tmp_path / "b")
+    gang = client2.get("/v1/k8s/gangs").json()["gangs"][0]
+    assert gang["expires_in_s"] == 20   # not a fresh 60 s
+    clock.now += 21
+    assert client2.get("/v1/k8s/gangs").json() == {"gangs": []}
+    assert GANG_JOB not in again.engine
+
+
+def test_the_cached_filter_answer_follows_the_candidates_and_the_slots(make):
+    service, client = make()
+    names = list(service.cluster.node_names)
+
+    def filtered(name: str, candidates: list[str]) -> dict:
+        args = pod_args(name)
+        args["NodeNames"] = candidates
+        return client.post("/v1/k8s/filter", json=args).json()
+
+    everything = names + ["not-a-node"]
+    first = filtered("llama-70b-0", everything)
+    reserved = first["NodeNames"]
+    for candidates in (everything, names[::-1], names[:40] + ["ghost"], everything):
+        result = filtered("llama-70b-1", candidates)
+        passed = [n for n in reserved if n in candidates]
+        assert result["NodeNames"] == passed
+        expected = {n: ("gpusched: not a node of the gpusched cluster" if n not in names
+                        else "gpusched: not reserved for gang 'training/llama-70b' "
+                             "(4 node(s) are)") for n in candidates if n not in reserved}
+        assert result["FailedNodes"] == expected
+    # a bound pod's node leaves the answer of the next pod, as a full node
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    result = filtered("llama-70b-1", everything)
+    assert result["NodeNames"] == reserved[1:]
+    assert result["FailedNodes"][reserved[0]] == \
+        "gpusched: gang 'training/llama-70b' has no free slot here"
+    assert len(result["FailedNodes"]) == len(everything) - 3
+    # the node-object form gets the same answer
+    args = pod_args("llama-70b-1", node_names=False)
+    objects = client.post("/v1/k8s/filter", json=args).json()
+    sent = [item["metadata"]["name"] for item in args["Nodes"]["items"]]
+    assert [item["metadata"]["name"] for item in objects["Nodes"]["items"]] == \
+        [n for n in sent if n in reserved[1:]]
+    assert set(objects["FailedNodes"]) == set(sent) - set(reserved[1:])
+
+
+def test_a_disk_full_during_the_cut_on_expiry_never_frees_a_bound_pods_node(make, clock,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    # Issue 13: the cut-down of an expired gang was two records, a release and a place;
+    # a failed second append rolled memory back to the release alone, freeing the node
+    # of a running pod.  Every append after the first one fails here.
+    import errno
+    import os
+
+    from gpusched.serve import journal as journal_module
+
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    running = service.cluster.node_names.index(reserved[0])
+    clock.now += 61
+    real, writes = os.write, {"n": 0}
+
+    def second_fails(fd, data):
+        writes["n"] += 1
+        if writes["n"] >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+    monkeypatch.setattr(journal_module.os, "write", second_fails)
+    client.get("/v1/k8s/gangs")  # expires the gang, whatever it answers
+    monkeypatch.undo()
+    assert GANG_JOB in service.engine and running in service.engine.placement(GANG_JOB).nodes
+    assert service.engine.node_free_gpus()[running] == 0
+    check_engine(service.engine)
+    crash_copy(service, tmp_path / "state", tmp_path / "after-crash")
+    again = PlacementService(service.cluster, tmp_path / "after-crash", clock=clock,
+                             gang_timeout_s=60)
+    assert running in again.engine.placement(GANG_JOB).nodes
+    assert again.engine.node_free_gpus()[running] == 0
+    again.close()
+
+
+def test_crash_at_every_step_of_bind_keeps_acknowledged_binds_and_only_those(
+        tmp_path, cluster, clock, backend, monkeypatch):
+    """A bind's steps: book the slot, append (possibly torn), fsync, reply.  After a
+    crash at each boundary, the restart holds every acknowledged bind, none that was
+    never written whole, the in-flight one at most; the directory starts and the pod's
+    retry from kube-scheduler completes the gang."""
+    from tests.test_journal import Crash, crash_points
+
+    def build(state_dir):
+        return PlacementService(cluster, state_dir, backend=backend, gang_timeout_s=60,
+                                clock=clock)
+
+    def bind(service, name, node):
+        reply, _ = service.gangs.bind(bind_args(name, node))
+        assert reply == {"Error": ""}, reply
+
+    def setup(state_dir):
+        service = build(state_dir)
+        reserved = service.gangs.filter(pod_args("llama-70b-0"))[0]["NodeNames"]
+        for i in range(2):
+            service.gangs.filter(pod_args(f"llama-70b-{i}"))
+            bind(service, f"llama-70b-{i}", reserved[i])
+        service.gangs.filter(pod_args("llama-70b-2"))
+        service.journal.sync()
+        return service, reserved
+
+    probe, reserved = setup(tmp_path / "probe")
+    size = probe.journal.journal_path.stat().st_size
+    bind(probe, "llama-70b-2", reserved[2])
+    record_bytes = probe.journal.journal_path.stat().st_size - size
+    probe.journal.close()
+    acked = {"training/llama-70b-0": reserved[0], "training/llama-70b-1": reserved[1]}
+    for name, arm in crash_points(monkeypatch, record_bytes):
+        service, reserved = setup(tmp_path / name)
+        if arm is not None:
+            arm()
+            with pytest.raises(Crash):
+                service.gangs.bind(bind_args("llama-70b-2", reserved[2]))
+            monkeypatch.undo()
+        else:
+            bind(service, "llama-70b-2", reserved[2])
+            if name == "synced-not-replied":
+                service.journal.sync()
+        crash_copy(service, tmp_path / name, tmp_path / f"copy-{name}")
+        again = build(tmp_path / f"copy-{name}")   # it starts
+        bound = again.gangs.reservations["training/llama-70b"].bound
+        assert acked.items() <= bound.items() <= {
+            **acked, "training/llama-70b-2": reserved[2]}.items(), name
+        if name.startswith(("before", "torn")):
+            assert bound == acked, name
+        if name == "synced-not-replied":
+            assert len(bound) == 3
+        check_engine(again.engine)
+        # kube-scheduler retries the pod that got no answer, then binds the last one
+        for i in (2, 3):
+            nodes = again.gangs.filter(pod_args(f"llama-70b-{i}"))[0]["NodeNames"]
+            bind(again, f"llama-70b-{i}", nodes[0])
+        assert again.gangs.reservations["training/llama-70b"].complete
+        assert sorted(again.gangs.reservations["training/llama-70b"].bound.values()) == \
+            sorted(reserved)
+        again.journal.sync()
+        crash_copy(again, tmp_path / f"copy-{name}", tmp_path / f"third-{name}")
+        third = build(tmp_path / f"third-{name}")
+        assert third.gangs.reservations["training/llama-70b"].complete
+        for s in (service, again, third):
+            s.journal.close()
+
+
+def test_a_binding_is_made_only_once_its_booking_is_durable(tmp_path, cluster, clock):
+    # With the binder called before the fsync, a failed fsync (which cuts the record and
+    # rolls memory back) or a power loss left a pod bound in Kubernetes whose slot
+    # gpusched would hand out again.
+    calls = []
+
+    def binder(namespace, name, uid, node):
+        journal = service.journal
+        calls.append((name, node, journal.durable_seq == journal.written_seq))
+
+    service = PlacementService(cluster, tmp_path / "s", gang_timeout_s=60, clock=clock,
+                               binder=binder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = TestClient(create_app(service))
+    with client:
+        node = client.post("/v1/k8s/filter", json=pod_args("p-0", gang="p", size="1")
+                           ).json()["NodeNames"][0]
+        assert client.post("/v1/k8s/bind", json=bind_args("p-0", node)).json() == {
+            "Error": ""}
+    assert calls == [("p-0", node, True)]
+
+
+def test_a_retried_bind_after_a_crash_before_the_api_call_makes_the_binding(tmp_path,
+                                                                            cluster, clock):
+    # The booking is durable, then the process dies before the API server call;
+    # kube-scheduler retries the pod: the Binding must be made then, or never is.
+    first = PlacementService(cluster, tmp_path / "a", gang_timeout_s=60, clock=clock)
+    node = first.gangs.filter(pod_args("p-0", gang="p", size="1"))[0]["NodeNames"][0]
+    first.gangs.bind(bind_args("p-0", node))   # no binder here: the booking alone
+    crash_copy(first, tmp_path / "a", tmp_path / "b")
+    first.journal.close()
+    calls = []
+    service = PlacementService(cluster, tmp_path / "b", gang_timeout_s=60, clock=clock,
+                               binder=lambda ns, name, uid, node_: calls.append((name, node_)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = TestClient(create_app(service))
+    with client:
+        assert client.post("/v1/k8s/filter", json=pod_args("p-0", gang="p", size="1")
+                           ).json()["NodeNames"] == [node]
+        assert client.post("/v1/k8s/bind", json=bind_args("p-0", node)).json() == {
+            "Error": ""}
+    assert calls == [("p-0", node)]

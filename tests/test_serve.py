@@ -253,3 +253,57 @@ def test_token_from_flag_or_environment(monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, "  ")
     with pytest.raises(SystemExit, match="empty"):
         resolve_token(None)
+
+
+# ---- /v1/batch (wire format 1.1) ---------------------------------------------------------
+
+def test_batch_applies_each_op_in_order_with_its_own_status(served, tmp_path):
+    service, client = served
+    reply = client.post("/v1/batch", json={"ops": [
+        {"op": "place", "job": {"id": "a", "gpus": 8}},
+        {"op": "place", "job": {"id": "b", "gpus": 0}},
+        {"op": "release", "job_id": "nobody"},
+        {"op": "place", "job": {"id": "a", "gpus": 8}},
+        {"op": "place", "job": {"id": "c", "gpus": 16, "min_cap_w": 400}},
+        {"op": "release", "job_id": "a"},
+    ]}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["results"]
+    assert [r["status"] for r in results] == [200, 422, 404, 409, 200, 200]
+    assert results[0]["reply"]["placed"] and results[4]["reply"]["placed"]
+    assert results[1]["field"] == "body.ops[1].job.gpus"
+    assert results[1]["error"].startswith("body.ops[1].job.gpus: ")
+    assert results[2]["field"] == "body.ops[2].job_id"
+    assert results[5]["reply"]["released"]["job_id"] == "a"
+    assert {p.job_id for p in service.engine.placements()} == {"c"}
+    # the same reply as the single call gives
+    single = client.post("/v1/place", json={"job": {"id": "d", "gpus": 16,
+                                                    "min_cap_w": 400}}, headers=AUTH).json()
+    assert set(single) == set(results[4]["reply"])
+    # every op of the batch was durable before the reply: a crash keeps them
+    again = PlacementService(service.cluster, crash_copy(service, tmp_path, "after"))
+    assert {p.job_id for p in again.engine.placements()} == {"c", "d"}
+    again.close()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"ops": []}, "body.ops"),
+    ({"ops": [{"op": "explain", "job": {"id": "x", "gpus": 1}}]}, "body.ops[0].op"),
+    ({"ops": [{"job": {"id": "x", "gpus": 1}}]}, "body.ops[0].op"),
+    ({"ops": [{"op": "place"}] * 1001}, "body.ops"),
+    ({"ops": "place"}, "body.ops"),
+])
+def test_a_malformed_batch_is_refused_whole_naming_the_field(served, body, field):
+    service, client = served
+    reply = client.post("/v1/batch", json=body, headers=AUTH)
+    assert reply.status_code == 422 and reply.json()["field"] == field, reply.text
+    assert len(service.engine) == 0 and service.journal.written_seq == 0
+
+
+def test_the_openapi_document_lists_batch_in_both_versions(served):
+    # the document describes API 2 (compact.py): /v1 at wire format 1.1, which added
+    # /v1/batch, and /v2 with hostlist replies
+    _, client = served
+    doc = client.get("/openapi.json").json()
+    assert doc["info"]["version"] == "2"
+    assert "post" in doc["paths"]["/v1/batch"] and "post" in doc["paths"]["/v2/batch"]

@@ -84,7 +84,9 @@ from __future__ import annotations
 from ..errors import AllocationError
 from .allocation import DEFAULT_NODE_LIMIT, allocate
 from .apply import apply
+from .envelope import EnvelopePlan, plan_envelope
 from .rebalance import CapPlan, rebalance_caps
 from .result import Allocation
 
-__all__ = ["DEFAULT_NODE_LIMIT", "allocate", "apply", "rebalance_caps", "Allocation", "CapPlan", "AllocationError"]
+__all__ = ["DEFAULT_NODE_LIMIT", "allocate", "apply", "rebalance_caps", "Allocation", "CapPlan",
+           "AllocationError", "plan_envelope", "EnvelopePlan"]

@@ -97,30 +97,74 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
         jobs = engine.jobs()
         placements = engine.placements()
         rack_power = engine.rack_power_w().astype(float)
+        # the live limits (Engine.set_limit) when the engine has them, else the site's
+        b_units = (engine.row_limit_units() if hasattr(engine, "row_limit_units")
+                   else c.b_units)
     if not jobs:
         return CapPlan({}, 0.0, 0.0, {}, [], time.perf_counter() - start, "empty")
+    hi = np.array([j.max_cap_w for j in jobs], dtype=float)
+    lp = solve_caps(cluster, jobs, placements, rack_power, b_units, hi)
+    res, wg = lp.res, lp.wg
+    if res.status != 0:
+        return CapPlan({j.id: p.cap_w for j, p in zip(jobs, placements)},
+                       float(sum(wg * np.array([power.speed(jb, p.cap_w) for jb, p in
+                                                zip(jobs, placements)]))),
+                       0.0, {}, [], time.perf_counter() - start, f"lp failed: {res.message}")
+    snapped = lp.caps
+    prices = -res.ineqlin.marginals[:lp.n_power_rows]   # objective per kW of room
+    duals: dict[str, float] = {}
+    for r, price in zip(lp.keep, prices):
+        if price > 1e-9:
+            duals[c.names[r]] = float(price)
+    binding = sorted(duals, key=lambda name: -duals[name])
+    cap_w = {job.id: int(cap) for job, cap in zip(jobs, snapped)}
+    objective = float(sum(job.weight * job.gpus * power.speed(job, cap_w[job.id])
+                          for job in jobs))
+    plan = CapPlan(cap_w, objective, float(-res.fun), duals, binding,
+                   time.perf_counter() - start)
+    if apply:
+        plan.apply(engine)
+    return plan
+
+
+@dataclass
+class CapLP:
+    """The cap LP's answer (:func:`solve_caps`): HiGHS's result, the caps snapped to the
+    grid and stepped down until every row holds exactly, and the power rows kept."""
+
+    res: Any
+    caps: np.ndarray
+    keep: np.ndarray
+    n_power_rows: int
+    wg: np.ndarray
+
+
+def solve_caps(cluster: Any, jobs: list[Job], placements: list[Placement],
+               rack_power: np.ndarray, b_units: np.ndarray, hi: np.ndarray) -> CapLP:
+    """Caps for running jobs (placement fixed) in ``[min_cap_w, hi]`` that maximise
+    ``sum weight * gpus * s(cap)`` under the limits ``b_units`` (COEF_SCALE units), by LP.
+
+    Shared by :func:`rebalance_caps` (``hi`` the jobs' max caps, ``b`` the live limits)
+    and the envelope plan (``hi`` the caps they run at now: cap-downs only).
+    """
+    from ..spec import COEF_SCALE
+
+    power = cluster.power
+    c = cluster.constraints
+    b = np.asarray(b_units, dtype=float) / COEF_SCALE
     n = len(jobs)
     # g[r, j]: GPUs of job j in rack r; rack power = base + g @ cap
-    rows_r: list[int] = []
-    cols_j: list[int] = []
-    vals_g: list[float] = []
-    node_rack = cluster.node_rack
-    for j, p in enumerate(placements):
-        racks, counts = np.unique(node_rack[list(p.nodes)], return_counts=True)
-        rows_r.extend(racks.tolist())
-        cols_j.extend([j] * len(racks))
-        vals_g.extend((counts * p.gpus_per_node).tolist())
-    g = sp.csr_matrix((vals_g, (rows_r, cols_j)), shape=(cluster.num_racks, n))
+    g = gpus_by_rack(cluster, placements)
     caps_now = np.array([p.cap_w for p in placements], dtype=float)
     base = rack_power - g @ caps_now
     M = (c.A @ g).tocsr()                  # row load per W of each job's cap
-    room = c.b - c.A @ base
+    room = b - c.A @ base
     keep = np.flatnonzero(np.diff(M.indptr) > 0)
     M = M[keep]
     room = room[keep]
     # variables: caps (n), throughput t (n)
     lo = np.array([j.min_cap_w for j in jobs], dtype=float)
-    hi = np.array([j.max_cap_w for j in jobs], dtype=float)
+    hi = np.maximum(np.asarray(hi, dtype=float), lo)
     wg = np.array([j.weight * j.gpus for j in jobs], dtype=float)
     chord_r: list[int] = []
     chord_c: list[int] = []
@@ -147,7 +191,12 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
         chord_v.extend(np.column_stack([np.ones(m), -slopes]).ravel().tolist())
         chord_b.extend(intercepts.tolist())
         k += m
-    t_lo = np.array([float(power.speed(j, j.min_cap_w)) for j in jobs])
+    speed_at_min: dict[tuple[int, Any], float] = {}  # most jobs share a curve
+    for job in jobs:
+        min_key = (job.min_cap_w, job.curve)
+        if min_key not in speed_at_min:
+            speed_at_min[min_key] = float(power.speed(job, job.min_cap_w))
+    t_lo = np.array([speed_at_min[(j.min_cap_w, j.curve)] for j in jobs])
     chords = sp.csr_matrix((chord_v, (chord_r, chord_c)), shape=(k, 2 * n))
     rows = sp.hstack([M, sp.csr_matrix((M.shape[0], n))]).tocsr()
     A_ub = sp.vstack([rows, chords]).tocsr()
@@ -160,36 +209,34 @@ def rebalance_caps(engine: Any, *, apply: bool = False) -> CapPlan:
     bounds = np.column_stack([np.concatenate([lo, t_lo]), np.concatenate([hi, t_hi])])
     res = linprog(obj, A_ub=A_ub, b_ub=b_ub, bounds=bounds, method="highs")
     if res.status != 0:
-        return CapPlan({j.id: p.cap_w for j, p in zip(jobs, placements)},
-                       float(sum(wg * np.array([power.speed(jb, p.cap_w) for jb, p in
-                                                zip(jobs, placements)]))),
-                       0.0, {}, [], time.perf_counter() - start, f"lp failed: {res.message}")
+        return CapLP(res, np.array([p.cap_w for p in placements], dtype=np.int64), keep,
+                     M.shape[0], wg)
     cap_lp = res.x[:n]
     step = power.cap_step_w
     snapped = np.empty(n, dtype=np.int64)
     for j, job in enumerate(jobs):
-        x = min(cap_lp[j] + 1e-6, job.max_cap_w)
+        x = min(cap_lp[j] + 1e-6, hi[j])
         grid_cap = job.max_cap_w - step * math.ceil((job.max_cap_w - x) / step - 1e-9)
         snapped[j] = max(job.min_cap_w, grid_cap)
-    snapped = _repair(cluster, jobs, g, base, snapped)
-    prices = -res.ineqlin.marginals[:M.shape[0]]   # objective per kW of room
-    duals: dict[str, float] = {}
-    for r, price in zip(keep, prices):
-        if price > 1e-9:
-            duals[c.names[r]] = float(price)
-    binding = sorted(duals, key=lambda name: -duals[name])
-    cap_w = {job.id: int(cap) for job, cap in zip(jobs, snapped)}
-    objective = float(sum(job.weight * job.gpus * power.speed(job, cap_w[job.id])
-                          for job in jobs))
-    plan = CapPlan(cap_w, objective, float(-res.fun), duals, binding,
-                   time.perf_counter() - start)
-    if apply:
-        plan.apply(engine)
-    return plan
+    snapped = _repair(cluster, jobs, g, base, snapped, np.asarray(b_units, dtype=np.int64))
+    return CapLP(res, snapped, keep, M.shape[0], wg)
+
+
+def gpus_by_rack(cluster: Any, placements: list[Placement]) -> sp.csr_matrix:
+    """``g[r, j]``: GPUs job j holds in rack r (racks x jobs, CSR), built in one pass."""
+    n = len(placements)
+    counts = np.array([len(p.nodes) for p in placements], dtype=np.int64)
+    nodes = np.fromiter((x for p in placements for x in p.nodes), dtype=np.int64,
+                        count=int(counts.sum()))
+    gpn = np.repeat(np.array([p.gpus_per_node for p in placements], dtype=float), counts)
+    jobs = np.repeat(np.arange(n), counts)
+    g = sp.csr_matrix((gpn, (cluster.node_rack[nodes], jobs)), shape=(cluster.num_racks, n))
+    g.sum_duplicates()
+    return g
 
 
 def _repair(cluster: Any, jobs: list[Job], g: sp.csr_matrix, base: np.ndarray,
-            caps: np.ndarray) -> np.ndarray:
+            caps: np.ndarray, b_units: np.ndarray) -> np.ndarray:
     """Step caps down one grid step at a time until every row holds by the exact test.
 
     The LP's answer holds to HiGHS's tolerance; snapping down usually makes it exact,
@@ -201,7 +248,7 @@ def _repair(cluster: Any, jobs: list[Job], g: sp.csr_matrix, base: np.ndarray,
     gc = g.tocsc()
     for _ in range(10_000):
         rack_power = np.rint(base + g @ caps).astype(np.int64)
-        bad = np.flatnonzero(c.load_units(rack_power) > c.b_units)
+        bad = np.flatnonzero(c.load_units(rack_power) > b_units)
         if not bad.size:
             return caps
         racks = c.A[bad[0]].indices

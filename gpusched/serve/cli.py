@@ -9,6 +9,7 @@ variable ``GPUSCHED_TOKEN``) makes every mutating call require a bearer token.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import resource
@@ -20,7 +21,8 @@ from ..spec import PRESETS, Cluster
 from ..engine import available_backends
 from ..errors import GpuschedError
 
-__all__ = ["add_arguments", "run", "guarded_protocol", "connection_budget"]
+__all__ = ["add_arguments", "run", "guarded_protocol", "connection_budget",
+           "configure_logging"]
 
 TOKEN_ENV = "GPUSCHED_TOKEN"
 
@@ -170,7 +172,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kube-ca-file", default=None, help="CA bundle for --kube-api URL")
     parser.add_argument("--backend", choices=available_backends(), default=None)
     parser.add_argument("--log-level", default="warning",
-                        choices=["critical", "error", "warning", "info", "debug"])
+                        choices=["critical", "error", "warning", "info", "debug"],
+                        help="log level of gpusched and uvicorn; 'info' logs every request "
+                             "(method, path, status, ms, client; never a token)")
+
+
+def configure_logging(level: str) -> None:
+    """Send the ``gpusched`` loggers (the access log among them) to stderr at ``level``.
+
+    Only the package's own logger is configured, not the root one, so an application
+    embedding the service keeps its own logging; uvicorn configures its loggers itself.
+    """
+    logger = logging.getLogger("gpusched")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "_gpusched_serve", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+        handler._gpusched_serve = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 def resolve_token(flag: str | None) -> str | None:
@@ -196,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gpusched serve: --port {args.port} must be in 0..65535", file=sys.stderr)
         return 2
     token = resolve_token(args.token)
+    configure_logging(args.log_level)
     from .k8s import ApiServerBinder
 
     binder = None

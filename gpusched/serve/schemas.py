@@ -17,13 +17,21 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 from ..errors import GpuschedError
 from ..spec import Cluster
 
-__all__ = ["RequestError", "parse_json", "validate", "request_schemas", "openapi_document"]
+__all__ = ["RequestError", "RawJSON", "parse_json", "render_json", "validate",
+           "request_schemas", "openapi_document"]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_QUEUE = 10_000
+MAX_BATCH = 1_000
+API_VERSION = "1.1"
+"""The wire format's version (OpenAPI ``info.version``).  1.1 over 1: ``/v1/batch``;
+replies in UTF-8 rather than ASCII escapes (the same JSON); a gang in ``/v1/k8s/gangs``
+carries its ``deadline`` (Unix seconds).  Every 1.0 request means what it meant."""
 
 
 class RequestError(GpuschedError):
@@ -44,14 +52,66 @@ def _reject_constant(name: str) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Decode a request body; RequestError 400 for anything that is not strict JSON."""
+    """Decode a request body; RequestError 400 for anything that is not strict JSON.
+
+    orjson (C) parses it: a 12,544-name filter body in under a millisecond, against about
+    4 ms for the standard library.  What orjson refuses goes to the standard library,
+    so the answer for unusual input (a lone surrogate escape, which orjson refuses and
+    the standard library accepts) is what it was before, and so are the error messages.
+    Integers beyond 64 bits come back as floats from orjson: the schemas then refuse
+    them as "must be an integer" (422), as they refused them as out of range before.
+    """
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(413, f"request body of {len(body)} bytes is over the "
                                 f"{MAX_BODY_BYTES} byte limit")
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+
+
+class RawJSON:
+    """A JSON value already rendered: ``render_json`` splices its bytes in unchanged.
+
+    For the extender's filter reply, whose ``FailedNodes`` (12,540 names on
+    colossus-100k) is the same for every pod of a gang given the same candidates: it is
+    rendered once per gang and reused.  Only values of a reply's top-level object may be
+    RawJSON.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def loads(self) -> Any:
+        """The value itself (for Python callers of the verbs)."""
+        return orjson.loads(self.data)
+
+
+def render_json(content: Any) -> bytes:
+    """A reply body: UTF-8 JSON by orjson, with RawJSON values spliced in.
+
+    What orjson cannot write (a string holding a lone surrogate, which a client may send
+    as an escape, or a non-string key) is written by the standard library with ASCII
+    escapes instead, so every reply encodes.
+    """
+    if isinstance(content, dict) and any(isinstance(v, RawJSON) for v in content.values()):
+        parts = [b"{"]
+        for key, value in content.items():   # bytes.join: %-formatting is slow on a MB
+            parts += (render_json(key), b":",
+                      value.data if isinstance(value, RawJSON) else render_json(value), b",")
+        parts[-1] = b"}"
+        return b"".join(parts)
+    try:
+        return orjson.dumps(content)
+    except TypeError:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
 
 
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
@@ -80,13 +140,21 @@ def validate(value: Any, schema: dict[str, Any], where: str = "body") -> None:
                 return
             except RequestError as exc:
                 errors.append(exc.message)
+        # each option ends ", got <value>": say the value once, after the alternatives
+        got = f", got {_short(value)}"
+        if all(e.endswith(got) for e in errors):
+            errors = [e[:-len(got)] for e in errors]
+            if all(e.startswith("must be ") for e in errors):  # "must be an integer or one of"
+                errors = [errors[0]] + [e[len("must be "):] for e in errors[1:]]
+            raise RequestError(422, " or ".join(dict.fromkeys(errors)) + got, where)
         raise RequestError(422, " or ".join(dict.fromkeys(errors)), where)
     kind = schema.get("type")
     if kind is not None and not _type_ok(value, kind):
         raise RequestError(422, f"must be {'an' if kind[0] in 'aeio' else 'a'} {kind}, got "
                                 f"{_short(value)}", where)
     if "enum" in schema and value not in schema["enum"]:
-        raise RequestError(422, f"must be one of {schema['enum']}, got {_short(value)}", where)
+        raise RequestError(422, f"must be {_one_of(schema['enum'])}, got {_short(value)}",
+                           where)
     if kind in ("integer", "number"):
         if "minimum" in schema and value < schema["minimum"]:
             raise RequestError(422, f"must be >= {schema['minimum']}, got {value}", where)
@@ -119,6 +187,20 @@ def validate(value: Any, schema: dict[str, Any], where: str = "body") -> None:
         for key, sub in props.items():
             if key in value:
                 validate(value[key], sub, f"{where}.{key}")
+
+
+ENUM_SHOWN = 3
+"""Choices an error names from a long enum, first and last: a cluster's 294 pod names in
+one message would bury the mistake under them."""
+
+
+def _one_of(choices: list[Any]) -> str:
+    """``one of ['a', 'b']``, or for a long list ``one of 294 values ('a', 'b', 'c', ...,
+    'z')``."""
+    if len(choices) <= 2 * ENUM_SHOWN:
+        return f"one of {choices}"
+    shown = ", ".join(repr(c) for c in choices[:ENUM_SHOWN])
+    return f"one of {len(choices)} values ({shown}, ..., {choices[-1]!r})"
 
 
 def _short(value: Any) -> str:
@@ -184,6 +266,23 @@ def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
                            "required": ["job_id"],
                            "properties": {"job_id": {"type": "string", "minLength": 1,
                                                      "maxLength": 256}}},
+        "BatchRequest": {
+            "type": "object", "additionalProperties": False, "required": ["ops"],
+            "properties": {"ops": {
+                "type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                "description": "each a PlaceRequest or ReleaseRequest with \"op\": "
+                               "\"place\" or \"release\" added; applied in order",
+                "items": {"type": "object", "required": ["op"],
+                          "properties": {"op": {"type": "string",
+                                                "enum": ["place", "release"]}}}}}},
+        "BatchResponse": {
+            "type": "object", "required": ["results"],
+            "properties": {"results": {"type": "array", "items": {
+                "type": "object", "required": ["status"],
+                "properties": {"status": {"type": "integer"},
+                               "reply": {"type": "object"},
+                               "error": {"type": "string"},
+                               "field": {"type": "string", "nullable": True}}}}}},
         "RebalanceRequest": {"type": "object", "additionalProperties": False,
                              "properties": {"apply": {"type": "boolean"}}},
         "AllocateRequest": {
@@ -317,7 +416,7 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
     not_applied = {"409": _reply("the plan could not be applied; nothing changed", "Error")}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
-        "info": {"title": "gpusched placement service", "version": "1",
+        "info": {"title": "gpusched placement service", "version": API_VERSION,
                  "description": f"Power- and cooling-aware gang placement on cluster "
                                 f"{cluster.name!r} ({cluster.num_gpus} GPUs). Every accepted "
                                 "place or release is journaled and fsynced before the reply."},
@@ -333,6 +432,13 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
             "/v1/release": post("release a placed job", "ReleaseRequest",
                                 _reply("what was released", "ReleaseResponse"), mutating=True,
                                 extra={"404": _reply("no such job is placed", "Error")}),
+            "/v1/batch": post(f"up to {MAX_BATCH} places and releases in one request, "
+                              "one fsync: each op's status and reply (or error), in order",
+                              "BatchRequest", _reply("every op's result, all durable",
+                                                     "BatchResponse"),
+                              mutating=True, extra={"503": _reply(
+                                  "the journal failed; no op of the batch happened",
+                                  "Error")}),
             "/v1/explain": post("say whether a job fits now and which limit binds",
                                 "PlaceRequest", _reply("the explanation", "Explanation"),
                                 mutating=False, extra=conflict),

@@ -11,6 +11,10 @@ Journal entries (``op``):
              Kubernetes gang reservation, ``gang`` (its metadata); replay calls
              ``engine._apply`` on exactly those nodes, so it is deterministic.
 ``release``  ``job_id``.
+``cut``      ``job_id``, then ``job``, ``nodes``, ``gpus_per_node``, ``cap_w`` and ``gang`` as
+             in ``place``: an expired gang cut down to its bound pods, the release and the
+             new place as one record (journal format 1 plus this op; a gpusched without
+             it refuses such a journal with SnapshotError rather than misread it).
 ``set-cap``  ``job_id``, ``cap_w`` (rebalance-caps with apply).
 ``bind``     ``gang``, ``pod``, ``node``: a Kubernetes pod bound inside its reservation.
 ``unbind``   ``gang``, ``pod``: the API server refused that binding; the slot is free.
@@ -99,7 +103,8 @@ class PlacementService:
         A Kubernetes gang reservation whose pods are not all bound within this many
         seconds is released (HiveD-style gang expiry).
     clock : callable
-        Monotonic seconds; tests pass a fake one.
+        Seconds since the epoch (``time.time``); gang deadlines are journaled as
+        absolute times of it, so they survive a restart.  Tests pass a fake one.
     binder : callable, optional
         ``binder(namespace, pod, uid, node)`` for the k8s bind verb (see ``k8s.GangBook``).
     """
@@ -107,7 +112,7 @@ class PlacementService:
     def __init__(self, cluster: Cluster, state_dir: str | os.PathLike[str], *,
                  backend: str | None = None, snapshot_every: int = 10_000,
                  gang_timeout_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time,
                  binder: Callable[[str, str, str, str], None] | None = None) -> None:
         from .k8s import Extender
 
@@ -125,6 +130,7 @@ class PlacementService:
         self.schemas = request_schemas(cluster)
         self._resolved: dict[str, dict[str, Any]] = {}
         self.journal = Journal(state_dir)
+        self.journal.on_cut = self._after_failed_sync
         try:
             self._recover()
         except BaseException:
@@ -161,6 +167,11 @@ class PlacementService:
         elif op == "release":
             engine.release(entry["job_id"])
             gangs.forget_job(entry["job_id"])
+        elif op == "cut":
+            engine.release(entry["job_id"])
+            job = Job.from_dict(entry["job"])
+            engine._apply(job, entry["nodes"], entry["gpus_per_node"], entry["cap_w"])
+            gangs.restore_one(entry["gang"])
         elif op == "set-cap":
             engine.set_cap(entry["job_id"], entry["cap_w"])
         elif op == "bind":
@@ -194,10 +205,22 @@ class PlacementService:
             return
         old.adopt(gangs)
 
+    def _after_failed_sync(self, exc: OSError) -> None:
+        """A journal fsync failed: cut what it covered off the disk and out of memory.
+
+        Called by the journal (on the event loop, holding no lock).  Every record written
+        since the last good fsync belongs to a request that has not been answered; all
+        of them get 503, so none of them may stay in memory or in the file.
+        """
+        with self.lock:
+            self.journal.cut_to_durable(exc)
+            if self.journal.broken is None:
+                self._roll_back_to_disk()
+
     # ---- journaling (caller holds self.lock) -------------------------------------------
 
     def record(self, entry: dict[str, Any]) -> int:
-        """Append ``entry`` to the journal; the reply must wait for its fsync.
+        """Append ``entry`` to the journal; return the ticket the reply must wait for.
 
         If the append fails, memory is rolled back to the directory's state and the
         OSError propagates (the caller answers 503): the change is neither in memory nor
@@ -285,7 +308,7 @@ class PlacementService:
         names = self.cluster.node_names
         return {**placement.to_dict(), "node_names": [names[n] for n in placement.nodes]}
 
-    # ---- operations: each returns (reply dict, journal seq to wait for or 0) ----------
+    # ---- operations: each returns (reply dict, journal ticket to wait for or 0) -------
 
     def place(self, body: Any) -> tuple[dict[str, Any], int]:
         self.check("PlaceRequest", body)
@@ -316,6 +339,41 @@ class PlacementService:
             seq = self.record({"op": "release", "job_id": job_id})
             self.gangs.forget_job(job_id)
         return {"released": self._placement_dict(placement)}, seq
+
+    def batch(self, body: Any) -> tuple[dict[str, Any], int]:
+        """Places and releases in order, each as if sent alone; one wait for all of them.
+
+        Each op gets its own status: 200 with the reply ``/v1/place`` or ``/v1/release``
+        would give, or that call's error (its ``field`` under ``body.ops[i]``).  A failed
+        append stops the batch: that op and the rest get 503, and nothing of them
+        happened.  The caller waits for the last ticket: the records of one batch are
+        written without a pause, so one fsync covers them all, and a failed fsync cuts
+        them all (the whole reply is then 503).
+        """
+        self.check("BatchRequest", body)
+        results: list[dict[str, Any]] = []
+        ticket = 0
+        ops = body["ops"]
+        for i, op in enumerate(ops):
+            request = {k: v for k, v in op.items() if k != "op"}
+            try:
+                reply, written = (self.place if op["op"] == "place" else self.release)(request)
+            except RequestError as exc:
+                field = exc.field
+                if field is not None and (field == "body" or field.startswith("body.")):
+                    field = f"body.ops[{i}]{field[4:]}"
+                results.append({"status": exc.status,
+                                "error": exc.message if field is None
+                                else f"{field}: {exc.message}", "field": field})
+                continue
+            except OSError as exc:   # memory is back to the disk's state: the rest is off
+                results.extend({"status": 503, "error": f"journal write failed, nothing "
+                                                        f"changed: {exc}", "field": None}
+                               for _ in ops[i:])
+                break
+            results.append({"status": 200, "reply": reply})
+            ticket = max(ticket, written)
+        return {"results": results}, ticket
 
     def explain(self, body: Any) -> dict[str, Any]:
         self.check("PlaceRequest", body)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from gpusched import Job
-from gpusched.errors import (DuplicateJobError, JobError, PlacementError, SnapshotError,
-                             UnknownJobError)
+from gpusched.errors import (DomainError, DuplicateJobError, JobError, LimitError,
+                             PlacementError, RepairError, SnapshotError, SpareError,
+                             UnknownJobError, UnknownNodeError, UnknownRowError)
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,44 @@ BAD_CALLS: list[BadCall] = [
             lambda e, c: e.load_snapshot({**c.snapshot, "format": 99}), SnapshotError,
             ("format 99",)),
     BadCall("restore a list", lambda e, c: e.load_snapshot([]), SnapshotError, ("dict",)),
+    # -- a site that changes: nodes, domains, repair, spares, live limits
+    BadCall("drain an unknown node name", lambda e, c: e.drain("no-such-host"),
+            UnknownNodeError, ("'no-such-host'", "names")),
+    BadCall("fail a node out of range", lambda e, c: e.fail(10**6), UnknownNodeError,
+            ("1000000", "out of range")),
+    BadCall("fail many with one bad node last", lambda e, c: e.fail([0, -1]),
+            UnknownNodeError, ("-1", "out of range")),
+    BadCall("restore node True", lambda e, c: e.restore(True), UnknownNodeError,
+            ("true", "index")),
+    BadCall("fail an unknown domain", lambda e, c: e.fail_domain("nowhere feed"), DomainError,
+            ("'nowhere feed'", "not a failure domain")),
+    BadCall("fail the facility row as a domain",
+            lambda e, c: e.fail_domain(e.cluster.constraints.names[-1]), DomainError,
+            ("facility", "not a failure domain")),
+    BadCall("restore an unknown domain", lambda e, c: e.restore_domain(7), DomainError,
+            ("7", "not a failure domain")),
+    BadCall("repair a healthy job", lambda e, c: e.repair(c.live), RepairError,
+            ("lost no node",)),
+    BadCall("repair an unknown job", lambda e, c: e.repair("never-placed"), UnknownJobError,
+            ("never-placed",)),
+    BadCall("set_limit NaN", lambda e, c: e.set_limit(e.cluster.constraints.names[-1],
+                                                      math.nan), LimitError, ("nan", "finite")),
+    BadCall("set_limit -1 W", lambda e, c: e.set_limit(0, -1), LimitError, ("-1", "at least 0")),
+    BadCall("set_limit inf", lambda e, c: e.set_limit(0, math.inf), LimitError,
+            ("inf", "finite")),
+    BadCall("set_limit '5 MW'", lambda e, c: e.set_limit(0, "5 MW"), LimitError,
+            ("'5 mw'", "watts")),
+    BadCall("set_limit of no row", lambda e, c: e.set_limit("nowhere busway", 1000),
+            UnknownRowError, ("'nowhere busway'",)),
+    BadCall("set_limit of row index out of range",
+            lambda e, c: e.set_limit(10**6, 1000), UnknownRowError, ("row=1000000",)),
+    BadCall("spares larger than a pod", lambda e, c: e.set_spares(10**6), SpareError,
+            ("k=1000000", "smallest pod")),
+    BadCall("spares per hall", lambda e, c: e.set_spares(1, per="hall"), SpareError,
+            ("'hall'", "'pod' or 'row'")),
+    BadCall("spares at a cap above TDP", lambda e, c: e.set_spares(1, cap_w=10_000),
+            SpareError, ("cap_w=10000",)),
+    BadCall("spares k=-1", lambda e, c: e.set_spares(-1), SpareError, ("k=-1",)),
     BadCall("restore jobs with a missing field",
             lambda e, c: e.load_snapshot({**c.snapshot, "jobs": [{"job": {"id": "q"}}]}),
             SnapshotError, ("jobs[0]",)),

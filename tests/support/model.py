@@ -18,6 +18,14 @@ Besides checking a live state (GPU capacity, every row), the model says what ``p
 must return for a job of 8 GPUs or fewer by brute force over every node, and checks
 the rules a gang placement must follow (whole empty nodes, fewest pods, fewest racks in
 its pod, the highest cap those nodes allow).
+
+A site that changes (DESIGN.md, "A site that changes"): the model keeps its own state per
+node (up, draining, down; which up nodes are spares it reads from the engine, then holds
+the engine to the rules: a spare is empty, its busy power at the spare cap is budgeted)
+and its own live limits.  A down node draws ``node_down_w``; nothing sits on a down node
+or a spare; only up nodes take new work; rows are held against the live limits, and a
+row may be over only when ``allowed_over`` says so (a limit just lowered, a node just
+restored), never because something added load to it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ SCALE = 10**6  # coefficients are whole millionths
 DEFAULT_POWER = {"gpus_per_node": 8, "gpu_tdp_w": 700, "cap_min_w": 200, "cap_max_w": 700,
                  "cap_step_w": 25, "gpu_idle_w": 65, "node_other_idle_w": 1550,
                  "node_other_busy_w": 2800}
+
+
+UP, DRAINING, DOWN, SPARE = 0, 1, 2, 3
 
 
 class ModelViolation(AssertionError):
@@ -72,6 +83,7 @@ class SiteModel:
         self.gpu_idle_w = power["gpu_idle_w"]
         self.other_idle_w = power["node_other_idle_w"]
         self.other_busy_w = power["node_other_busy_w"]
+        self.node_down_w = power.get("node_down_w", 0)
         self.cap_min_w = power["cap_min_w"]
         self.cap_max_w = power["cap_max_w"]
         self.cap_step_w = power["cap_step_w"]
@@ -131,6 +143,46 @@ class SiteModel:
         for i, row in enumerate(rows):
             for r in row.coef_units:
                 self.rack_rows[r].append(i)
+        # the site that changes: states, spares (from the engine), live limits, losses
+        self.state = [UP] * self.num_nodes
+        self.spare_cap_w: int | None = None
+        self.limits = [row.limit_units for row in rows]
+        self.lost: dict[str, tuple[int, ...]] = {}
+
+    def is_open(self, n: int) -> bool:
+        return self.state[n] == UP
+
+    def fail(self, nodes: list[int]) -> list[str]:
+        """Put nodes down in the ledger; the jobs hit, in the order first hit."""
+        hit: dict[str, None] = {}
+        for n in nodes:
+            if self.state[n] == DOWN:
+                continue
+            for job_id, l in list(self.ledger.items()):
+                if n in l.nodes:
+                    self.ledger[job_id] = Live(l.gpus, l.max_cap_w, l.min_cap_w,
+                                               tuple(x for x in l.nodes if x != n),
+                                               l.gpus_per_node, l.cap_w)
+                    self.lost[job_id] = self.lost.get(job_id, ()) + (n,)
+                    hit[job_id] = None
+            self.state[n] = DOWN
+        return list(hit)
+
+    def domain_nodes(self, name: str) -> list[int]:
+        row = next(r for r in self.rows if r.name == name)
+        return [n for r in sorted(row.coef_units)
+                for n in range(self.rack_first[r], self.rack_first[r + 1])]
+
+    def sync_spares(self, engine_states: list[int], spare_cap_w: int | None) -> None:
+        """Read which up nodes the engine holds as spares; every other state is the
+        model's own, and the engine must agree with it."""
+        for n, theirs in enumerate(engine_states):
+            mine = self.state[n]
+            if mine in (UP, SPARE) and theirs in (UP, SPARE):
+                self.state[n] = theirs
+            elif mine != theirs:
+                raise ModelViolation(f"node {n}: engine state {theirs}, the model's {mine}")
+        self.spare_cap_w = spare_cap_w
 
     # ---- the cluster's own system must be the one DESIGN.md describes ----------------
 
@@ -166,6 +218,13 @@ class SiteModel:
     def rack_power(self, used: list[int], cap_sum: list[int]) -> list[int]:
         power = [0] * self.num_racks
         for n in range(self.num_nodes):
+            if self.state[n] == DOWN:
+                power[self.node_rack[n]] += self.node_down_w
+                continue
+            if self.state[n] == SPARE:  # held as if busy at the spare cap
+                assert self.spare_cap_w is not None
+                power[self.node_rack[n]] += self.other_busy_w + self.G * self.spare_cap_w
+                continue
             other = self.other_busy_w if used[n] else self.other_idle_w
             power[self.node_rack[n]] += (other + (self.G - used[n]) * self.gpu_idle_w
                                          + cap_sum[n])
@@ -175,12 +234,22 @@ class SiteModel:
         return [sum(u * rack_power[r] for r, u in row.coef_units.items()) for row in self.rows]
 
     def broken(self, rack_power: list[int]) -> list[str]:
-        return [row.name for row, load in zip(self.rows, self.loads(rack_power))
-                if load > row.limit_units]
+        return [row.name for row, load, limit in zip(self.rows, self.loads(rack_power),
+                                                     self.limits) if load > limit]
+
+    def broken_by(self, before: list[int], after: list[int]) -> list[str]:
+        """Rows whose load went up and is now over its limit: a change may not do that."""
+        return [row.name for row, b, a, limit in zip(self.rows, self.loads(before),
+                                                     self.loads(after), self.limits)
+                if a > b and a > limit]
+
+    def over_now(self) -> set[str]:
+        used, cap_sum = self.node_use()
+        return set(self.broken(self.rack_power(used, cap_sum)))
 
     # ---- checking an engine ---------------------------------------------------------
 
-    def check_engine(self, engine: Any) -> None:
+    def check_engine(self, engine: Any, allowed_over: set[str] = frozenset()) -> None:
         """Capacity, every row, and the engine's views, all recomputed from the ledger."""
         live = {p.job_id: p for p in engine.placements()}
         mine = {job_id: (l.nodes, l.gpus_per_node, l.cap_w) for job_id, l in self.ledger.items()}
@@ -198,8 +267,18 @@ class SiteModel:
         for job_id, l in self.ledger.items():
             if not self.cap_min_w <= l.cap_w <= self.cap_max_w:
                 raise ModelViolation(f"{job_id}: cap {l.cap_w} outside the GPU's range")
+        for job_id, l in self.ledger.items():
+            bad = [n for n in l.nodes if self.state[n] in (DOWN, SPARE)]
+            if bad:
+                raise ModelViolation(f"{job_id} sits on nodes that are down or spare: {bad}")
+        spares_used = [n for n in range(self.num_nodes) if self.state[n] == SPARE and used[n]]
+        if spares_used:
+            raise ModelViolation(f"spare nodes hold jobs: {spares_used}")
+        states = [int(x) for x in engine.node_states()]
+        if states != self.state:
+            raise ModelViolation(f"engine node states {states} != model {self.state}")
         rack_power = self.rack_power(used, cap_sum)
-        broken = self.broken(rack_power)
+        broken = [name for name in self.broken(rack_power) if name not in allowed_over]
         if broken:
             raise ModelViolation(f"rows broken: {broken}")
         if [int(x) for x in engine.rack_power_w()] != rack_power:
@@ -211,7 +290,7 @@ class SiteModel:
         if engine.free_gpus() != self.num_nodes * self.G - sum(used):
             raise ModelViolation(f"engine free_gpus {engine.free_gpus()} != model "
                                  f"{self.num_nodes * self.G - sum(used)}")
-        slack = [row.limit_units - load for row, load in zip(self.rows, self.loads(rack_power))]
+        slack = [limit - load for limit, load in zip(self.limits, self.loads(rack_power))]
         names = engine.cluster.constraints.names
         by_name = dict(zip((row.name for row in self.rows), slack))
         theirs_slack = [int(x) for x in engine.row_slack_units()]
@@ -233,7 +312,7 @@ class SiteModel:
         for i in {i for r in rack_delta_w for i in self.rack_rows[r]}:
             row = self.rows[i]
             extra = sum(row.coef_units.get(r, 0) * d for r, d in rack_delta_w.items())
-            if loads[i] + extra > row.limit_units:
+            if extra > 0 and loads[i] + extra > self.limits[i]:
                 return False
         return True
 
@@ -265,7 +344,7 @@ class SiteModel:
         seen_room = False
         cache: dict[tuple[int, bool], int | None] = {}
         for n in range(self.num_nodes):
-            if pod is not None and self.node_pod[n] != pod:
+            if (pod is not None and self.node_pod[n] != pod) or not self.is_open(n):
                 continue
             free = self.G - used[n]
             if free < gpus:
@@ -291,9 +370,11 @@ class SiteModel:
             raise ModelViolation(f"gang of {gpus} GPUs got {placement}")
         if any(used[n] for n in nodes):
             raise ModelViolation(f"gang {placement} took a node already in use")
+        if not all(self.is_open(n) for n in nodes):
+            raise ModelViolation(f"gang {placement} took a node that is not up")
         empty_in_pod = [0] * self.num_pods
         for n in range(self.num_nodes):
-            if used[n] == 0:
+            if used[n] == 0 and self.is_open(n):
                 empty_in_pod[self.node_pod[n]] += 1
         pods_used = {self.node_pod[n] for n in nodes}
         if pod is not None and pods_used != {pod}:
@@ -306,7 +387,7 @@ class SiteModel:
             racks_used = {self.node_rack[n] for n in nodes}
             empty_in_rack = sorted((sum(1 for n in range(self.rack_first[r],
                                                          self.rack_first[r + 1])
-                                        if used[n] == 0)
+                                        if used[n] == 0 and self.is_open(n))
                                     for r in range(self.num_racks) if self.rack_pod[r] == p),
                                    reverse=True)
             fewest, left = 0, k
@@ -348,7 +429,8 @@ class SiteModel:
         used, _ = self.node_use()
         k = gpus // self.G
         empty = sum(1 for n in range(self.num_nodes)
-                    if used[n] == 0 and (pod is None or self.node_pod[n] == pod))
+                    if used[n] == 0 and self.is_open(n)
+                    and (pod is None or self.node_pod[n] == pod))
         return "no-capacity" if empty < k else None
 
     def fits_placement(self, nodes: tuple[int, ...], gpus_per_node: int, cap_w: int) -> bool:
@@ -358,19 +440,21 @@ class SiteModel:
         every row must hold afterwards.
         """
         used, cap_sum = self.node_use()
+        before = self.rack_power(used, cap_sum)
         whole = len(nodes) > 1 or gpus_per_node == self.G
         for n in nodes:
-            if (used[n] if whole else used[n] + gpus_per_node > self.G):
+            if not self.is_open(n) or (used[n] if whole else used[n] + gpus_per_node > self.G):
                 return False
         for n in nodes:
             used[n] += gpus_per_node
             cap_sum[n] += gpus_per_node * cap_w
-        return not self.broken(self.rack_power(used, cap_sum))
+        return not self.broken_by(before, self.rack_power(used, cap_sum))
 
     def fits_after(self, job_id: str, cap_w: int) -> bool:
         """Would every row hold if ``job_id`` ran at ``cap_w`` on the same nodes?"""
         ledger = dict(self.ledger)
         l = ledger[job_id]
         ledger[job_id] = Live(l.gpus, l.max_cap_w, l.min_cap_w, l.nodes, l.gpus_per_node, cap_w)
+        before = self.rack_power(*self.node_use())
         used, cap_sum = self.node_use(ledger)
-        return not self.broken(self.rack_power(used, cap_sum))
+        return not self.broken_by(before, self.rack_power(used, cap_sum))

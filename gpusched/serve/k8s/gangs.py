@@ -29,7 +29,11 @@ class GangConfigError(GpuschedError, ValueError):
 
 @dataclass
 class Reservation:
-    """Nodes held for a gang: pod slots per node, the pods bound so far, the deadline."""
+    """Nodes held for a gang: pod slots per node, the pods bound so far, the deadline.
+
+    ``bound`` changes only through ``book`` and ``unbook``, which keep the per-node count
+    of bound pods, so ``free_slots`` costs the same for a gang of 4 pods or of 4,096.
+    """
 
     gang: str
     job_id: str
@@ -38,17 +42,50 @@ class Reservation:
     cap_w: int
     slots: dict[str, int]                 # node name -> pods it takes
     bound: dict[str, str] = field(default_factory=dict)   # pod key -> node name
-    deadline: float = 0.0
+    deadline: float = 0.0                 # in the gang book's clock (Unix seconds)
     complete: bool = False
+    _used: dict[str, int] = field(default_factory=dict, init=False, repr=False,
+                                  compare=False)   # node name -> pods bound there
+    _open: set[str] = field(default_factory=set, init=False, repr=False,
+                            compare=False)   # reserved nodes with a free slot
+
+    def __post_init__(self) -> None:
+        for node in self.bound.values():
+            self._used[node] = self._used.get(node, 0) + 1
+        self._open = {node for node, pods in self.slots.items()
+                      if pods > self._used.get(node, 0)}
 
     def free_slots(self, node: str) -> int:
-        used = sum(1 for n in self.bound.values() if n == node)
-        return self.slots.get(node, 0) - used
+        return self.slots.get(node, 0) - self._used.get(node, 0)
+
+    @property
+    def open_nodes(self) -> set[str]:
+        """The reserved nodes with a free pod slot (do not change it)."""
+        return self._open
+
+    def book(self, pod: str, node: str) -> None:
+        """Bind ``pod`` to a slot on ``node`` (the caller checked that one is free)."""
+        self.bound[pod] = node
+        self._used[node] = self._used.get(node, 0) + 1
+        if self._used[node] >= self.slots.get(node, 0):
+            self._open.discard(node)
+        self.complete = len(self.bound) >= self.size
+
+    def unbook(self, pod: str) -> None:
+        """Free the slot of ``pod``, if it holds one."""
+        node = self.bound.pop(pod, None)
+        if node is not None:
+            self._used[node] -= 1
+            if self._used[node] < self.slots.get(node, 0):
+                self._open.add(node)
+            self.complete = False
 
     def meta(self) -> dict[str, Any]:
-        """What the journal keeps (the deadline is re-armed on recovery)."""
+        """What the journal keeps, the deadline included: as an absolute time of the
+        gang book's clock (Unix seconds by default), so it survives a restart."""
         return {"gang": self.gang, "job_id": self.job_id, "size": self.size,
-                "gpus_per_pod": self.gpus_per_pod, "cap_w": self.cap_w, "slots": self.slots}
+                "gpus_per_pod": self.gpus_per_pod, "cap_w": self.cap_w, "slots": self.slots,
+                "deadline": self.deadline}
 
 
 class GangBook:
@@ -68,7 +105,8 @@ class GangBook:
     timeout_s : float
         Seconds a gang has, from its reservation, to bind all of its pods.
     clock : callable
-        Monotonic seconds.
+        Seconds since the epoch (``time.time``): deadlines are journaled as absolute
+        times of this clock, so a restart keeps them.
     binder : callable, optional
         ``binder(namespace, name, uid, node)`` creates the Binding in the API server;
         without one, ``bind`` only books the slot (and the deployment binds, e.g. with a
@@ -78,7 +116,7 @@ class GangBook:
 
     def __init__(self, engine: "Engine", lock: ContextManager[Any], cluster: "Cluster",
                  record: Callable[[dict[str, Any]], int], *, timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time,
                  binder: Callable[[str, str, str, str], None] | None = None) -> None:
         if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
                 or not 0 < timeout_s < float("inf")):
@@ -93,6 +131,10 @@ class GangBook:
         self.binder = binder
         self.reservations: dict[str, Reservation] = {}
         self._pod_gang: dict[str, str] = {}   # pod key -> gang, learnt in filter
+        # computed once per site, not per call: filter gets every node's name each time
+        self.node_index: dict[str, int] = {name: i for i, name in
+                                           enumerate(cluster.node_names)}
+        self._refused_by_gang: dict[str, Any] = {}   # the extender's cached answers
 
     def __len__(self) -> int:
         return len(self.reservations)
@@ -109,13 +151,16 @@ class GangBook:
             self.restore_one(item)
 
     def restore_one(self, meta: dict[str, Any]) -> Reservation:
-        # A restart re-arms the deadline: the gang's pods get a full timeout to retry.
+        # The deadline is an absolute time of the clock, so a restart keeps it; records
+        # written before it was journaled have none and get a full timeout again.
         # ``bound`` and ``complete`` are in snapshots and in the place entry of a gang cut
         # down to its bound pods on expiry; a fresh reservation has neither.
+        deadline = meta.get("deadline")
         reservation = Reservation(meta["gang"], meta["job_id"], meta["size"],
                                   meta["gpus_per_pod"], meta["cap_w"], dict(meta["slots"]),
                                   bound=dict(meta.get("bound", {})),
-                                  deadline=self.clock() + self.timeout_s,
+                                  deadline=(self.clock() + self.timeout_s if deadline is None
+                                            else float(deadline)),
                                   complete=bool(meta.get("complete", False)))
         self.reservations[reservation.gang] = reservation
         for pod in reservation.bound:
@@ -124,8 +169,7 @@ class GangBook:
 
     def replay_bind(self, gang: str, pod: str, node: str) -> None:
         reservation = self.reservations[gang]
-        reservation.bound[pod] = node
-        reservation.complete = len(reservation.bound) >= reservation.size
+        reservation.book(pod, node)
         self._pod_gang[pod] = gang
 
     def replay_unbind(self, gang: str, pod: str) -> None:
@@ -134,8 +178,7 @@ class GangBook:
             # gpusched before issue 13's fix journaled an unbind for a reservation that had
             # expired while the API server call was out: nothing is left to unbind.
             return
-        reservation.bound.pop(pod, None)
-        reservation.complete = False
+        reservation.unbook(pod)
 
     def adopt(self, rebuilt: "GangBook") -> None:
         """Take the reservations of ``rebuilt`` (replayed from disk after a failed append).
@@ -157,6 +200,7 @@ class GangBook:
 
     def forget_job(self, job_id: str) -> None:
         if job_id.startswith(JOB_PREFIX):
+            self._refused_by_gang.pop(job_id[len(JOB_PREFIX):], None)
             reservation = self.reservations.pop(job_id[len(JOB_PREFIX):], None)
             if reservation is not None:
                 for pod in reservation.bound:
@@ -184,14 +228,15 @@ class GangBook:
         A bound pod runs (gpusched may have created its Binding itself), so its node must
         not be handed out again.  The job is re-placed on exactly the nodes with a bound
         pod, at the same cap, and the reservation becomes a complete gang of those pods:
-        it holds them until its job is released.  Journaled as the release and a place
-        whose gang record carries the bound pods, so a replay ends in the same state.
+        it holds them until its job is released.  Journaled as one ``cut`` record (the
+        job's new nodes and the gang with its bound pods): a failed append then rolls
+        back the whole cut, and never leaves a release on disk without the place that
+        keeps the bound pods' nodes.
         """
         job_id = reservation.job_id
         before = self.engine.placement(job_id)
         names = self.cluster.node_names
-        index = {name: i for i, name in enumerate(names)}
-        kept = sorted({index[node] for node in reservation.bound.values()})
+        kept = sorted({self.node_index[node] for node in reservation.bound.values()})
         whole = self.engine.job(job_id)
         job_fields = whole.to_dict()
         job_fields["gpus"] = len(kept) * before.gpus_per_node
@@ -205,7 +250,6 @@ class GangBook:
             self.engine._apply(whole, before.nodes, before.gpus_per_node, before.cap_w)
             reservation.complete = True
             return 0
-        self.record({"op": "release", "job_id": job_id})
         per_node = {names[n]: 0 for n in kept}
         for node in reservation.bound.values():
             per_node[node] += 1
@@ -213,16 +257,18 @@ class GangBook:
                           reservation.gpus_per_pod, placement.cap_w, per_node,
                           bound=dict(reservation.bound), deadline=reservation.deadline,
                           complete=True)
+        # on a failed append, record() puts memory back to the disk's state and raises
+        seq = self.record({"op": "cut", "job_id": job_id, "job": job.to_dict(),
+                           "nodes": list(placement.nodes),
+                           "gpus_per_node": placement.gpus_per_node,
+                           "cap_w": placement.cap_w,
+                           "gang": {**cut.meta(), "bound": dict(cut.bound),
+                                    "complete": True}})
         self.reservations[reservation.gang] = cut
         for pod in list(self._pod_gang):
             if self._pod_gang[pod] == reservation.gang and pod not in cut.bound:
                 del self._pod_gang[pod]
-        return self.record({"op": "place", "job": job.to_dict(),
-                            "nodes": list(placement.nodes),
-                            "gpus_per_node": placement.gpus_per_node,
-                            "cap_w": placement.cap_w,
-                            "gang": {**cut.meta(), "bound": dict(cut.bound),
-                                     "complete": True}})
+        return seq
 
     def listing(self) -> dict[str, Any]:
         with self.lock:
