@@ -28,6 +28,7 @@ __all__ = [
     "UnknownRowError",
     "PowerError",
     "ServiceError",
+    "SweepError",
 ]
 
 
@@ -110,3 +111,14 @@ class PowerError(GpuschedError, ValueError):
 
 class ServiceError(GpuschedError, ValueError):
     """An argument of the placement service (``gpusched serve``) is invalid."""
+
+
+class SweepError(GpuschedError, ValueError):
+    """A sweep file (``gpusched sweep``), or an argument of ``gpusched.sweep``, is invalid.
+
+    ``field`` names the key at fault as a dotted path (``grid.facility_mw``,
+    ``points[2].policy``, ``sweep.replications``), and the message starts with it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message if field is None else f"{field}: {message}", field=field)
