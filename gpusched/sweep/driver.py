@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import json
 import sys
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -137,8 +136,17 @@ def _execute(pending: list[Run], tasks: dict[str, dict[str, Any]],
     try:
         while todo:
             executor = make_executor()
-            futures: dict[Future[dict[str, Any]], Run] = {
-                executor.submit(run_one, tasks[r.id]): r for r in todo}
+            futures: dict[Future[dict[str, Any]], Run] = {}
+            for r in todo:
+                try:
+                    futures[executor.submit(run_one, tasks[r.id])] = r
+                except BrokenProcessPool as exc:
+                    # an executor given by the caller cannot be replaced: what it can no
+                    # longer take is failed, and said so
+                    on_answer(r, {"status": "failed", "error": f"executor broken: {exc}"})
+                    failed += 1
+                    if bar is not None:
+                        bar.update(1)
             todo = []
             for future in as_completed(futures):
                 run = futures[future]
@@ -169,7 +177,7 @@ def _execute(pending: list[Run], tasks: dict[str, dict[str, Any]],
 def run(spec: SweepSpec | str | Path | dict[str, Any], out: str | Path = "gpusched-sweep",
         *, dask: str | None = None, workers: int | None = None,
         timeout_s: float | None = None, progress: bool = False, plots: bool = True,
-        make_executor: Callable[[], Executor] | None = None) -> SweepResult:
+        executor: Executor | None = None) -> SweepResult:
     """Run a sweep; see the module docstring for what lands in ``out``.
 
     Parameters
@@ -180,7 +188,8 @@ def run(spec: SweepSpec | str | Path | dict[str, Any], out: str | Path = "gpusch
         address (``tcp://host:8786``)
     workers : processes (local, or LocalCluster workers); default: the CPUs available
     timeout_s : per run, overriding the file's ``sweep.timeout_s``
-    make_executor : an Executor factory of your own (overrides ``dask``/``workers``)
+    executor : an Executor of your own (overrides ``dask`` and ``workers``); it is used,
+        not shut down
     """
     if isinstance(spec, (str, Path)):
         spec = load_spec(spec)
@@ -215,7 +224,7 @@ def run(spec: SweepSpec | str | Path | dict[str, Any], out: str | Path = "gpusch
         run_dir = out / "runs" / r.id
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "config.json", _json_bytes(r.identity))
-        tasks[r.id] = {"id": r.id, "config": r.config, "version": version(),
+        tasks[r.id] = {"id": r.id, "config": r.config, "version": r.identity["gpusched"],
                        "timeout_s": spec.timeout_s,
                        "cluster_spec": shipped.get(r.config["cluster"])}
 
@@ -223,8 +232,9 @@ def run(spec: SweepSpec | str | Path | dict[str, Any], out: str | Path = "gpusch
         rows[r.id] = _file_answer(out, r, answer)
 
     if pending:
-        if make_executor is not None:
-            _execute(pending, tasks, make_executor, on_answer, progress)
+        if executor is not None:
+            given = executor
+            _execute(pending, tasks, lambda: given, on_answer, progress)
         else:
             with executor_for(dask, workers) as factory:
                 _execute(pending, tasks, factory, on_answer, progress)

@@ -145,6 +145,8 @@ def _heatmap_axes(spec: SweepSpec) -> list[str] | None:
     if spec.heatmap:
         return spec.heatmap
     candidates = [k for k in spec.axes if k not in ("seed", "policy")]
+    if len(candidates) == 1 and "policy" in spec.axes:
+        candidates.append("policy")  # one axis: the policies are the other
     return candidates[:2] if len(candidates) >= 2 else None
 
 
