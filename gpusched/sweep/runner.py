@@ -87,7 +87,7 @@ def metrics_row(result: Any, info: dict[str, Any]) -> dict[str, Any]:
 
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """Run ``task`` (id, config, version, timeout_s, cluster_spec); see the module doc."""
-    from .. import __version__
+    from .._version import __version__
 
     started = time.perf_counter()
     deadline = started + float(task["timeout_s"])

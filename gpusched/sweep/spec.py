@@ -56,7 +56,7 @@ MAX_RUNS = 100_000
 
 def version() -> str:
     """The gpusched version the runs are made with (part of every run's identity)."""
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 
