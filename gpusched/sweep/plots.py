@@ -187,7 +187,7 @@ def plot_heatmap(spec: SweepSpec, rows: list[dict[str, Any]], path: Path,
     nr, nc = _grid(len(panels))
     fig, axes = plt.subplots(nr, nc, figsize=(max(4.5, 0.9 * len(xs) + 2.5) * nc + 1,
                                               max(3.5, 0.6 * len(ys) + 2) * nr + 0.8),
-                             squeeze=False)
+                             squeeze=False, sharey=True, layout="constrained")
     image = None
     for ax, policy, grid in zip(axes.flat, panels, grids):
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=vmin, vmax=vmax,
@@ -196,7 +196,6 @@ def plot_heatmap(spec: SweepSpec, rows: list[dict[str, Any]], path: Path,
         ax.set_xticks(range(len(xs)), [str(x) for x in xs])
         ax.set_yticks(range(len(ys)), [str(y) for y in ys])
         ax.set_xlabel(_label(kx))
-        ax.set_ylabel(_label(ky))
         ax.set_title(f"policy {policy}" if policy is not None else "", fontsize=10)
         mid = (vmin + vmax) / 2
         for i in range(len(ys)):
@@ -207,6 +206,8 @@ def plot_heatmap(spec: SweepSpec, rows: list[dict[str, Any]], path: Path,
                 ax.text(j, i, text, ha="center", va="center", fontsize=8,
                         color="black" if (np.isfinite(v) and v > mid) or not np.isfinite(v)
                         else "white")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(_label(ky))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     if image is not None:
@@ -216,7 +217,7 @@ def plot_heatmap(spec: SweepSpec, rows: list[dict[str, Any]], path: Path,
     fig.suptitle(_title(f"{spec.name}: {_label(metric)}"
                         + (f", mean over {', '.join(averaged)}" if averaged else ""),
                         _fixed_text(spec, ok, (kx, ky)), 70 * nc), fontsize=10)
-    return _save(fig, path, bbox_inches="tight")
+    return _save(fig, path)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -248,11 +249,13 @@ def plot_pareto(spec: SweepSpec, rows: list[dict[str, Any]], path: Path) -> Path
             if not pts:
                 continue
             color = _color(str(policy), i)
+            # a run that broke a limit is a cross drawn on top, so it shows even where
+            # a legal run delivered the same
             ax.scatter([s["delivered_gpu_hours_mean"] for s in pts],
-                       [s["energy_mwh_mean"] for s in pts], s=40, zorder=3,
-                       facecolors="none" if broke else color, edgecolors=color,
-                       marker="o", label=f"{policy}" + (" (breaks limits: not an option)"
-                                                         if broke else ""))
+                       [s["energy_mwh_mean"] for s in pts], s=60 if broke else 40,
+                       zorder=4 if broke else 3, color=color, marker="x" if broke else "o",
+                       label=f"{policy}" + (" (breaks limits: not an option)"
+                                            if broke else ""))
     xy = [(s["delivered_gpu_hours_mean"], s["energy_mwh_mean"]) for s in legal]
     front = pareto_front(xy)
     if front:
@@ -271,12 +274,21 @@ def plot_pareto(spec: SweepSpec, rows: list[dict[str, Any]], path: Path) -> Path
             else:
                 clusters.append([i])
         for k, members in enumerate(clusters):
-            text = "\n".join(", ".join(f"{legal[i].get(key)}" for key in others)
-                             for i in members)
+            # every legal configuration at this spot, ties with the front point included
+            near = [j for j in range(len(xy)) if any(
+                abs(xy[j][0] - xy[i][0]) / span_x < 0.01
+                and abs(xy[j][1] - xy[i][1]) / span_y < 0.01 for i in members)]
+            lines = [", ".join(f"{legal[j].get(key)}" for key in others) for j in near]
+            if len(lines) > 5:
+                lines = lines[:4] + [f"and {len(lines) - 4} more"]
             anchor = xy[members[0]]
-            ax.annotate(text, anchor, textcoords="offset points", fontsize=7,
-                        xytext=(8, -4 - 9 * len(members)) if k % 2 else (-8, 6),
-                        ha="left" if k % 2 else "right")
+            # inside the axes: labels of the left half go right of their point, and
+            # the others left; above and below in turn
+            left_half = (anchor[0] - min(p[0] for p in xy)) / span_x < 0.5
+            ax.annotate("\n".join(lines), anchor, textcoords="offset points", fontsize=7,
+                        xytext=(8 if left_half else -8, 6 if k % 2 == 0 else -8),
+                        ha="left" if left_half else "right",
+                        va="bottom" if k % 2 == 0 else "top")
     ax.set_xlabel(_label("delivered_gpu_hours") + " - more is better")
     ax.set_ylabel(_label("energy_mwh") + " - less is better")
     ax.grid(alpha=0.3)
