@@ -266,6 +266,23 @@ def test_a_run_over_its_timeout_is_stopped_and_rerun_on_resume(tmp_path, threads
     assert second.ran == 2 and [r["status"] for r in second.rows] == ["ok", "ok"]
 
 
+def test_the_index_links_a_runs_report_html_when_there_is_one(tmp_path, threads):
+    from gpusched.sweep.driver import write_results
+    from gpusched.sweep.spec import parse_spec as parse
+
+    data = small(policy=["fifo"], facility_mw=[70])
+    out = tmp_path / "sweep"
+    result = run(data, out, executor=threads, plots=False)
+    first, second = (r["run"] for r in result.rows)
+    index = (out / "index.html").read_text()
+    assert f"runs/{first}/report.json" in index and "report.html" not in index
+    (out / "runs" / first / "report.html").write_text("<html></html>")
+    write_results(parse(data), out, result.rows, plots=False)
+    index = (out / "index.html").read_text()
+    assert f"runs/{first}/report.html" in index and f"runs/{first}/report.json" not in index
+    assert f"runs/{second}/report.json" in index
+
+
 def test_a_users_directory_is_never_filled(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SweepError, match="not a sweep's") as info:
