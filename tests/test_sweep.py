@@ -71,6 +71,7 @@ BAD_SPECS = [
     ("repeated value", {"grid": {"facility_mw": [90, 90]}}, "grid.facility_mw",
      ("repeats",)),
     ("unknown section", {"gird": {"policy": ["fifo"]}}, "gird", ("unknown section",)),
+    ("name with a slash", {"sweep": {"name": "../x"}}, "sweep.name", ("directory name",)),
     ("unknown sweep key", {"sweep": {"replication": 3}}, "sweep.replication",
      ("replications",)),
     ("zero replications", {"sweep": {"replications": 0}}, "sweep.replications",

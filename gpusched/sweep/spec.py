@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,8 +327,10 @@ def parse_spec(data: Mapping[str, Any], *, source: str | None = None) -> SweepSp
                              "timeout_s (simulate options go in [base], [grid] or "
                              "[[points]])", field=f"sweep.{key}")
     name = head.get("name", Path(source).stem if source else "sweep")
-    if _text(name):
-        raise SweepError(f"must be a non-empty string, got {name!r}", field="sweep.name")
+    # it names the default results directory, so it is one plain path component
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name)):
+        raise SweepError(f"must be letters, digits, '.', '_' or '-' (a directory name), "
+                         f"got {name!r}", field="sweep.name")
     replications = head.get("replications", 1)
     if not (isinstance(replications, int) and not isinstance(replications, bool)
             and 1 <= replications <= 1000):
