@@ -19,10 +19,12 @@ import time
 import traceback
 from typing import Any
 
+from ..errors import GpuschedError, SweepError
+
 __all__ = ["run_one", "RunTimeout"]
 
 
-class RunTimeout(Exception):
+class RunTimeout(GpuschedError, TimeoutError):
     """Raised from simulate's progress callback when a run passes its wall-clock limit."""
 
 
@@ -96,8 +98,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     try:
         if __version__ != task["version"]:
             # a worker with another gpusched would file its answers under the wrong name
-            raise RuntimeError(f"worker runs gpusched {__version__}, the sweep wants "
-                               f"{task['version']}")
+            raise SweepError(f"worker runs gpusched {__version__}, the sweep wants "
+                             f"{task['version']}", field="gpusched")
         out.update(_simulate(task, deadline))
     except RunTimeout as exc:
         out.update(status="timeout", error=str(exc))
@@ -123,7 +125,8 @@ def _simulate(task: dict[str, Any], deadline: float) -> dict[str, Any]:
 
     def check_clock(_now_s: float = 0.0) -> None:
         if time.perf_counter() > deadline:
-            raise RunTimeout(f"over its timeout of {limit_s:g} s wall clock")
+            raise RunTimeout(f"over its timeout of {limit_s:g} s wall clock",
+                             field="timeout_s")
 
     cluster = _cluster(config, task.get("cluster_spec"))
     horizon_s = float(config["hours"]) * 3600
