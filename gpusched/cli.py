@@ -32,6 +32,7 @@ __all__ = ["main"]
 _PLUGGED = {
     "simulate": ("gpusched.simulate.cli", "replay a job trace on a cluster under a policy"),
     "serve": ("gpusched.serve.cli", "run the placement service (HTTP/JSON, k8s extender)"),
+    "sweep": ("gpusched.sweep.cli", "run many simulations (a what-if study), locally or on Dask"),
 }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "LimitError",
     "SpareError",
     "StalePlanError",
+    "SweepError",
 ]
 
 
@@ -141,3 +142,13 @@ class SpareError(GpuschedError, ValueError):
 
 class StalePlanError(GpuschedError, ValueError):
     """A plan was applied to an engine whose state changed since the plan was made."""
+
+class SweepError(GpuschedError, ValueError):
+    """A sweep file (``gpusched sweep``), or an argument of ``gpusched.sweep``, is invalid.
+
+    ``field`` names the key at fault as a dotted path (``grid.facility_mw``,
+    ``points[2].policy``, ``sweep.replications``), and the message starts with it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message if field is None else f"{field}: {message}", field=field)

@@ -20,7 +20,8 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 # what neither the bare import nor the top-level help may load: the allocator's solver,
 # scipy.sparse (loaded once a cluster builds its constraint matrix), the simulator's plotting, the service's web stack, and the packages that bring them
 HEAVY = ["scipy.optimize", "scipy.sparse", "matplotlib", "starlette", "uvicorn",
-         "gpusched.plan", "gpusched.simulate", "gpusched.serve"]
+         "gpusched.plan", "gpusched.simulate", "gpusched.serve", "gpusched.sweep", "dask",
+         "distributed"]
 
 # the names gpusched loads on first use (PEP 562)
 LAZY = ["allocate", "apply", "rebalance_caps", "Allocation", "CapPlan"]
@@ -71,7 +72,8 @@ def test_help_loads_nothing_heavy(argv):
 
 def test_plugged_subcommand_help_still_lists_its_options():
     # the plugged packages are imported when their subcommand is the one asked for
-    for command, option in [("simulate", "--policy"), ("serve", "--state")]:
+    for command, option in [("simulate", "--policy"), ("serve", "--state"),
+                            ("sweep", "--dask")]:
         result = _run("", "-m", "gpusched", command, "--help")
         assert result.returncode == 0, result.stderr
         assert f"usage: gpusched {command}" in result.stdout
@@ -81,7 +83,7 @@ def test_plugged_subcommand_help_still_lists_its_options():
 def test_python_dash_m_gpusched_is_the_command_line():
     result = _run("", "-m", "gpusched", "--help")
     assert result.returncode == 0, result.stderr
-    for command in ("show", "place", "simulate", "serve"):
+    for command in ("show", "place", "simulate", "serve", "sweep"):
         assert command in result.stdout
 
 
