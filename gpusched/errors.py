@@ -143,6 +143,7 @@ class SpareError(GpuschedError, ValueError):
 class StalePlanError(GpuschedError, ValueError):
     """A plan was applied to an engine whose state changed since the plan was made."""
 
+
 class SweepError(GpuschedError, ValueError):
     """A sweep file (``gpusched sweep``), or an argument of ``gpusched.sweep``, is invalid.
 
