@@ -28,6 +28,8 @@ __all__ = [
     "UnknownRowError",
     "PowerError",
     "ServiceError",
+    "UsageError",
+    "ServiceUnreachableError",
 ]
 
 
@@ -110,3 +112,15 @@ class PowerError(GpuschedError, ValueError):
 
 class ServiceError(GpuschedError, ValueError):
     """An argument of the placement service (``gpusched serve``) is invalid."""
+
+
+class UsageError(GpuschedError, ValueError):
+    """A command-line argument is missing, malformed or conflicts with another one."""
+
+
+class ServiceUnreachableError(GpuschedError, OSError):
+    """The service at ``--server`` could not be reached, timed out or failed (5xx).
+
+    Not the user's input at fault, so the command line exits with its own status (4):
+    a script can retry this one and not a refused request.
+    """
