@@ -61,8 +61,11 @@ def _version() -> str:
 
 
 def _exit_codes_text() -> str:
-    return "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in
-                                       EXIT_CODES.items())
+    import textwrap
+
+    return "exit codes:\n" + "\n".join(
+        textwrap.fill(text, 88, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        for code, text in EXIT_CODES.items())
 
 
 _TOP_EXAMPLES = """\
@@ -164,6 +167,10 @@ def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
                 continue
             p.description, p.epilog = _describe(module)
             module.add_arguments(p)
+            for action in p._actions:  # an option without help text still shows its default
+                if action.help is None and action.option_strings and action.default not in (
+                        None, False, argparse.SUPPRESS):
+                    action.help = "default: %(default)s"
     return parser
 
 

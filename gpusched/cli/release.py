@@ -7,8 +7,9 @@ naming it (on a state file; a service releases the ids before it one by one).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from ..errors import UnknownJobError
+from ..errors import GpuschedError, UnknownJobError
 from ._format import print_json
 from ._job import placement_summary
 from ._site import add_site_arguments, client_for, open_for_change, save_view
@@ -32,10 +33,14 @@ def run(args: argparse.Namespace) -> int:
     released = []
     if args.server is not None:
         client = client_for(args)
-        for job_id in args.job_ids:
-            p = client.post("/v1/release", {"job_id": job_id})["released"]
-            released.append(placement_summary(p["job_id"], p["node_names"],
-                                              p["gpus_per_node"], p["cap_w"]))
+        try:
+            for job_id in args.job_ids:
+                p = client.post("/v1/release", {"job_id": job_id})["released"]
+                released.append(placement_summary(p["job_id"], p["node_names"],
+                                                  p["gpus_per_node"], p["cap_w"]))
+        except GpuschedError:
+            _print(released, args.json)  # those before the refused id are gone: say so
+            raise
     else:
         view = open_for_change(args)
         missing = [j for j in args.job_ids if j not in view.engine]
@@ -50,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
                                                        for n in p.nodes],
                                               p.gpus_per_node, p.cap_w))
         save_view(view)
-    if args.json:
-        print_json({"released": released})
-    else:
-        for r in released:
-            print(f"released {r['job_id']}: {r['gpus']} GPUs on {r['hostlist']}")
+    _print(released, args.json)
     return 0
+
+
+def _print(released: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json({"released": released})
+        return
+    for r in released:
+        print(f"released {r['job_id']}: {r['gpus']} GPUs on {r['hostlist']}")

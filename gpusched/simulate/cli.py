@@ -26,6 +26,13 @@ from .traces import (BUNDLED_TRACES, DEFAULT_TRACE, TraceJob, fit_load, load_tra
 
 __all__ = ["add_arguments", "run", "build_workload", "summary_table", "summary_markdown"]
 
+# shown under `gpusched simulate --help` (gpusched.cli reads EXAMPLES)
+EXAMPLES = """
+gpusched simulate
+gpusched simulate --cluster tiny --hours 2 --policy optimize,fifo,oblivious --out run-1
+gpusched simulate --trace synthetic --hours 4 --no-plots --out run-2
+"""
+
 DEFAULT_POLICIES = "optimize,fifo"
 DEFAULT_HOURS = 16.0
 DEFAULT_LOAD = 1.6
