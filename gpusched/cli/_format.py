@@ -6,7 +6,8 @@ import json
 import time
 from typing import Any, Iterable, Sequence
 
-__all__ = ["power_unit", "energy_unit", "table", "utc", "hostlist", "short", "print_json"]
+__all__ = ["power_unit", "power_text", "energy_unit", "table", "utc", "hostlist",
+           "short_hostlist", "print_json"]
 
 
 def power_unit(scale_w: float) -> tuple[str, float]:
@@ -37,11 +38,34 @@ def hostlist(names: Iterable[str]) -> str:
     return compress_hostlist(names)
 
 
-def short(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters, ending in "..." when cut (0: never cut)."""
-    if width <= 0 or len(text) <= width:
-        return text
-    return text[:max(0, width - 3)] + "..."
+def power_text(watts: float, unit: str, per: float) -> str:
+    """``watts`` in ``unit``: two decimals in MW (a 600 kW row reads 0.60, not 0.6), one
+    in kW."""
+    return f"{watts / per:,.{2 if unit == 'MW' else 1}f}"
+
+
+def _top_level_parts(expr: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(expr):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(expr[start:i])
+            start = i + 1
+    return parts + [expr[start:]]
+
+
+def short_hostlist(expr: str, width: int) -> str:
+    """A hostlist cut to about ``width`` characters at a whole entry, saying how many
+    entries are left out ("rack-1-n[0-7],+63 more"); 0 never cuts."""
+    if width <= 0 or len(expr) <= width:
+        return expr
+    parts = _top_level_parts(expr)
+    kept: list[str] = []
+    for part in parts:
+        if kept and len(",".join(kept + [part])) + len(",+999 more") > width:
+            break
+        kept.append(part)
+    return ",".join(kept) + f",+{len(parts) - len(kept)} more"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._format import print_json, short, table, utc
+from ._format import print_json, short_hostlist, table, utc
 from ._job import placement_summary
 from ._site import SiteView, add_site_arguments, open_view
 
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sort", choices=["id", "gpus", "since", "cap"], default="id",
                         help="order of the lines (gpus and cap: largest first)")
     parser.add_argument("--long", action="store_true",
-                        help=f"full hostlists (default: cut at {HOSTLIST_WIDTH} characters)")
+                        help=f"full hostlists (default: cut to about {HOSTLIST_WIDTH} characters, "
+                             "saying how many entries are left out)")
     parser.add_argument("--json", action="store_true", help="print the jobs as JSON")
 
 
@@ -72,7 +73,7 @@ def render(rows: list[dict[str, Any]], long: bool = False) -> str:
     lines = []
     for r in rows:
         line = [r["job_id"], f"{r['gpus']:,}", f"{r['node_count']:,}",
-                short(r["hostlist"], 0 if long else HOSTLIST_WIDTH), r["cap_w"],
+                short_hostlist(r["hostlist"], 0 if long else HOSTLIST_WIDTH), r["cap_w"],
                 (f"{r['min_cap_w']}" if r["min_cap_w"] == r["max_cap_w"]
                  else f"{r['min_cap_w']}..{r['max_cap_w']}")]
         if with_priority:

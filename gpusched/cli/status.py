@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._format import power_unit, print_json, table
+from ._format import power_text, power_unit, print_json, table
 from ._site import SiteView, add_site_arguments, open_view
 
 __all__ = ["add_arguments", "run", "site_status"]
@@ -117,8 +117,9 @@ def render(status: dict[str, Any], rows_mode: str = "auto", top: int = 5) -> str
     down = f", {status['down']:,} down" if has_down else ""
     head = (f"{status['cluster']} ({status['where']}): {status['jobs']:,} jobs; "
             f"{status['busy']:,} of {status['gpus']:,} GPUs busy, {status['free']:,} free"
-            f"{down}; {fac['load_w'] / per:,.1f} of {fac['limit_w'] / per:,.1f} {unit} "
-            f"{fac['name']} ({_pct(fac['used'])}), {fac['headroom_w'] / per:,.1f} {unit} "
+            f"{down}; {power_text(fac['load_w'], unit, per)} of "
+            f"{power_text(fac['limit_w'], unit, per)} {unit} "
+            f"{fac['name']} ({_pct(fac['used'])}), {power_text(fac['headroom_w'], unit, per)} {unit} "
             "headroom")
     if rows_mode == "auto":
         rows_mode = "all" if len(status["rows"]) <= AUTO_ROWS else "tight"
@@ -133,8 +134,8 @@ def render(status: dict[str, Any], rows_mode: str = "auto", top: int = 5) -> str
         out = [hall, row, f"{item['gpus']:,}", f"{item['busy']:,}", f"{item['free']:,}"]
         if has_down:
             out.append(f"{item['down']:,}")
-        return out + [f"{item['load_w'] / per:,.1f}", f"{item['limit_w'] / per:,.1f}",
-                      _pct(item["used"]), f"{item['headroom_w'] / per:,.1f}"]
+        return out + [power_text(item['load_w'], unit, per), power_text(item['limit_w'], unit, per),
+                      _pct(item["used"]), power_text(item['headroom_w'], unit, per)]
 
     headers = ["HALL", "ROW", "GPUS", "BUSY", "FREE"] + (["DOWN"] if has_down else []) + \
         [f"LOAD {unit}", f"LIMIT {unit}", "USED", f"HEADROOM {unit}"]
@@ -148,9 +149,9 @@ def render(status: dict[str, Any], rows_mode: str = "auto", top: int = 5) -> str
         out.append(f"({len(rows)} tightest of {len(status['rows'])} rows; --rows all lists "
                    "every row)")
     if status["tightest"]:
-        tight = [[t["name"], t["kind"], f"{t['load_w'] / per:,.1f}",
-                  f"{t['limit_w'] / per:,.1f}", _pct(t["used"]),
-                  f"{t['headroom_w'] / per:,.1f}"] for t in status["tightest"]]
+        tight = [[t["name"], t["kind"], power_text(t['load_w'], unit, per),
+                  power_text(t['limit_w'], unit, per), _pct(t["used"]),
+                  power_text(t['headroom_w'], unit, per)] for t in status["tightest"]]
         out += ["", table(["TIGHTEST LIMIT", "KIND", f"LOAD {unit}", f"LIMIT {unit}", "USED",
                            f"HEADROOM {unit}"], tight, left=(0, 1))]
     return "\n".join(out)
