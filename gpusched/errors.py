@@ -118,9 +118,10 @@ class UsageError(GpuschedError, ValueError):
     """A command-line argument is missing, malformed or conflicts with another one."""
 
 
-class ServiceUnreachableError(GpuschedError, OSError):
+class ServiceUnreachableError(ServiceError, ConnectionError):
     """The service at ``--server`` could not be reached, timed out or failed (5xx).
 
     Not the user's input at fault, so the command line exits with its own status (4):
-    a script can retry this one and not a refused request.
+    a script can retry this one and not a refused request.  A ConnectionError too, so
+    callers that catch network failures catch it.
     """
