@@ -115,7 +115,8 @@ def render(status: dict[str, Any], rows_mode: str = "auto", top: int = 5) -> str
     unit, per = power_unit(status["full_power_w"])
     has_down = "down" in status
     down = f", {status['down']:,} down" if has_down else ""
-    head = (f"{status['cluster']} ({status['where']}): {status['jobs']:,} jobs; "
+    head = (f"{status['cluster']} ({status['where']}): {status['jobs']:,} "
+            f"job{'' if status['jobs'] == 1 else 's'}; "
             f"{status['busy']:,} of {status['gpus']:,} GPUs busy, {status['free']:,} free"
             f"{down}; {power_text(fac['load_w'], unit, per)} of "
             f"{power_text(fac['limit_w'], unit, per)} {unit} "
