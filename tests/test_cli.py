@@ -110,6 +110,23 @@ def test_create_starts_empty_only_where_nothing_is(tmp_path, monkeypatch, capsys
 
 # ---- the job commands over a state file ---------------------------------------------
 
+def test_concurrent_places_on_one_file_lose_no_job(tmp_path):
+    # each process reads, places and saves under the directory's lock: without it the
+    # last save would keep only the jobs its own read saw
+    state = tmp_path / "st.json"
+    procs = [subprocess.Popen([sys.executable, "-m", "gpusched", "place", "--state",
+                               str(state), "--create", "--cluster", "tiny", "--id",
+                               f"j{i}", "--gpus", "1"], cwd=CHECKOUT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(6)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert sorted(j["job"]["id"] for j in read_state(state)["jobs"]) == \
+        [f"j{i}" for i in range(6)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st.json"]
+
+
 def test_place_release_and_jobs_keep_the_file_and_times_in_step(site, capsys):
     status, out, _ = run_cli(capsys, "release", "--state", "st.json", "eval-1", "tiny-1")
     assert status == 0

@@ -18,6 +18,7 @@ to another cluster is refused with the reason, and left as it was.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..engine import available_backends
 from ..errors import ServiceError, ServiceUnreachableError, SpecError, UsageError
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from ..spec import Cluster
 
-__all__ = ["TOKEN_ENV", "SiteView", "add_site_arguments", "open_view", "open_for_change",
-           "save_view", "Client", "client_for"]
+__all__ = ["TOKEN_ENV", "SiteView", "add_site_arguments", "open_view", "changing",
+           "open_for_change", "save_view", "Client", "client_for"]
 
 TOKEN_ENV = "GPUSCHED_TOKEN"
 SERVER_TIMEOUT_S = 30.0
@@ -145,11 +146,36 @@ def open_view(args: argparse.Namespace) -> SiteView:
     return _read_state_file(args)
 
 
+@contextlib.contextmanager
+def changing(args: argparse.Namespace) -> Iterator[None]:
+    """Hold the state file's directory locked while a command reads, changes and saves it.
+
+    Two ``gpusched place`` runs on one file would otherwise both read the old state and
+    the second save would drop the first one's job.  The lock is flock(2) on the
+    directory itself, so it leaves no file behind and also covers ``--create`` on a
+    path where nothing is yet; it is released when the process ends, however it ends.
+    Over ``--server`` the service serialises changes itself.
+    """
+    if args.state is None:
+        yield
+        return
+    import fcntl
+
+    directory = os.path.dirname(os.path.abspath(args.state))
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 def open_for_change(args: argparse.Namespace) -> SiteView:
     """The state file to change: loaded, or (``--create`` and nothing there) empty.
 
     Anything at the path must load; the reason it does not is the error, and the file
     stays untouched.  Only an absent path (not even a broken symlink) starts empty.
+    Call it inside ``changing(args)``.
     """
     _check_where(args)
     assert args.state is not None

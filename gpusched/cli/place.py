@@ -13,7 +13,8 @@ import argparse
 
 from ._format import print_json
 from ._job import add_job_arguments, job_body, job_from_args, placement_summary
-from ._site import add_site_arguments, client_for, now_s, open_for_change, save_view
+from ._site import (add_site_arguments, changing, client_for, now_s, open_for_change,
+                    save_view)
 
 __all__ = ["add_arguments", "run"]
 
@@ -67,14 +68,16 @@ def run(args: argparse.Namespace) -> int:
         _print(placement_summary(p["job_id"], p["node_names"], p["gpus_per_node"],
                                  p["cap_w"], p["nodes"] if args.nodes else None), args.json)
         return 0
-    view = open_for_change(args)
-    job, pod = job_from_args(args, view.cluster)
-    placement = view.engine.place(job, pod=pod)
-    if placement is None:
-        e = view.engine.explain(job, pod)
-        return _refused(job.id, e.status, e.message, e.binding, e.binding_kind, args.json)
-    view.placed_at[job.id] = now_s()
-    save_view(view)
+    with changing(args):
+        view = open_for_change(args)
+        job, pod = job_from_args(args, view.cluster)
+        placement = view.engine.place(job, pod=pod)
+        if placement is None:
+            e = view.engine.explain(job, pod)
+            return _refused(job.id, e.status, e.message, e.binding, e.binding_kind,
+                            args.json)
+        view.placed_at[job.id] = now_s()
+        save_view(view)
     names = [view.cluster.node_names[n] for n in placement.nodes]
     _print(placement_summary(job.id, names, placement.gpus_per_node, placement.cap_w,
                              list(placement.nodes) if args.nodes else None), args.json)

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import GpuschedError, UnknownJobError
 from ._format import print_json
 from ._job import placement_summary
-from ._site import add_site_arguments, client_for, open_for_change, save_view
+from ._site import add_site_arguments, changing, client_for, open_for_change, save_view
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,19 +42,20 @@ def run(args: argparse.Namespace) -> int:
             _print(released, args.json)  # those before the refused id are gone: say so
             raise
     else:
-        view = open_for_change(args)
-        missing = [j for j in args.job_ids if j not in view.engine]
-        if missing:
-            raise UnknownJobError(f"no placed job {missing[0]!r} in {args.state!r}; nothing "
-                                  "released ('gpusched jobs' lists the placed ones)",
-                                  field="job_ids")
-        for job_id in dict.fromkeys(args.job_ids):
-            p = view.engine.release(job_id)
-            view.placed_at.pop(job_id, None)
-            released.append(placement_summary(job_id, [view.cluster.node_names[n]
-                                                       for n in p.nodes],
-                                              p.gpus_per_node, p.cap_w))
-        save_view(view)
+        with changing(args):
+            view = open_for_change(args)
+            missing = [j for j in args.job_ids if j not in view.engine]
+            if missing:
+                raise UnknownJobError(f"no placed job {missing[0]!r} in {args.state!r}; "
+                                      "nothing released ('gpusched jobs' lists the placed "
+                                      "ones)", field="job_ids")
+            for job_id in dict.fromkeys(args.job_ids):
+                p = view.engine.release(job_id)
+                view.placed_at.pop(job_id, None)
+                released.append(placement_summary(job_id, [view.cluster.node_names[n]
+                                                           for n in p.nodes],
+                                                  p.gpus_per_node, p.cap_w))
+            save_view(view)
     _print(released, args.json)
     return 0
 
