@@ -193,6 +193,16 @@ def test_units_scale_with_the_site(capsys, tmp_path, monkeypatch):
     assert "LOAD kW" in status and "MW" not in status
 
 
+def test_simulate_prints_kw_and_kwh_on_a_small_site(tmp_path, capsys):
+    status, out, _ = run_cli(capsys, "simulate", "--cluster", "tiny", "--hours", "2",
+                             "--no-plots", "--no-progress", "--out", str(tmp_path / "run"))
+    lines = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert status == 0
+    assert "energy (kWh)" in lines and "energy (MWh)" not in lines
+    peak = lines["peak facility kW / limit"].split()
+    assert peak[-1] == "55.0" and 0 < float(peak[-3]) <= 55.0  # not "0.1 / 0"
+
+
 def test_facility_mw_applies_to_any_cluster(tmp_path, capsys):
     from gpusched import Cluster
 

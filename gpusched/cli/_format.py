@@ -6,22 +6,10 @@ import json
 import time
 from typing import Any, Iterable, Sequence
 
+from .._units import energy_unit, power_unit  # re-exported for the subcommands
+
 __all__ = ["power_unit", "power_text", "energy_unit", "table", "utc", "hostlist",
            "short_hostlist", "print_json"]
-
-
-def power_unit(scale_w: float) -> tuple[str, float]:
-    """("kW", 1e3) for a site that draws under 1 MW at full power, else ("MW", 1e6).
-
-    A 64-GPU test site then reads "41.2 kW", not "0.0 MW"; every figure of one table
-    uses the unit of the site's full power, so the columns line up.
-    """
-    return ("MW", 1e6) if abs(scale_w) >= 1e6 else ("kW", 1e3)
-
-
-def energy_unit(scale_wh: float) -> tuple[str, float]:
-    """("kWh", 1e3) below 1 MWh, else ("MWh", 1e6)."""
-    return ("MWh", 1e6) if abs(scale_wh) >= 1e6 else ("kWh", 1e3)
 
 
 def utc(unix_s: float | None) -> str:
