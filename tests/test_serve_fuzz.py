@@ -46,7 +46,8 @@ def schema(service):
 
 def _operations():
     # The labels are fixed by the document; listing them here keeps test ids readable.
-    return ["GET /v1/health", "GET /v1/state", "GET /v1/placements", "POST /v1/place",
+    return ["GET /v1/health", "GET /v1/state", "GET /v1/placements", "GET /v1/snapshot",
+            "POST /v1/place",
             "POST /v1/release", "POST /v1/explain", "POST /v1/rebalance-caps",
             "POST /v1/allocate", "POST /v1/k8s/filter", "POST /v1/k8s/prioritize",
             "POST /v1/k8s/bind", "GET /v1/k8s/gangs"]
