@@ -19,6 +19,7 @@ import pytest
 from gpusched.cli import COMMANDS, EXIT_CODES, _PLUGGED, main
 from gpusched.state import encode_state, read_state
 from tests.support.cli_sites import T0_S, write_site
+from tests.support.real import need_modules
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -340,6 +341,17 @@ def test_bad_arguments_get_one_typed_line_and_a_documented_status(
     assert (tmp_path / "st.json").read_bytes() == before
 
 
+def test_a_missing_extra_makes_the_subcommand_unavailable_not_a_traceback(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if gpusched[serve] were absent
+    status, _, err = run_cli(capsys, "serve", "--cluster", "tiny", "--state",
+                             str(tmp_path / "s"))
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("gpusched serve is unavailable: it needs the Python module "
+                          "'uvicorn'")
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_user_mistake_prints_no_traceback_from_the_process(tmp_path):
     # the whole process, as a shell runs it: an unreadable token file before serving
     result = subprocess.run(
@@ -406,7 +418,7 @@ def test_readme_documents_the_same_exit_codes():
 
 @pytest.fixture
 def server(tmp_path):
-    pytest.importorskip("uvicorn")
+    need_modules("uvicorn", "starlette", pip="'gpusched[serve]'")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GPUSCHED_TOKEN": "s3cret",
            "PYTHONPATH": str(CHECKOUT)}
     proc = subprocess.Popen(

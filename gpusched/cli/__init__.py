@@ -202,6 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader stopped reading: nothing more to say, and nobody to say it to
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ModuleNotFoundError as exc:
+        if (exc.name or "gpusched").split(".")[0] == "gpusched":
+            raise  # a module of our own missing is a bug, not an optional extra
+        print(f"{PROG} {command} is unavailable: it needs the Python module {exc.name!r}, "
+              "from one of the extras in pyproject.toml (e.g. pip install "
+              "'gpusched[serve]')", file=sys.stderr)
+        return 2
     except ServiceUnreachableError as exc:
         _report(command, exc)
         return 4
