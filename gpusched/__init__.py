@@ -27,12 +27,12 @@ from .errors import (
     UnknownJobError,
 )
 from .job import Job, Placement
+from ._version import __version__
 from .power import PowerModel, throughput
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .plan import Allocation, CapPlan, allocate, apply, rebalance_caps
 
-from ._version import __version__  # noqa: E402  (one place, readable by every layer)
 
 # public name -> the module that defines it, imported when the name is first read
 _LAZY = {name: "gpusched.plan"

@@ -35,6 +35,8 @@ __all__ = [
     "SpareError",
     "StalePlanError",
     "SweepError",
+    "UsageError",
+    "ServiceUnreachableError",
 ]
 
 
@@ -153,3 +155,16 @@ class SweepError(GpuschedError, ValueError):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message if field is None else f"{field}: {message}", field=field)
+
+
+class UsageError(GpuschedError, ValueError):
+    """A command-line argument is missing, malformed or conflicts with another one."""
+
+
+class ServiceUnreachableError(ServiceError, ConnectionError):
+    """The service at ``--server`` could not be reached, timed out or failed (5xx).
+
+    Not the user's input at fault, so the command line exits with its own status (4):
+    a script can retry this one and not a refused request.  A ConnectionError too, so
+    callers that catch network failures catch it.
+    """

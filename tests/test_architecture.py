@@ -23,8 +23,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "gpusched"
 # Lowest first.  A module's layer is that of the longest prefix below that names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # _atomic is write_atomic (temp file, fsync, rename): the spec and state layers both save
+    # _version holds __version__ alone, so `gpusched --version` need not import the face;
+    # _units picks kW or MW for the CLI's and the simulator's tables
     ("base", ("gpusched.errors", "gpusched._atomic", "gpusched._checks", "gpusched.job",
-              "gpusched.power", "gpusched._version")),
+              "gpusched.power", "gpusched._version", "gpusched._units")),
     ("spec", ("gpusched.spec", "gpusched.cluster")),
     ("engine", ("gpusched.engine", "gpusched._site", "gpusched.explanation", "gpusched._engine_py", "gpusched._engine_c",
                 "gpusched._core", "gpusched.state")),

@@ -55,7 +55,9 @@ def test_import_gpusched_loads_nothing_heavy():
     assert _loaded_after("import gpusched") == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["place", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["place", "--help"],
+                                  ["status", "--help"], ["jobs", "--help"],
+                                  ["release", "--help"], ["explain", "--help"]])
 def test_help_loads_nothing_heavy(argv):
     statements = (
         "import contextlib, io\n"

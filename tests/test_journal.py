@@ -614,3 +614,21 @@ def test_crash_at_every_step_of_place_keeps_acknowledged_and_only_those(tmp_path
         assert placed(third) == got | {"later"}
         for s in (service, again, third):
             s.journal.close()
+
+def test_placement_times_survive_a_restart_from_the_journal_and_from_a_snapshot(tmp_path,
+                                                                                array):
+    # `gpusched jobs --server` shows when each job was placed: the time is journaled with
+    # the place entry and kept in the snapshot, and a release forgets it
+    service = PlacementService(array, tmp_path / "s", snapshot_every=3)
+    for job_id in ("a", "b"):
+        assert service.place({"job": {"id": job_id, "gpus": 8}})[0]["placed"]
+    service.release({"job_id": "a"})
+    service.journal.sync()
+    times = dict(service.placed_at)
+    assert sorted(times) == ["b"]
+    crashed = crash_copy(service, tmp_path, "crashed")  # journal only, no final snapshot
+    service.close()  # snapshot and close
+    for directory in (crashed, tmp_path / "s"):
+        again = PlacementService(array, directory)
+        assert again.placed_at == times and again.snapshot()["placed_at"] == times
+        again.close()

@@ -46,7 +46,8 @@ def schema(service):
 
 def _operations():
     # The labels are fixed by the document; listing them here keeps test ids readable.
-    api = ["GET /{v}/health", "GET /{v}/state", "GET /{v}/placements", "POST /{v}/place",
+    api = ["GET /{v}/health", "GET /{v}/state", "GET /{v}/placements", "GET /{v}/snapshot",
+           "POST /{v}/place",
            "POST /{v}/release", "POST /{v}/batch", "POST /{v}/explain", "POST /{v}/rebalance-caps",
            "POST /{v}/allocate", "POST /{v}/k8s/filter", "POST /{v}/k8s/prioritize",
            "POST /{v}/k8s/bind", "GET /{v}/k8s/gangs"]

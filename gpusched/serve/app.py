@@ -228,6 +228,14 @@ def create_app(service: PlacementService, *, token: str | None = None,
     async def openapi_json(request: Request) -> Response:
         return JSONReply(openapi)
 
+    # the site's spec and every placement, for `gpusched status/jobs --server`: read only,
+    # open like /v1/state; the spec is built once, it never changes while serving
+    cluster_spec = service.cluster.to_dict()
+
+    async def snapshot(request: Request) -> Response:
+        with service.lock:
+            return JSONReply({"cluster": cluster_spec, "snapshot": service.snapshot()})
+
     k8s = service.gangs
     routes = [
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -235,6 +243,7 @@ def create_app(service: PlacementService, *, token: str | None = None,
                                      has_body=False), methods=["GET"]),
         Route("/v1/state", endpoint(service.state, mutating=False, durable=False,
                                     has_body=False), methods=["GET"]),
+        Route("/v1/snapshot", snapshot, methods=["GET"]),
         Route("/v1/placements", endpoint(service.placements, mutating=False, durable=False,
                                          has_body=False), methods=["GET"]),
         Route("/v1/place", endpoint(place_op, mutating=True, durable=True),

@@ -26,6 +26,13 @@ __all__ = ["add_arguments", "run", "guarded_protocol", "connection_budget",
 
 TOKEN_ENV = "GPUSCHED_TOKEN"
 
+# shown under `gpusched serve --help` (gpusched.cli reads EXAMPLES)
+EXAMPLES = """
+gpusched serve --cluster tiny --state /tmp/gpusched-state --port 8787
+GPUSCHED_TOKEN=s3cret gpusched serve --cluster colossus-100k --state /var/lib/gpusched
+gpusched status --server http://127.0.0.1:8787     # then, from another shell
+"""
+
 JOURNAL_FD_RESERVE = 64
 """Descriptors kept free of client connections: the journal, its checkpoint's temp
 files and directory fsyncs, the lock, the listening socket and worker threads need them

@@ -302,6 +302,13 @@ def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
                             "properties": {"released": placement}},
         "PlacementList": {"type": "object", "required": ["placements"],
                           "properties": {"placements": {"type": "array", "items": placement}}},
+        "SiteSnapshot": {
+            "type": "object", "required": ["cluster", "snapshot"],
+            "properties": {"cluster": {"type": "object",
+                                       "description": "the site's spec (Cluster.to_dict)"},
+                           "snapshot": {"type": "object",
+                                        "description": "the engine snapshot and k8s gangs "
+                                                       "(Engine.snapshot format)"}}},
         "StateSummary": {
             "type": "object",
             "required": ["cluster", "backend", "gpus", "free_gpus", "jobs", "total_power_w",
@@ -426,6 +433,9 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
             "/v1/state": get("state summary: GPUs, power, the tightest limits",
                              _reply("the summary", "StateSummary")),
             "/v1/placements": get("every placement", _reply("placements", "PlacementList")),
+            "/v1/snapshot": get("the site's spec and its full state (what gpusched status and "
+                                "jobs --server read)", _reply("spec and snapshot",
+                                                              "SiteSnapshot")),
             "/v1/place": post("place a gang-scheduled job (nodes and a power cap)",
                               "PlaceRequest", _reply("placed, or why not", "PlaceResponse"),
                               mutating=True, extra=conflict),

@@ -9,7 +9,8 @@ Journal entries (``op``):
 
 ``place``    ``job`` (Job.to_dict), ``nodes``, ``gpus_per_node``, ``cap_w`` and, for a
              Kubernetes gang reservation, ``gang`` (its metadata); replay calls
-             ``engine._apply`` on exactly those nodes, so it is deterministic.
+             ``engine._apply`` on exactly those nodes, so it is deterministic.  ``at``
+             is when it was placed (Unix seconds; snapshots keep it as ``placed_at``).
 ``release``  ``job_id``.
 ``cut``      ``job_id``, then ``job``, ``nodes``, ``gpus_per_node``, ``cap_w`` and ``gang`` as
              in ``place``: an expired gang cut down to its bound pods, the release and the
@@ -87,6 +88,16 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _note_time(placed_at: dict[str, float], entry: dict[str, Any]) -> None:
+    """Keep ``placed_at`` in step with one journal entry: a place sets, a release drops."""
+    if entry.get("op") == "place":
+        at = entry.get("at")
+        if isinstance(at, (int, float)) and not isinstance(at, bool):
+            placed_at[str(entry["job"]["id"])] = float(at)
+    elif entry.get("op") == "release":
+        placed_at.pop(str(entry.get("job_id")), None)
+
+
 class PlacementService:
     """Engine + journal + Kubernetes gangs, thread-safe behind one lock.
 
@@ -131,6 +142,9 @@ class PlacementService:
         self._resolved: dict[str, dict[str, Any]] = {}
         self.journal = Journal(state_dir)
         self.journal.on_cut = self._after_failed_sync
+        # job id -> Unix seconds it was placed (journaled as a place entry's "at"), for
+        # `gpusched jobs`; entries written before "at" existed leave a job without one
+        self.placed_at: dict[str, float] = {}
         try:
             self._recover()
         except BaseException:
@@ -141,20 +155,28 @@ class PlacementService:
 
     def _recover(self) -> None:
         recovery = self.journal.recover()
-        self._load(recovery, self.engine, self.gangs)
+        self.placed_at = self._load(recovery, self.engine, self.gangs)
         self.recovered_entries = len(recovery.entries)
 
-    def _load(self, recovery: Any, engine: Engine, gangs: Any) -> None:
-        """Build ``engine`` and ``gangs`` from a snapshot and the journal entries after it."""
+    def _load(self, recovery: Any, engine: Engine, gangs: Any) -> dict[str, float]:
+        """Build ``engine`` and ``gangs`` from a snapshot and the journal entries after it;
+        returns the placement times they hold."""
+        placed_at: dict[str, float] = {}
         if recovery.snapshot is not None:
             engine.load_snapshot(recovery.snapshot)
             gangs.load(recovery.snapshot.get("k8s_gangs", []))
+            times = recovery.snapshot.get("placed_at")
+            if isinstance(times, dict):
+                placed_at.update({str(j): float(t) for j, t in times.items()
+                                  if isinstance(t, (int, float)) and not isinstance(t, bool)})
         for entry in recovery.entries:
             try:
                 self._replay(entry, engine, gangs)
             except (GpuschedError, KeyError, TypeError, ValueError) as exc:
                 raise SnapshotError(f"{self.journal.journal_path}: entry seq {entry['seq']} "
                                     f"({entry.get('op')!r}) does not replay: {exc}") from exc
+            _note_time(placed_at, entry)
+        return placed_at
 
     @staticmethod
     def _replay(entry: dict[str, Any], engine: Engine, gangs: Any) -> None:
@@ -197,13 +219,14 @@ class PlacementService:
         gangs = Extender(engine, self.lock, self.cluster, self.record,
                          timeout_s=old.timeout_s, clock=old.clock, binder=old.binder)
         try:
-            self._load(self.journal.read(), engine, gangs)
+            placed_at = self._load(self.journal.read(), engine, gangs)
             self.engine.load_snapshot(engine.snapshot())
         except (OSError, GpuschedError) as exc:
             self.journal.broken = self.journal.broken or (
                 f"memory could not be rebuilt from disk after a failed append ({exc})")
             return
         old.adopt(gangs)
+        self.placed_at = placed_at
 
     def _after_failed_sync(self, exc: OSError) -> None:
         """A journal fsync failed: cut what it covered off the disk and out of memory.
@@ -226,11 +249,15 @@ class PlacementService:
         OSError propagates (the caller answers 503): the change is neither in memory nor
         on disk.
         """
+        if entry.get("op") == "place":
+            entry.setdefault("at", round(time.time(), 3))
         try:
-            return self.journal.write(entry)
+            seq = self.journal.write(entry)
         except OSError:
             self._roll_back_to_disk()
             raise
+        _note_time(self.placed_at, entry)
+        return seq
 
     def record_place(self, job: Job, placement: Placement,
                      gang: dict[str, Any] | None = None) -> int:
@@ -243,7 +270,9 @@ class PlacementService:
         return self.record(entry)
 
     def snapshot(self) -> dict[str, Any]:
-        return {**self.engine.snapshot(), "k8s_gangs": self.gangs.dump()}
+        return {**self.engine.snapshot(), "k8s_gangs": self.gangs.dump(),
+                "placed_at": {j: t for j, t in sorted(self.placed_at.items())
+                              if j in self.engine}}
 
     def maybe_checkpoint(self) -> bool:
         """Snapshot and empty the journal if it is long and no fsync is in flight.

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._units import energy_unit, power_unit
 from ..bound import FluidBound
 from ..spec import PRESETS, Cluster
 from ..errors import SpecError, TraceError
@@ -25,6 +26,13 @@ from .traces import (BUNDLED_TRACES, DEFAULT_TRACE, TraceJob, fit_load, load_tra
                      offered_load_gpus, repeat_to_horizon)
 
 __all__ = ["add_arguments", "run", "build_workload", "summary_table", "summary_markdown"]
+
+# shown under `gpusched simulate --help` (gpusched.cli reads EXAMPLES)
+EXAMPLES = """
+gpusched simulate
+gpusched simulate --cluster tiny --hours 2 --policy optimize,fifo,oblivious --out run-1
+gpusched simulate --trace synthetic --hours 4 --no-plots --out run-2
+"""
 
 DEFAULT_POLICIES = "optimize,fifo"
 DEFAULT_HOURS = 16.0
@@ -118,20 +126,31 @@ def _rows(results: list[SimulationResult]) -> list[tuple[str, list[str]]]:
             value = value[key]
         return value
 
+    # kW and kWh on a site that draws under 1 MW at full power (tiny: 67 kW), else MW
+    cluster = results[0].cluster
+    unit, per = power_unit(float(cluster.full_rack_power_w(cluster.power.cap_max_w).sum()))
+    e_unit, e_per = energy_unit(max(r.metrics["totals"]["energy_mwh"] or 0 for r in results)
+                                * 1e6)
+    digits = 0 if unit == "MW" else 1
+
     def peak(r: SimulationResult) -> str:
         f = r.metrics["peaks"]["facility"]
-        return f"{f['peak_w'] / 1e6:.1f} / {f['limit_w'] / 1e6:.0f}"
+        return f"{f['peak_w'] / per:,.1f} / {f['limit_w'] / per:,.{digits}f}"
 
     def hall(r: SimulationResult) -> str:
         h = max(r.metrics["peaks"]["halls"].values(), key=lambda v: v["peak_over_limit"])
-        return f"{h['peak_w'] / 1e6:.1f} / {h['limit_w'] / 1e6:.0f}"
+        return f"{h['peak_w'] / per:,.1f} / {h['limit_w'] / per:,.{digits}f}"
 
     def viol(r: SimulationResult) -> str:
         v = r.metrics["violations"]
         if not v["row_seconds"]:
             return "0"
-        return (f"{v['row_seconds']:,.0f} row-s, max +{v['max_excess_w'] / 1e6:.2f} MW "
+        return (f"{v['row_seconds']:,.0f} row-s, max +{v['max_excess_w'] / per:.2f} {unit} "
                 f"({v['max_excess_row']})")
+
+    def energy(r: SimulationResult) -> str:
+        mwh = r.metrics["totals"]["energy_mwh"]
+        return "-" if mwh is None else f"{mwh * 1e6 / e_per:,.{0 if e_unit == 'MWh' else 1}f}"
 
     return [
         ("jobs done", [_fmt(pick(r, "jobs", "done")) for r in results]),
@@ -155,9 +174,9 @@ def _rows(results: list[SimulationResult]) -> list[tuple[str, list[str]]]:
             for r in results]),
         ("mean s(cap) of busy GPUs", [_fmt(pick(r, "totals", "mean_speed"), ".3f")
                                       for r in results]),
-        ("energy (MWh)", [_fmt(pick(r, "totals", "energy_mwh"), ",.0f") for r in results]),
-        ("peak facility MW / limit", [peak(r) for r in results]),
-        ("peak hall MW / limit", [hall(r) for r in results]),
+        (f"energy ({e_unit})", [energy(r) for r in results]),
+        (f"peak facility {unit} / limit", [peak(r) for r in results]),
+        (f"peak hall {unit} / limit", [hall(r) for r in results]),
         ("fragmented GPUs (mean)", [_fmt(pick(r, "totals", "fragmented_gpus_mean"), ",.0f")
                                     for r in results]),
         ("row violations", [viol(r) for r in results]),
