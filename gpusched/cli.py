@@ -32,6 +32,7 @@ __all__ = ["main"]
 _PLUGGED = {
     "simulate": ("gpusched.simulate.cli", "replay a job trace on a cluster under a policy"),
     "serve": ("gpusched.serve.cli", "run the placement service (HTTP/JSON, k8s extender)"),
+    "slurm": ("gpusched.adapters.slurm.cli", "export a site to Slurm, copy the controller hooks"),
 }
 
 
