@@ -96,7 +96,7 @@ def test_node_lines_cover_every_node_once_and_say_cloud_or_gres():
                  for n in expand_hostlist(line.split()[0][len("NodeName="):])]
         assert names == list(cluster.node_names)
         if cloud:
-            assert all(line.endswith("State=CLOUD") and "Gres" not in line
+            assert all(line.endswith(" CPUs=8 State=CLOUD") and "Gres" not in line
                        for line in node_lines)
         else:
             assert all("Gres=gpu:8 State=UNKNOWN" in line for line in node_lines)

@@ -47,7 +47,8 @@ class SlurmController:
     """
 
     def __init__(self, root: Path, cluster: Cluster, programs: dict[str, str],
-                 extra_conf: Sequence[str] = ()) -> None:
+                 extra_conf: Sequence[str] = (), exclusive: bool = True) -> None:
+        self.exclusive = exclusive
         self.root = Path(root)
         self.cluster = cluster
         self.programs = programs
@@ -68,7 +69,8 @@ class SlurmController:
     # ---- start and stop ---------------------------------------------------------------
 
     def write_conf(self) -> None:
-        write_export(self.cluster, self.conf_dir, cloud=True, overwrite=True)
+        write_export(self.cluster, self.conf_dir, cloud=True, exclusive=self.exclusive,
+                     overwrite=True)
         r = self.root
         lines = [
             "ClusterName=gpusched-test",
@@ -122,13 +124,23 @@ class SlurmController:
              f"--pid-file={m / 'munged.pid'}", f"--log-file={m / 'munged.log'}",
              f"--seed-file={m / 'munged.seed'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._wait(lambda: self.munge_socket.exists(), "munged's socket",
-                   lambda: self._munged_failed())
+        try:
+            self._wait(lambda: self.munge_socket.exists(), "munged's socket",
+                       lambda: self._munged_failed())
+        except BaseException:
+            self.stop()
+            raise
         self.write_conf()
         self._slurmctld = subprocess.Popen(
             [self.programs["slurmctld"], "-D", "-i", "-f", str(self.conf)],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._wait(self._responds, "slurmctld to answer `scontrol ping`", self._ctld_failed)
+        try:
+            # slurmctld builds its node table before it answers: allow for a large site
+            self._wait(self._responds, "slurmctld to answer `scontrol ping`", self._ctld_failed,
+                       START_TIMEOUT_S + self.cluster.num_nodes / 100)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _munged_failed(self) -> str | None:

@@ -91,12 +91,16 @@ def _switch_names(cluster: Cluster) -> None:
             seen[name] = f"a {level} name"
 
 
-def export_cluster(cluster: Cluster, *, cloud: bool = False,
-                   partition: str = "gpu") -> SlurmExport:
+def export_cluster(cluster: Cluster, *, cloud: bool = False, partition: str = "gpu",
+                   exclusive: bool = True) -> SlurmExport:
     """The slurm.conf lines, topology.conf and power overlay of ``cluster``.
 
     ``cloud=True`` declares the nodes ``State=CLOUD`` for a controller without node
-    daemons.  Raises :class:`SpecError` for names Slurm cannot take.
+    daemons, with one CPU per GPU (``CPUs=<gpus_per_node>``): unregistered CLOUD nodes
+    have no GRES, so ``-N 1 -n 2`` stands for a 2-GPU job.  ``exclusive=False`` lets
+    jobs share a node (``OverSubscribe=NO``: by cores, never oversubscribed); the default
+    partition is ``OverSubscribe=EXCLUSIVE``.  Raises :class:`SpecError` for names Slurm
+    cannot take.
     """
     if not _SWITCH_NAME.fullmatch(partition):
         raise SpecError(f"partition name {partition!r} must be letters, digits, '_', '.', "
@@ -118,16 +122,17 @@ def export_cluster(cluster: Cluster, *, cloud: bool = False,
              "# Include this file from slurm.conf; TopologyPlugin=topology/tree reads "
              "topology.conf."]
     if cloud:
-        nodes.append("# CLOUD nodes: no slurmd needed (set SuspendProgram/ResumeProgram).")
+        nodes.append("# CLOUD nodes: no slurmd needed (set SuspendProgram/ResumeProgram); "
+                     "a CPU stands for a GPU.")
     else:
         nodes.append(f"# GPU nodes: slurm.conf needs GresTypes=gpu, each node a gres.conf "
                      f"for its {gpus} GPUs.")
     for r, hostlist in enumerate(rack_lists):
         features = f"{RACK_KINDS[cluster.rack_kind[r]]},{cluster.hall_names[cluster.rack_hall[r]]}"
-        state = "State=CLOUD" if cloud else f"Gres=gpu:{gpus} State=UNKNOWN"
+        state = f"CPUs={gpus} State=CLOUD" if cloud else f"Gres=gpu:{gpus} State=UNKNOWN"
         nodes.append(f"NodeName={hostlist} Feature={features} {state}")
     nodes.append(f"PartitionName={partition} Nodes=ALL Default=YES MaxTime=INFINITE "
-                 "State=UP OverSubscribe=EXCLUSIVE")
+                 f"State=UP OverSubscribe={'EXCLUSIVE' if exclusive else 'NO'}")
 
     topo = [head, "# topology/tree: a leaf switch per rack, then pods, halls, the root."]
     pod_racks: list[list[int]] = [[] for _ in range(cluster.num_pods)]
@@ -192,13 +197,14 @@ def _overlay(cluster: Cluster, spec: dict[str, Any], rack_hosts: list[list[str]]
 
 
 def write_export(cluster: Cluster, out_dir: str | os.PathLike[str], *, cloud: bool = False,
-                 partition: str = "gpu", overwrite: bool = False) -> list[Path]:
+                 partition: str = "gpu", exclusive: bool = True,
+                 overwrite: bool = False) -> list[Path]:
     """Write :data:`FILES` into ``out_dir`` (created if missing), each atomically.
 
     An existing file is replaced only with ``overwrite=True``; otherwise nothing is
     written and :class:`SpecError` names the files in the way.
     """
-    export = export_cluster(cluster, cloud=cloud, partition=partition)
+    export = export_cluster(cluster, cloud=cloud, partition=partition, exclusive=exclusive)
     out = Path(out_dir)
     paths = [out / name for name in FILES]
     present = [p.name for p in paths if p.exists()]
