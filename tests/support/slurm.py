@@ -103,6 +103,10 @@ class SlurmController:
             "SuspendTime=3600",
             "SuspendTimeout=5",
             "ResumeTimeout=7200",
+            # no cap on nodes "resumed" or "suspended" per minute (300 by default): past it
+            # every allocation waits, and each RPC answered here took 5 s
+            "ResumeRate=0",
+            "SuspendRate=0",
             "TreeWidth=65533",
             # powered-down CLOUD nodes are hidden from scontrol and sinfo without it
             "PrivateData=cloud",
