@@ -2,7 +2,7 @@
 
     python benchmarks/bench_vs_slurm.py [--quick] [--scale S] [--json]
 
-The README's table: ``GPUSCHED_TRACES=/work/shared/traces ... --scale 0.1``.  Larger
+The README's table: ``GPUSCHED_TRACES=/work/shared/traces ...`` (scale 0.1, the default).  Larger
 runs stalled here (every sbatch 5 to 12 s past several hundred queued jobs; docs/slurm.md).
 
 A real slurmctld (Debian's 22.05, started and stopped here, on 127.0.0.1, in a temporary
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="colossus-100k at scale 0.05 (576 nodes), the ITP stream only")
     parser.add_argument("--scale", type=float, default=None,
-                        help="colossus-100k scale (default 0.25; --quick 0.05)")
+                        help="colossus-100k scale (default 0.1; --quick 0.05)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args(argv)
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         programs[program] = path
 
-    scale = args.scale if args.scale is not None else (0.05 if args.quick else 0.25)
+    scale = args.scale if args.scale is not None else (0.05 if args.quick else 0.1)
     cluster = Cluster.preset("colossus-100k", scale=scale)
     streams = [_itp] if args.quick else [_itp, _llm]
     print(f"site: {cluster.name}: {cluster.num_nodes:,} nodes, {cluster.num_gpus:,} GPUs, "
