@@ -2,7 +2,7 @@
 
     python benchmarks/bench_vs_slurm.py [--quick] [--scale S] [--json]
 
-The README's table: ``GPUSCHED_TRACES=/work/shared/traces ...`` (scale 0.1, the default).  Larger
+The README's table: ``GPUSCHED_TRACES=<traces dir> ...`` (scale 0.1, the default).  Larger
 runs stalled here (every sbatch 5 to 12 s past several hundred queued jobs; docs/slurm.md).
 
 A real slurmctld (Debian's 22.05, started and stopped here, on 127.0.0.1, in a temporary
