@@ -152,14 +152,17 @@ def _tag(fields: dict[str, str]) -> tuple[str, int]:
     return job, int(cap)
 
 
-def _wait_for(predicate, what: str, timeout_s: float = 60.0):
+def _wait_for(predicate, what: str, timeout_s: float = 180.0, log=None):
+    # generous: slurmctld runs EpilogSlurmctld only after the job's PrologSlurmctld has
+    # finished, and the whole suite shares two cores with other work
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"no {what} within {timeout_s:.0f} s")
+    raise AssertionError(f"no {what} within {timeout_s:.0f} s" +
+                         (f"\n{log.log_tail(60)}" if log is not None else ""))
 
 
 def test_lua_plugin_places_caps_and_releases_through_gpusched(embedded, site):
@@ -186,7 +189,7 @@ def test_lua_plugin_places_caps_and_releases_through_gpusched(embedded, site):
     lines = _wait_for(lambda: sorted(record.read_text().split("\n")[:-1])
                       if record.exists() and
                       len(record.read_text().splitlines()) >= len(expected) else None,
-                      "prolog runs for every node")
+                      "prolog runs for every node", log=slurm)
     assert lines == expected
     # the user's comment survives behind the tag
     assert any(slurm.job(j)["Comment"].endswith(" gpusched:min_cap_w=400 pretrain")
@@ -195,7 +198,7 @@ def test_lua_plugin_places_caps_and_releases_through_gpusched(embedded, site):
     first = next(iter(jobs))
     first_id = _tag(slurm.job(first))[0]
     slurm.run("scancel", str(first))
-    _wait_for(lambda: first_id not in _placements(url), "release after scancel")
+    _wait_for(lambda: first_id not in _placements(url), "release after scancel", log=slurm)
     assert len(_placements(url)) == 2
 
 
