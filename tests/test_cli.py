@@ -307,6 +307,9 @@ BAD_ARGUMENTS: list[tuple[list[str], int, str, str]] = [
     (["sweep"], 2, "UsageError", "required: spec"),
     (["sweep", "{missing}"], 2, "SweepError", "no sweep file"),
     (["sweep", "{bad}"], 2, "SweepError", ""),
+    (["slurm"], 2, "UsageError", "required: slurm_command"),
+    (["slurm", "export", "tiny"], 2, "UsageError", "--out"),
+    (["slurm", "export", "nope", "--out", "{dir}"], 2, "SpecError", "neither a preset"),
 ]
 
 

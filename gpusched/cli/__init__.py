@@ -41,6 +41,7 @@ _PLUGGED: dict[str, tuple[str, str]] = {
     "simulate": ("gpusched.simulate.cli", "replay a job trace on a cluster under a policy"),
     "serve": ("gpusched.serve.cli", "run the placement service (HTTP/JSON, k8s extender)"),
     "sweep": ("gpusched.sweep.cli", "run many simulations (a what-if study), locally or on Dask"),
+    "slurm": ("gpusched.adapters.slurm.cli", "export a site to Slurm, copy the controller hooks"),
 }
 
 EXIT_CODES: dict[int, str] = {

@@ -1,4 +1,4 @@
-"""Slurm: build a Cluster from topology.conf plus a power overlay; write hostlists.
+"""Slurm import: build a Cluster from topology.conf plus a TOML power overlay.
 
 topology.conf (Slurm's ``topology.conf(5)``) describes the network only.  Two plugins'
 forms are read:
@@ -41,6 +41,10 @@ Power and cooling are not in topology.conf, so a small TOML overlay adds them::
     busway_w = 600000
     nodes = "gpu[0001-0256]"
 
+With ``leaf_switches = "racks"`` (what :mod:`.exporter` writes) each leaf switch is a
+rack of that name and the switch right above it is its pod, so ``nodes_per_rack`` is not
+needed; a ``[[limits]]`` list (extra rows, as in a cluster file) is passed through.
+
 A ``[[rack_groups]]`` entry that changes ``kind`` replaces the ``[racks]`` fields
 instead of adding to them (liquid and air racks have different limits).  Racks are cut
 from each pod's nodes in topology order (a rack never spans two pods);
@@ -51,7 +55,6 @@ Node names are kept, so a Placement maps back to Slurm names and
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import tomllib
@@ -59,197 +62,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..spec import Cluster
-from ..errors import SpecError
-from ..job import Placement
+from ...spec import Cluster
+from ...errors import SpecError
+from ...job import Placement
+from . import hostlists
+from .hostlists import _ASCII_NUMBER, _MAX_DIGITS, compress_hostlist, expand_hostlist, hostlist_size
 
-__all__ = ["Topology", "expand_hostlist", "hostlist_size", "compress_hostlist",
-           "parse_topology", "read_topology", "load_overlay", "cluster_from_topology", "read_cluster",
-           "placement_nodelist"]
-
-#: Most hosts one hostlist may name, and most one topology.conf (or one overlay's rows,
-#: or its rack groups) may name in all.  Every count is taken before anything is
-#: expanded, so a short expression cannot make the importer build more names than this.
-_MAX_HOSTS = 2_000_000
-#: Most digits of one number in a bracket: 18 digits fit an int64, and no site numbers
-#: its hosts past that.
-_MAX_DIGITS = 18
-_ASCII_NUMBER = re.compile(r"[0-9]+")
-_NAME_SPECIALS = "[], \t="
-
-# A parsed hostlist: its comma-separated parts, each a sequence of pieces; a piece is a
-# literal (str) or a bracket, a list of (first, last, width) ranges.
-_Bracket = list[tuple[int, int, int]]
-_Part = list["str | _Bracket"]
-
-
-def _split_top(expr: str) -> list[str]:
-    """Split at commas outside brackets."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(expr):
-        if ch == "[":
-            depth += 1
-            if depth > 1:
-                raise SpecError(f"nested '[' in hostlist {expr!r}")
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                raise SpecError(f"']' without '[' in hostlist {expr!r}")
-        elif ch == "," and depth == 0:
-            parts.append(expr[start:i])
-            start = i + 1
-    if depth:
-        raise SpecError(f"'[' without ']' in hostlist {expr!r}")
-    parts.append(expr[start:])
-    return parts
-
-
-def _number(text: str, item: str, expr: str) -> int:
-    # str.isdigit() and int() also take '²' and '١': Slurm reads only ASCII 0-9.
-    if not _ASCII_NUMBER.fullmatch(text):
-        raise SpecError(f"range {item!r} in hostlist {expr!r} is not N or N-M with "
-                        "ASCII digits 0-9")
-    if len(text) > _MAX_DIGITS:
-        raise SpecError(f"number {text!r} in hostlist {expr!r} has {len(text)} digits; "
-                        f"at most {_MAX_DIGITS} are read")
-    return int(text)
-
-
-def _parse_bracket(body: str, expr: str) -> _Bracket:
-    ranges: _Bracket = []
-    for item in body.split(","):
-        lo, dash, hi = item.partition("-")
-        start = _number(lo, item, expr)
-        stop = _number(hi, item, expr) if dash else start
-        if stop < start:
-            raise SpecError(f"range {item!r} in hostlist {expr!r} runs backwards")
-        # Slurm pads every number to the width of the lower bound when it has a leading 0.
-        width = len(lo) if lo.startswith("0") and len(lo) > 1 else 0
-        ranges.append((start, stop, width))
-    return ranges
-
-
-def _check_literal(piece: str, expr: str) -> str:
-    for ch in piece:
-        # Whitespace of any kind (U+2028, U+0085, ...) and control characters are no part
-        # of a host name; a name holding one could not be written back on a Slurm line.
-        if ch in _NAME_SPECIALS or ch.isspace() or not ch.isprintable():
-            raise SpecError(f"bad character {ch!r} in host name {piece!r} of hostlist "
-                            f"{expr!r}")
-    return piece
-
-
-def _parse_hostlist(expr: object) -> list[_Part]:
-    # Only ASCII blanks are trimmed: str.strip() would also drop a trailing U+0085.
-    if not isinstance(expr, str) or not expr.strip(" \t"):
-        raise SpecError(f"hostlist {expr!r} is empty; write names like gpu[0001-0512]")
-    parts: list[_Part] = []
-    for part in _split_top(expr.strip(" \t")):
-        if not part:
-            raise SpecError(f"empty name in hostlist {expr!r}")
-        pieces: _Part = []
-        for piece in re.split(r"(\[[^\]]*\])", part):
-            if piece.startswith("["):
-                pieces.append(_parse_bracket(piece[1:-1], expr))
-            elif piece:
-                pieces.append(_check_literal(piece, expr))
-        parts.append(pieces)
-    return parts
-
-
-def _part_size(pieces: _Part) -> int:
-    size = 1
-    for piece in pieces:
-        if not isinstance(piece, str):
-            size *= sum(stop - start + 1 for start, stop, _ in piece)
-    return size
-
-
-def hostlist_size(expr: str) -> int:
-    """How many names ``expr`` stands for, counted without expanding it.
-
-    The count is exact (Python integers), so ``a[1-1999999]b[1-1999999]`` gives
-    3,999,996,000,001 at once.  Raises :class:`SpecError` for a malformed expression.
-    """
-    return sum(_part_size(pieces) for pieces in _parse_hostlist(expr))
-
-
-def expand_hostlist(expr: str, *, max_hosts: int | None = None) -> list[str]:
-    """Names in a Slurm hostlist expression, in order (``gpu[01-03,07]`` -> 4 names).
-
-    The names are counted first (the sum over a bracket's ranges, the product over a
-    name's brackets, the sum over its comma-separated parts); an expression naming more
-    than ``max_hosts`` hosts (default 2,000,000) is refused before any name is built.
-
-    Raises
-    ------
-    SpecError
-        Unbalanced or nested brackets, empty names, backwards ranges, numbers that are not
-        ASCII digits, or more than ``max_hosts`` names.
-    """
-    if max_hosts is None:
-        max_hosts = _MAX_HOSTS
-    parts = _parse_hostlist(expr)
-    total = sum(_part_size(pieces) for pieces in parts)
-    if total > max_hosts:
-        raise SpecError(f"hostlist {expr!r} names {total:,} hosts; at most {max_hosts:,} "
-                        "are read")
-    names: list[str] = []
-    for pieces in parts:
-        options = [[piece] if isinstance(piece, str) else
-                   [str(n).zfill(width) for start, stop, width in piece
-                    for n in range(start, stop + 1)] for piece in pieces]
-        names.extend("".join(combo) for combo in itertools.product(*options))
-    return names
-
-
-# ASCII digits only: a name ending in "١" is a plain name, not host number 1.
-_TRAILING_NUMBER = re.compile(r"^(.*?)([0-9]+)([^0-9]*)$")
-
-
-def compress_hostlist(names: Iterable[str]) -> str:
-    """A hostlist expression for ``names`` (sorted, ranges merged, zero padding kept).
-
-    ``["gpu0001", "gpu0002", "gpu0003", "gpu0007"]`` -> ``"gpu[0001-0003,0007]"``.
-    The last run of digits in a name is the one ranged over; names whose numbers have
-    different zero-padded widths go into separate brackets so padding survives.
-    """
-    groups: dict[tuple[str, str, int], set[int]] = {}
-    plain: set[str] = set()
-    split: list[tuple[str, str, str]] = []
-    padded: set[tuple[str, str, int]] = set()
-    for name in names:
-        match = _TRAILING_NUMBER.match(name)
-        if match is None:
-            plain.add(name)
-            continue
-        prefix, digits, suffix = match.groups()
-        split.append((prefix, digits, suffix))
-        if digits.startswith("0") and len(digits) > 1:
-            padded.add((prefix, suffix, len(digits)))
-    for prefix, digits, suffix in split:
-        # "1000" joins the gpu[0001-...] group of width 4: Slurm pads a range to the
-        # width of its lower bound, so gpu[0999-1000] expands to both names.
-        width = len(digits) if (prefix, suffix, len(digits)) in padded else 0
-        groups.setdefault((prefix, suffix, width), set()).add(int(digits))
-    parts = sorted(plain)
-    for (prefix, suffix, width), numbers in sorted(groups.items()):
-        ordered = sorted(numbers)
-        ranges: list[tuple[int, int]] = []
-        for n in ordered:
-            if ranges and n == ranges[-1][1] + 1:
-                ranges[-1] = (ranges[-1][0], n)
-            else:
-                ranges.append((n, n))
-        def fmt(n: int) -> str:
-            return str(n).zfill(width)
-        if len(ordered) == 1:
-            parts.append(f"{prefix}{fmt(ordered[0])}{suffix}")
-            continue
-        body = ",".join(fmt(a) if a == b else f"{fmt(a)}-{fmt(b)}" for a, b in ranges)
-        parts.append(f"{prefix}[{body}]{suffix}")
-    return ",".join(parts)
-
+__all__ = ["Topology", "parse_topology", "read_topology", "load_overlay",
+           "cluster_from_topology", "read_cluster", "placement_nodelist"]
 
 # ======================================================================================
 # topology.conf
@@ -323,14 +143,14 @@ def parse_topology(text: str, source: str = "topology.conf") -> Topology:
 
     def expand(number: int, key: str, expr: str) -> list[str]:
         # The whole file shares one budget of names, counted before each expansion, so
-        # many lines of big ranges cannot add up to more than _MAX_HOSTS either.
+        # many lines of big ranges cannot add up to more than hostlists.MAX_HOSTS either.
         nonlocal hosts_named
         try:
             size = hostlist_size(expr)
-            if hosts_named + size > _MAX_HOSTS:
+            if hosts_named + size > hostlists.MAX_HOSTS:
                 raise SpecError(f"{expr!r} names {size:,} hosts, which with the "
                                 f"{hosts_named:,} of the lines above is more than "
-                                f"{_MAX_HOSTS:,} in one file")
+                                f"{hostlists.MAX_HOSTS:,} in one file")
             names = expand_hostlist(expr)
         except SpecError as exc:
             raise fail(number, f"{key}: {exc}") from None
@@ -448,7 +268,8 @@ def read_topology(path: str | os.PathLike[str]) -> Topology:
 # The overlay and the Cluster
 # ======================================================================================
 
-_OVERLAY_KEYS = {"name", "power", "facility", "halls", "racks", "rack_groups", "rows"}
+_OVERLAY_KEYS = {"name", "power", "facility", "halls", "racks", "rack_groups", "rows",
+                 "limits", "leaf_switches"}
 _RACK_FIELDS = {"kind", "nodes_per_rack", "feed_w", "cdu_w", "liquid_fraction",
                 "residual_air_w", "air_cooling_w"}
 _ROW_FIELDS = {"name", "hall", "busway_w", "nodes"}
@@ -489,10 +310,10 @@ class _HostBudget:
     def hosts(self, expr: Any, where: str) -> set[str]:
         try:
             size = hostlist_size(expr)
-            if self.used + size > _MAX_HOSTS:
+            if self.used + size > hostlists.MAX_HOSTS:
                 raise SpecError(f"{expr!r} names {size:,} hosts, which with the "
                                 f"{self.used:,} of the {self.what} before it is more than "
-                                f"{_MAX_HOSTS:,}")
+                                f"{hostlists.MAX_HOSTS:,}")
             names = set(expand_hostlist(expr))
         except SpecError as exc:
             raise SpecError(str(exc), field=where) from None
@@ -549,41 +370,86 @@ def cluster_from_topology(topology: Topology, overlay: Mapping[str, Any]) -> Clu
             node_row[node] = i
         rows.append({"name": row["name"], "hall": row["hall"], "busway_w": row["busway_w"]})
 
+    def rack(name: str, pod: str, members: list[str], fields: dict[str, Any]) -> dict[str, Any]:
+        row_index = {node_row[n] for n in members if n in node_row}
+        if any(n not in node_row for n in members):
+            missing = [n for n in members if n not in node_row]
+            raise SpecError(f"node(s) {compress_hostlist(missing)} of rack {name!r} are "
+                            "in no row", field="overlay.rows")
+        if len(row_index) > 1:
+            raise SpecError(f"rack {name!r} ({compress_hostlist(members)}) spans rows "
+                            f"{sorted(rows[i]['name'] for i in row_index)}; a rack "
+                            "hangs off one busway", field="overlay.rows")
+        return {"name": name, "pod": pod, "row": rows[row_index.pop()]["name"],
+                "nodes": len(members), "node_names": members, **fields}
+
+    leaves = overlay.get("leaf_switches", "pods")
+    if leaves not in ("pods", "racks"):
+        raise SpecError(f"must be \"pods\" (each leaf switch is a pod) or \"racks\" (each "
+                        f"leaf switch is a rack, its parent switch the pod), got {leaves!r}",
+                        field="overlay.leaf_switches")
     racks = []
-    for pod, nodes in topology.pods.items():
-        start = 0
-        k = 0
-        while start < len(nodes):
-            fields = rack_fields(nodes[start])
-            per_rack = fields.pop("nodes_per_rack", None)
-            if isinstance(per_rack, bool) or not isinstance(per_rack, int) or per_rack < 1:
-                raise SpecError(f"must be a whole number >= 1 for the racks of node "
-                                f"{nodes[start]!r}, got {per_rack!r}",
-                                field="overlay.racks.nodes_per_rack")
-            members = nodes[start:start + per_rack]
-            k += 1
-            name = f"{pod}-r{k}"
-            row_index = {node_row[n] for n in members if n in node_row}
-            if any(n not in node_row for n in members):
-                missing = [n for n in members if n not in node_row]
-                raise SpecError(f"node(s) {compress_hostlist(missing)} of rack {name!r} are "
-                                "in no row", field="overlay.rows")
-            if len(row_index) > 1:
-                raise SpecError(f"rack {name!r} ({compress_hostlist(members)}) spans rows "
-                                f"{sorted(rows[i]['name'] for i in row_index)}; a rack "
-                                "hangs off one busway", field="overlay.rows")
-            racks.append({"name": name, "pod": pod, "row": rows[row_index.pop()]["name"],
-                          "nodes": len(members), "node_names": members, **fields})
-            start += per_rack
+    if leaves == "racks":
+        pod_names = _pods_above_leaves(topology)
+        for leaf, nodes in topology.pods.items():
+            fields = rack_fields(nodes[0])
+            fields.pop("nodes_per_rack", None)  # the leaf switch is the rack
+            racks.append(rack(leaf, pod_names[leaf], nodes, fields))
+        pods = list(dict.fromkeys(p for p in topology.switches if p in pod_names.values()))
+    else:
+        pods = list(topology.pods)
+        for pod, nodes in topology.pods.items():
+            start = 0
+            k = 0
+            while start < len(nodes):
+                fields = rack_fields(nodes[start])
+                per_rack = fields.pop("nodes_per_rack", None)
+                if isinstance(per_rack, bool) or not isinstance(per_rack, int) or per_rack < 1:
+                    raise SpecError(f"must be a whole number >= 1 for the racks of node "
+                                    f"{nodes[start]!r}, got {per_rack!r}",
+                                    field="overlay.racks.nodes_per_rack")
+                k += 1
+                racks.append(rack(f"{pod}-r{k}", pod, nodes[start:start + per_rack], fields))
+                start += per_rack
     spec: dict[str, Any] = {"name": overlay.get("name", "slurm"),
                             "facility": overlay.get("facility"),
                             "halls": overlay.get("halls"), "rows": rows,
-                            "pods": [{"name": p} for p in topology.pods], "racks": racks}
+                            "pods": [{"name": p} for p in pods], "racks": racks}
     if spec["facility"] is None:
         raise SpecError("is missing ([facility] with it_limit_w)", field="overlay.facility")
     if "power" in overlay:
         spec["power"] = overlay["power"]
+    if "limits" in overlay:
+        spec["limits"] = overlay["limits"]
     return Cluster.from_dict(spec)
+
+
+def _pods_above_leaves(topology: Topology) -> dict[str, str]:
+    """Leaf switch -> the switch right above it (its pod), for ``leaf_switches = "racks"``."""
+    if topology.plugin != "tree":
+        raise SpecError("leaf_switches = \"racks\" needs topology/tree (SwitchName= lines "
+                        "with Switches=), not topology/block", field="overlay.leaf_switches")
+    parent: dict[str, str] = {}
+    for switch, children in topology.switches.items():
+        for child in children:
+            if child in parent:
+                raise SpecError(f"switch {child!r} is under both {parent[child]!r} and "
+                                f"{switch!r}", field="overlay.leaf_switches")
+            parent[child] = switch
+    pods: dict[str, str] = {}
+    for leaf in topology.pods:
+        if leaf not in parent:
+            raise SpecError(f"leaf switch {leaf!r} has no switch above it; with "
+                            "leaf_switches = \"racks\" the switch above a rack is its pod",
+                            field="overlay.leaf_switches")
+        pods[leaf] = parent[leaf]
+    mixed = sorted({p for p in pods.values()
+                    if any(c not in topology.pods for c in topology.switches[p])})
+    if mixed:
+        raise SpecError(f"switch(es) {mixed[:5]} hold both racks (leaf switches) and other "
+                        "switches; a pod switch holds racks only",
+                        field="overlay.leaf_switches")
+    return pods
 
 
 def read_cluster(topology_path: str | os.PathLike[str],
