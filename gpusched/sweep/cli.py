@@ -9,6 +9,14 @@ from ..errors import SweepError
 
 __all__ = ["add_arguments", "run"]
 
+# shown under `gpusched sweep --help` (gpusched.cli reads EXAMPLES)
+EXAMPLES = """
+gpusched sweep examples/sweep.toml --workers 2
+gpusched sweep examples/sweep.toml --dry-run
+gpusched sweep examples/sweep.toml --dask local
+gpusched sweep study.toml --dask tcp://scheduler:8786 --timeout-s 1800
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``gpusched sweep``."""

@@ -19,6 +19,13 @@ from ...spec import PRESETS, Cluster
 
 __all__ = ["add_arguments", "run"]
 
+# shown under `gpusched slurm --help` (gpusched.cli reads EXAMPLES)
+EXAMPLES = """
+gpusched slurm export colossus-100k --out slurm-site --cloud
+gpusched slurm export site.toml --out /etc/slurm/gpusched --force
+gpusched slurm hooks --out /etc/slurm/gpusched
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``gpusched slurm``'s subcommands to ``parser``."""
