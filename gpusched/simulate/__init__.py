@@ -24,6 +24,7 @@ import numpy as np
 from ..bound import FluidBound
 from ..spec import Cluster
 from .events import Simulator
+from .failures import EnvelopeWindow, FailureModel, SiteEvents, check_site_options
 from .metrics import Recorder, summarise_jobs
 from .policies import POLICIES, Policy, make_policy
 from .synthetic import frontier_gangs, synthetic_jobs
@@ -31,7 +32,7 @@ from .traces import Trace, TraceJob, fit_load, load_trace, repeat_to_horizon, sc
 
 __all__ = ["simulate", "SimulationResult", "TraceJob", "Trace", "load_trace", "scale_trace",
            "fit_load", "repeat_to_horizon", "synthetic_jobs", "frontier_gangs", "POLICIES",
-           "make_policy"]
+           "make_policy", "FailureModel", "EnvelopeWindow"]
 
 
 @dataclass
@@ -79,7 +80,10 @@ class SimulationResult:
 def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = "optimize",
              *, horizon_s: float | None = None,
              progress: Callable[[float], None] | None = None,
-             keep_jobs: bool = False, bound: FluidBound | None = None) -> SimulationResult:
+             keep_jobs: bool = False, bound: FluidBound | None = None,
+             failures: FailureModel | None = None, spares: int = 0,
+             envelope: Sequence[EnvelopeWindow] | None = None,
+             envelope_plan: bool = True) -> SimulationResult:
     """Replay ``jobs`` on ``cluster`` under ``policy`` and measure the run.
 
     Parameters
@@ -103,6 +107,15 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
     bound : FluidBound, optional
         The cluster's fluid bound (``gpusched.bound``), to share its cache between runs
         on one cluster; a new one by default.
+    failures : FailureModel, optional
+        Node failures, checkpoints, repair and requeue (:mod:`gpusched.simulate.failures`);
+        none by default.
+    spares : int, default 0
+        Hot spare nodes per pod, held with their watts by the engine.
+    envelope : sequence of EnvelopeWindow, optional
+        Live limits over time (curtailment, a feed target); ``envelope_plan`` (default)
+        brings the site back under each at once with ``gpusched.plan.plan_envelope``,
+        otherwise new load is only held off the rows over, as Slurm's HRES does.
 
     Returns
     -------
@@ -112,7 +125,13 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
     recorder = Recorder(cluster, bound)
     horizon = math.inf if horizon_s is None else float(horizon_s)
     wall = time.perf_counter()
-    sim = Simulator(cluster, list(jobs), pol, recorder, horizon_s=horizon, progress=progress)
+    check_site_options(failures, spares, envelope)
+    site = None
+    if failures is not None or spares or envelope:
+        site = SiteEvents(cluster, failures=failures, spares=spares,
+                          envelope=list(envelope or []), envelope_plan=envelope_plan)
+    sim = Simulator(cluster, list(jobs), pol, recorder, horizon_s=horizon, progress=progress,
+                    site=site)
     sim.run()
     wall = time.perf_counter() - wall
     end_s = sim.now
@@ -127,6 +146,8 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
         "end_s": end_s,
         "wall_s": round(wall, 3),
     }
+    if site is not None:
+        metrics["site"] = site.metrics(end_s)
     series = {k: np.asarray(v) for k, v in recorder.series.items()}
     jct = np.array([j.finish_s - j.spec.submit_s for j in sim.done])
     records = []

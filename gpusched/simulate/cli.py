@@ -22,6 +22,8 @@ from ..errors import SpecError, TraceError
 from . import SimulationResult, simulate
 from .policies import POLICIES, make_policy
 from .synthetic import frontier_gangs, synthetic_jobs
+from .failures import (LLAMA3_RATE_PER_GPU_H, EnvelopeWindow, FailureModel,
+                       demand_response, load_envelope)
 from .traces import (BUNDLED_TRACES, DEFAULT_TRACE, TraceJob, fit_load, load_trace,
                      offered_load_gpus, repeat_to_horizon)
 
@@ -74,6 +76,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"simulated hours (default {DEFAULT_HOURS:g})")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip bad trace lines (and count them) instead of failing")
+    site = parser.add_argument_group(
+        "a site that changes",
+        "node failures with in-place repair, hot spares, and a power envelope over time "
+        "(see gpusched.simulate.failures)")
+    site.add_argument("--failures", action="store_true",
+                      help="fail nodes at --failure-rate; hit jobs lose the work since their "
+                           "checkpoint, then are repaired in place or requeued")
+    site.add_argument("--failure-rate", type=float, default=None, metavar="PER_GPU_H",
+                      help="interruptions per GPU-hour (default "
+                           f"{LLAMA3_RATE_PER_GPU_H:.3g}, Llama 3 on 16,384 H100s; implies "
+                           "--failures)")
+    site.add_argument("--node-back-h", type=float, default=1.0,
+                      help="hours until a failed node is back (default 1)")
+    site.add_argument("--checkpoint-min", type=float, default=None,
+                      help="checkpoint interval in minutes (default: each job's Young-Daly "
+                           "interval from a 1-minute checkpoint cost)")
+    site.add_argument("--restart-min", type=float, default=5.0,
+                      help="minutes a hit job takes to restart from its checkpoint "
+                           "(default 5)")
+    site.add_argument("--spares", type=int, default=0, metavar="NODES_PER_POD",
+                      help="hot spare nodes per pod, their watts held in every row "
+                           "(default 0)")
+    site.add_argument("--envelope", default=None, metavar="FILE",
+                      help="CSV of live limits over time: start_h,end_h,row,mw (row: a "
+                           "constraint row's name, or facility)")
+    site.add_argument("--demand-response", type=float, default=None, metavar="START_H",
+                      help="a demand-response event: the facility limit cut by 25%% for 3 h "
+                           "from this hour")
+    site.add_argument("--no-envelope-plan", action="store_true",
+                      help="under an envelope, only hold new starts off the rows over (as "
+                           "Slurm's HRES does) instead of planning back under at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="write no PNGs")
 
@@ -181,7 +214,36 @@ def _rows(results: list[SimulationResult]) -> list[tuple[str, list[str]]]:
                                     for r in results]),
         ("row violations", [viol(r) for r in results]),
         ("wall time (s)", [_fmt(r.metrics["wall_s"], ".1f") for r in results]),
-    ]
+    ] + _site_rows(results)
+
+
+def _site_rows(results: list[SimulationResult]) -> list[tuple[str, list[str]]]:
+    """Rows for failures, spares and the envelope, when the run had any."""
+    sites = [r.metrics.get("site") for r in results]
+    if not any(sites):
+        return []
+
+    def col(fn: Any) -> list[str]:
+        return [fn(s) if s else "-" for s in sites]
+
+    rows = [("interruptions / jobs hit", col(lambda s: f"{s['interruptions']} / "
+                                                   f"{s['jobs_hit']}")),
+            ("repairs (into spares) / requeues", col(
+                lambda s: f"{s['repairs']} ({s['repairs_into_spares']}) / {s['requeues']}")),
+            ("time to resume p50 / p99 (min)", col(
+                lambda s: f"{_fmt(s['resume_min_p50'], '.1f')} / "
+                          f"{_fmt(s['resume_min_p99'], '.1f')}")),
+            ("work lost (GPU-h)", col(lambda s: _fmt(s["work_lost_gpu_h"], ",.1f"))),
+            ("spares: GPUs / MW held (mean)", col(
+                lambda s: f"{_fmt(s['spare_gpus_mean'], ',.0f')} / "
+                          f"{_fmt(s['spare_held_mw_mean'], '.2f')}"))]
+    if any(s and s["envelope"] for s in sites):
+        rows += [("MW-s over the envelope", col(lambda s: _fmt(s["over_envelope_mw_s"],
+                                                                 ",.1f"))),
+                 ("work during the event (GPU-h x s)", col(
+                     lambda s: _fmt(s["event_delivered_gpu_h"], ",.0f"))),
+                 ("envelope evictions", col(lambda s: _fmt(s["envelope_evictions"], ",d")))]
+    return rows
 
 
 def summary_table(results: list[SimulationResult]) -> str:
@@ -245,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(f"--hours={args.hours} must be positive", field="hours")
     cluster = _cluster(args)
     horizon_s = args.hours * 3600
+    site = site_options(args, cluster)
     jobs, info = build_workload(cluster, trace=args.trace, horizon_s=horizon_s,
                                 load=args.load_scale, gang_scale=args.gang_scale,
                                 frontier=args.frontier, seed=args.seed,
@@ -258,7 +321,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     bound = FluidBound(cluster)  # one cache of bound LPs for every policy of the run
     for name in policies:
-        results.append(_run_one(cluster, jobs, name, horizon_s, not args.no_progress, bound))
+        results.append(_run_one(cluster, jobs, name, horizon_s, not args.no_progress, bound,
+                                site))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"cluster": cluster.summary(), "workload": info,
@@ -275,10 +339,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def site_options(args: argparse.Namespace, cluster: Cluster) -> dict[str, Any]:
+    """``simulate``'s failure, spare and envelope keywords from the command line."""
+    failures = None
+    if args.failures or args.failure_rate is not None:
+        rate = LLAMA3_RATE_PER_GPU_H if args.failure_rate is None else args.failure_rate
+        failures = FailureModel(
+            rate_per_gpu_h=rate, node_back_s=args.node_back_h * 3600,
+            checkpoint_s=None if args.checkpoint_min is None else args.checkpoint_min * 60,
+            restart_s=args.restart_min * 60, seed=args.seed)
+    envelope: list[EnvelopeWindow] = []
+    if args.envelope is not None:
+        envelope += load_envelope(args.envelope, cluster)
+    if args.demand_response is not None:
+        envelope += demand_response(cluster, args.demand_response)
+    if args.spares < 0:
+        raise SpecError(f"--spares={args.spares} must be >= 0", field="spares")
+    return {"failures": failures, "spares": args.spares, "envelope": envelope,
+            "envelope_plan": not args.no_envelope_plan}
+
+
 def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: float,
-             show_progress: bool, bound: FluidBound | None = None) -> SimulationResult:
+             show_progress: bool, bound: FluidBound | None = None,
+             site: dict[str, Any] | None = None) -> SimulationResult:
+    site = site or {}
     if not show_progress:
-        return simulate(cluster, jobs, policy, horizon_s=horizon_s, bound=bound)
+        return simulate(cluster, jobs, policy, horizon_s=horizon_s, bound=bound, **site)
     from tqdm import tqdm
 
     hours = horizon_s / 3600
@@ -290,4 +376,4 @@ def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: flo
             bar.refresh()
 
         return simulate(cluster, jobs, policy, horizon_s=horizon_s, progress=progress,
-                        bound=bound)
+                        bound=bound, **site)

@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from ..engine import Engine
     from .metrics import Recorder
     from .policies import Policy
+    from .failures import SiteEvents
 
-__all__ = ["EventQueue", "SimJob", "Simulator", "FINISH", "ARRIVAL", "ROUND", "reason_bit"]
+__all__ = ["EventQueue", "SimJob", "Simulator", "FINISH", "ARRIVAL", "ROUND", "NODE_FAIL",
+           "NODE_BACK", "ENVELOPE", "RESUME", "SITE_CHECK", "reason_bit"]
 
 # Kinds, in the order they are handled at one instant.  The loop hands a policy the kinds
 # that fired at one instant as a bit set, ``reason_bit(kind)`` per kind: these three and
@@ -38,6 +40,13 @@ __all__ = ["EventQueue", "SimJob", "Simulator", "FINISH", "ARRIVAL", "ROUND", "r
 FINISH = 0
 ARRIVAL = 1
 ROUND = 2
+# A site that changes (gpusched.simulate.failures): a node fails or comes back, an
+# envelope window opens or closes, a repaired job's restart is over.
+NODE_FAIL = 3
+NODE_BACK = 4
+ENVELOPE = 5
+RESUME = 6
+SITE_CHECK = 7   # wakes the loop when a degraded job's wait for a repair runs out
 
 
 def reason_bit(kind: int) -> int:
@@ -83,6 +92,12 @@ class SimJob:
     last_s: float = 0.0
     version: int = 0
     first_cap_w: int = 0
+    # a site that changes: a hit job is paused (degraded or restarting: no progress)
+    # until repaired and restarted, or requeued (it then keeps its checkpoint)
+    paused: bool = False
+    requeued: bool = False
+    resumed_s: float = 0.0      # when it last started or resumed (checkpoints count from it)
+    restart_due_s: float | None = None
 
     @property
     def id(self) -> str:
@@ -103,13 +118,15 @@ class Simulator:
 
     def __init__(self, cluster: "Cluster", jobs: list[TraceJob], policy: "Policy",
                  recorder: "Recorder", *, horizon_s: float,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None,
+                 site: "SiteEvents | None" = None) -> None:
         self.cluster = cluster
         self.policy = policy
         self.engine: "Engine" = policy.make_engine(cluster)
         self.recorder = recorder
         self.horizon_s = float(horizon_s)
         self.progress = progress
+        self.site = site
         self.events = EventQueue()
         self.queue: list[SimJob] = []
         self.running: dict[str, SimJob] = {}
@@ -138,6 +155,9 @@ class Simulator:
             sim_job = SimJob(spec, job)
             self.all_jobs.append(sim_job)
             self.events.push(spec.submit_s, ARRIVAL, sim_job)
+        if site is not None:
+            for time_s, kind, payload in site.start(self):
+                self.events.push(time_s, kind, payload)
 
     # ---- what policies call --------------------------------------------------------
 
@@ -150,13 +170,18 @@ class Simulator:
 
     def start(self, sim_job: SimJob, placement: Placement) -> None:
         """Record that ``placement`` (already on the engine) starts ``sim_job`` now."""
-        sim_job.start_s = self.now
-        sim_job.cap_w = sim_job.first_cap_w = placement.cap_w
+        if not sim_job.requeued:  # a requeued job keeps its first start and its work left
+            sim_job.start_s = self.now
+            sim_job.first_cap_w = placement.cap_w
+            sim_job.work_left_s = sim_job.spec.duration_s
+        sim_job.cap_w = placement.cap_w
         sim_job.speed = self._speed(sim_job, placement.cap_w)
-        sim_job.work_left_s = sim_job.spec.duration_s
-        sim_job.last_s = self.now
+        sim_job.last_s = sim_job.resumed_s = self.now
         self.running[sim_job.id] = sim_job
         self.state_version += 1
+        if self.site is not None and sim_job.requeued:
+            self.site.started(self, sim_job)
+            sim_job.requeued = False
         self.rate_gpus += sim_job.gpus * sim_job.speed
         self.events.push(self.now + sim_job.work_left_s / sim_job.speed, FINISH, sim_job,
                          sim_job.version)
@@ -164,6 +189,10 @@ class Simulator:
     def set_cap(self, sim_job: SimJob, cap_w: int) -> None:
         """The running job's cap became ``cap_w`` (already applied on the engine)."""
         if cap_w == sim_job.cap_w:
+            return
+        if sim_job.paused:  # no progress, no finish event: only the cap to remember
+            sim_job.cap_w, sim_job.speed = cap_w, self._speed(sim_job, cap_w)
+            self.state_version += 1
             return
         sim_job.work_left_s = max(0.0, sim_job.work_left_s
                                   - (self.now - sim_job.last_s) * sim_job.speed)
@@ -185,6 +214,53 @@ class Simulator:
                 self.set_cap(sim_job, placement.cap_w)
                 changed += 1
         return changed
+
+    def catch_up(self, sim_job: SimJob) -> None:
+        """Bring a running job's work left up to now."""
+        if not sim_job.paused:
+            sim_job.work_left_s = max(0.0, sim_job.work_left_s
+                                      - (self.now - sim_job.last_s) * sim_job.speed)
+        sim_job.last_s = self.now
+
+    def pause(self, sim_job: SimJob) -> None:
+        """A failure stopped the running job: no progress until :meth:`unpause`."""
+        if sim_job.paused:
+            return
+        self.catch_up(sim_job)
+        self.rate_gpus -= sim_job.gpus * sim_job.speed
+        sim_job.paused = True
+        sim_job.version += 1   # its finish event is stale now
+        self.state_version += 1
+
+    def unpause(self, sim_job: SimJob) -> None:
+        """The repaired job runs again, at its (possibly new) cap."""
+        sim_job.paused = False
+        sim_job.restart_due_s = None
+        sim_job.last_s = sim_job.resumed_s = self.now
+        self.rate_gpus += sim_job.gpus * sim_job.speed
+        sim_job.version += 1
+        self.state_version += 1
+        self.events.push(self.now + sim_job.work_left_s / sim_job.speed, FINISH, sim_job,
+                         sim_job.version)
+
+    def requeue(self, sim_job: SimJob, *, released: bool = False) -> None:
+        """Stop a running job and put it at the head of the queue; it keeps the work it
+        has left (its checkpoint).  ``released``: the engine already released it."""
+        self.catch_up(sim_job)
+        if not released:
+            self.engine.release(sim_job.id)
+        del self.running[sim_job.id]
+        if not sim_job.paused:
+            self.rate_gpus -= sim_job.gpus * sim_job.speed
+        sim_job.paused = False
+        sim_job.restart_due_s = None
+        sim_job.requeued = True
+        sim_job.version += 1
+        self.queue.insert(0, sim_job)
+        self.state_version += 1
+        requeued = getattr(self.policy, "requeued", None)
+        if requeued is not None:
+            requeued(self, sim_job)
 
     def request_round(self, time_s: float) -> None:
         """Ask for an allocation round at ``time_s`` (one pending round at a time)."""
@@ -215,7 +291,10 @@ class Simulator:
         events = self.events
         self.recorder.sample(0.0, self)
         tick = 0
+        endless = self.site is not None and not math.isfinite(self.horizon_s)
         while len(events) and events.peek_time() <= self.horizon_s:
+            if endless and len(self.done) == len(self.all_jobs):
+                break  # failures go on for ever; the run is over when every job is done
             self.now = now = events.peek_time()
             reasons = 0
             while events.peek_time() == now:
@@ -227,16 +306,39 @@ class Simulator:
                 elif kind == ARRIVAL:
                     self.queue.append(payload)
                     self._present(payload, 1)
-                else:
+                elif kind == ROUND:
                     self.round_pending = False
+                else:
+                    self._site_event(kind, payload, version)
                 reasons |= reason_bit(kind)
+            if self.site is not None:
+                self.site.settle(self)
             self.policy.schedule(self, now, reasons)
             self.recorder.sample(now, self)
+            if self.site is not None:
+                self.site.sample(now, self)
             tick += 1
             if self.progress is not None and tick % 256 == 0:
                 self.progress(now)
         if math.isfinite(self.horizon_s):
             self.now = self.horizon_s
         self.recorder.sample(self.now, self)
+        if self.site is not None:
+            self.site.sample(self.now, self)
         if self.progress is not None:
             self.progress(self.now)
+
+    def _site_event(self, kind: int, payload: Any, version: int) -> None:
+        site = self.site
+        assert site is not None, "site events are pushed only by a SiteEvents"
+        if kind == NODE_FAIL:
+            site.node_failed(self, payload)
+        elif kind == NODE_BACK:
+            site.node_back(self, payload)
+        elif kind == ENVELOPE:
+            site.envelope_changed(self, *payload)
+        elif kind == RESUME:
+            due = payload.restart_due_s
+            if payload.paused and due is not None and due <= self.now and (
+                    payload.id in self.running):
+                site.resumed(self, payload)
