@@ -82,7 +82,8 @@ class Extender(GangBook):
             self.cluster.power.cap_max_w
         try:
             job = Job(JOB_PREFIX + pod.gang, total, max_cap_w=max_cap,
-                      min_cap_w=pod.min_cap_w)
+                      min_cap_w=pod.min_cap_w, priority=pod.priority,
+                      preemptible=pod.preemptible)
             placement = self.engine.place(job)
             if placement is None:
                 return None, self.engine.explain(job).message, 0
