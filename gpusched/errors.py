@@ -28,6 +28,8 @@ __all__ = [
     "UnknownRowError",
     "PowerError",
     "ServiceError",
+    "PreemptionError",
+    "StalePlanError",
 ]
 
 
@@ -110,3 +112,13 @@ class PowerError(GpuschedError, ValueError):
 
 class ServiceError(GpuschedError, ValueError):
     """An argument of the placement service (``gpusched serve``) is invalid."""
+
+
+class PreemptionError(GpuschedError, ValueError):
+    """A preemption plan was asked for a job it cannot be made for (already placed, a
+    bad argument), or no set of cap-downs and evictions lets the job start."""
+
+
+class StalePlanError(PreemptionError):
+    """A preemption plan was applied twice, or after the engine's state changed since it
+    was made; nothing was changed (plan again)."""
