@@ -48,7 +48,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -67,9 +67,8 @@ _STEP_W = 25   # the engine's cap grid
 _NO_VICTIM = -(2 ** 40)  # sorts below every priority: a plan with no eviction
 
 
-@dataclass(frozen=True)
-class CapChange:
-    """A running job's cap lowered by a plan."""
+class CapChange(NamedTuple):
+    """A running job's cap lowered by a plan (a named tuple: a plan may hold thousands)."""
 
     job_id: str
     from_cap_w: int
@@ -175,16 +174,18 @@ class _Site:
         self.free = engine.node_free_gpus().astype(np.int64)
         n = len(self.placements)
         self.ids = [p.job_id for p in self.placements]
-        self.cap = np.fromiter((p.cap_w for p in self.placements), np.int64, n)
-        self.gpn = np.fromiter((p.gpus_per_node for p in self.placements), np.int64, n)
-        self.nodes_of = np.fromiter((len(p.nodes) for p in self.placements), np.int64, n)
-        self.min_cap = np.fromiter((j.min_cap_w for j in self.jobs), np.int64, n)
-        self.priority = np.fromiter((j.priority for j in self.jobs), np.int64, n)
-        preemptible = np.fromiter((j.preemptible for j in self.jobs), bool, n)
+        # one pass over the jobs: the per-job numbers as one integer table
+        table = np.array([(p.cap_w, p.gpus_per_node, len(p.nodes), j.min_cap_w, j.priority,
+                           j.preemptible) for p, j in zip(self.placements, self.jobs)],
+                         dtype=np.int64).reshape(n, 6)
+        self.cap, self.gpn, self.nodes_of = table[:, 0], table[:, 1], table[:, 2]
+        self.min_cap, self.priority = table[:, 3], table[:, 4]
+        preemptible = table[:, 5].astype(bool)
         self.gpus = self.gpn * self.nodes_of
-        run_s = np.fromiter((max(0.0, float(since_checkpoint_s.get(i, 0.0)))
-                             for i in self.ids), float, n)
-        self.work_gpu_h = self.gpus * run_s / 3600.0
+        get = since_checkpoint_s.get
+        run_s = np.array([get(i, 0.0) for i in self.ids], dtype=float) if since_checkpoint_s \
+            else np.zeros(n)
+        self.work_gpu_h = self.gpus * np.maximum(run_s, 0.0) / 3600.0
         self.evictable = preemptible & (self.priority < job.priority)
         self.flat_nodes = (np.fromiter(itertools.chain.from_iterable(
             p.nodes for p in self.placements), np.int64) if n else np.zeros(0, np.int64))
@@ -273,6 +274,17 @@ class _Site:
                 hi = mid
         rows_ok, drop = rows_at(levels[lo])
         return self._best_cap(job, rows_ok, row_per, self.slack), drop
+
+    def excess(self, job: Job, nodes: np.ndarray, gpn: int, victims: np.ndarray
+               ) -> np.ndarray:
+        """Per row, load minus slack (units) with the job on ``nodes`` at ``min_cap_w``
+        and every flexible job still running at its min cap: what evictions must free."""
+        _free, empty, rack_w = self.after(victims)
+        base, per_w = self.demand(nodes, gpn, empty)
+        flex = ~victims & (self.cap > self.min_cap)
+        freed_w, _drop = self.cap_down_w(int((self.cap - self.min_cap).max(initial=0)), flex)
+        rack = np.rint(rack_w + base - freed_w + per_w * job.min_cap_w).astype(np.int64)
+        return self.A @ rack - self.slack
 
     @staticmethod
     def _best_cap(job: Job, row_base: np.ndarray, row_per: np.ndarray, slack: np.ndarray
@@ -454,26 +466,82 @@ def _victims_for_nodes(site: _Site, job: Job, nodes: np.ndarray, allowed: np.nda
 
 def _add_for_watts(site: _Site, job: Job, victims: np.ndarray, allowed: np.ndarray,
                    domains: list[tuple[str | None, np.ndarray]]) -> np.ndarray | None:
-    """More victims, anywhere, cheapest first, until the rows the job breaks hold."""
-    order = np.lexsort((site.gpus, site.work_gpu_h, site.priority))
-    extra = [int(j) for j in order if allowed[j] and not victims[j]]
-    if not extra:
+    """More victims, anywhere, until the rows the job would break hold.
+
+    Each candidate's watts are counted linearly (its GPUs above idle at the cap the
+    deepest cap-down leaves it, busy steps left out: an under-count, so never too few),
+    candidates are taken by priority, then work lost per watt freed in the short rows,
+    until every short row is covered; the ones the others cover anyway are dropped
+    again, most expensive first; one exact test (:meth:`_Site.fit`) decides.
+    """
+    chosen = _chosen_nodes(site, job, victims, domains)
+    if chosen is None:
         return None
-    victims = victims.copy()
-    step = 1
-    i = 0
-    while i < len(extra):
-        for j in extra[i:i + step]:
-            victims[j] = True
-        i += step
-        if _try_victims(site, job, victims, domains) is not None:
-            # drop, most expensive first, the extra victims the plan works without
-            for j in reversed(extra[:i]):
-                victims[j] = False
-                if _try_victims(site, job, victims, domains) is None:
-                    victims[j] = True
-            return victims
-        step *= 2   # few evaluations even when many small jobs must go
+    nodes, gpn = chosen
+    excess = site.excess(job, nodes, gpn, victims)
+    rows = np.flatnonzero(excess > 0)
+    candidates = np.flatnonzero(allowed & ~victims)
+    if not len(rows) or not len(candidates):
+        return None
+    import scipy.sparse as sp  # the plan layer reads scipy; loaded on first use
+    floor_cap = np.where(site.cap > site.min_cap, site.min_cap, site.cap)
+    entry_w = (site.gpn * (floor_cap - site.idle_w))[site.flat_job]
+    by_job = sp.csr_matrix((entry_w, (site.flat_job, site.node_rack[site.flat_nodes])),
+                           shape=(len(site.cap), site.R))
+    freed = np.asarray((by_job[candidates] @ site.A[rows].T).todense())  # units a row
+    share = freed / excess[rows]            # fraction of each row's shortfall it covers
+    worth = share.max(axis=1)
+    order = np.lexsort((site.gpus[candidates], -worth,
+                        site.work_gpu_h[candidates] / np.maximum(worth, 1e-12),
+                        site.priority[candidates]))
+    covered = np.zeros(len(rows))
+    taken: list[int] = []
+    for i in order:
+        if worth[i] <= 0:
+            continue
+        taken.append(int(i))
+        covered += share[i]
+        if (covered >= 1).all():
+            break
+    if not (covered >= 1).all():
+        return None
+    for i in sorted(taken, key=lambda t: (-site.priority[candidates[t]],
+                                          -site.work_gpu_h[candidates[t]])):
+        if len(taken) > 1 and (covered - share[i] >= 1).all():
+            covered -= share[i]
+            taken.remove(i)
+    out = victims.copy()
+    out[candidates[taken]] = True
+    if _try_victims(site, job, out, domains) is not None:
+        return out
+    # the linear count missed something (a rack row, a cap-down level): add the rest in
+    # cost order, doubling, and test exactly
+    rest = [int(candidates[i]) for i in order if not out[candidates[i]]]
+    step, k = 1, 0
+    while k < len(rest):
+        out[rest[k:k + step]] = True
+        k += step
+        if _try_victims(site, job, out, domains) is not None:
+            return out
+        step *= 2
+    return None
+
+
+def _chosen_nodes(site: _Site, job: Job, victims: np.ndarray,
+                  domains: list[tuple[str | None, np.ndarray]]
+                  ) -> tuple[np.ndarray, int] | None:
+    """The nodes ``_try_victims`` would give the job in the first domain with room."""
+    free, empty, _ = site.after(victims)
+    for _name, nodes in domains:
+        if job.gpus > site.G:
+            usable = nodes[empty[nodes]]
+            if len(usable) >= job.gpus // site.G:
+                return usable[:job.gpus // site.G], site.G
+        else:
+            usable = nodes[free[nodes] >= job.gpus]
+            if len(usable):
+                order = np.lexsort((usable, free[usable]))
+                return usable[order][:1], job.gpus
     return None
 
 
@@ -537,9 +605,11 @@ def plan_preemption(engine: "Engine", job: Job, pod: int | str | None = None, *,
                 "lower priority free enough", field="job")
         victims, (domain, nodes, cap, drop) = found
         gpn = job.gpus if job.gpus <= site.G else site.G
-        placement = Placement(job.id, tuple(int(n) for n in nodes), gpn, int(cap))
-        changes = tuple(CapChange(site.ids[j], int(site.cap[j]), int(site.cap[j] - drop[j]))
-                        for j in np.flatnonzero(drop > 0) if not victims[j])
+        placement = Placement(job.id, tuple(nodes.tolist()), gpn, int(cap))
+        lowered = np.flatnonzero((drop > 0) & ~victims)
+        ids = site.ids
+        changes = tuple(CapChange(ids[j], old, new) for j, old, new in zip(
+            lowered.tolist(), site.cap[lowered].tolist(), (site.cap - drop)[lowered].tolist()))
         prio, work, gpus = site.cost(victims)
         return PreemptionPlan(
             job=job, victims=tuple(site.ids[j] for j in np.flatnonzero(victims)),
