@@ -3,14 +3,20 @@
 ==============  ===============================================================================
 ``fifo``        Arrival order with head-of-line blocking: start jobs from the front of the
                 queue and stop at the first one the engine cannot place (GPUs or power).
-``backfill``    EASY backfilling (Lifka 1995; Mu'alem and Feitelson 2001): like fifo, but
-                when the head is blocked it gets a reservation at the earliest time enough
-                GPUs free up, assuming every running job ends at start + its trace
-                duration (the estimate); later jobs may start now if they fit and either
-                end before that time or use only GPUs the head will not need.  The
-                reservation counts GPUs, not watts: the engine still refuses a start that
-                would break a power row.  At most ``depth`` queued jobs are tried per
-                pass (Slurm's ``bf_max_job_test`` plays the same role).
+``backfill``    Power-aware EASY backfilling: like fifo, but when the head is blocked it
+                gets a reservation (``gpusched.plan.timeline``) at the earliest expected
+                end after which enough GPUs **and** enough watts in every site row (the
+                facility IT limit) are free for it at its min cap, assuming every running
+                job ends at start + duration / s(cap).  A later job may start now only if
+                it ends before that time or leaves the reservation's GPUs and watts
+                intact, at a cap that fits in the watts left over.  At most ``depth``
+                (500, Slurm's ``bf_max_job_test``) queued jobs are tried per pass, a full
+                pass runs at most every ``interval_s`` (30 s, Slurm's ``bf_interval``),
+                and a pass on an unchanged state tries only the jobs that arrived since.
+``backfill-gpu`` The GPU-only EASY backfill (Lifka 1995; Mu'alem and Feitelson 2001), the
+                baseline: the reservation counts GPUs, not watts (estimate: start + trace
+                duration), so small jobs may take the watts the head needs; the engine
+                still refuses a start that would break a power row.
 ``optimize``    Allocation rounds: ``gpusched.allocate.allocate`` + ``apply`` on the queue,
                 at most one round per ``round_interval_s`` of simulated time and only when
                 a job is queued (while hall and facility rows have 5 % spare, arrivals
@@ -47,8 +53,8 @@ from .events import ARRIVAL, FINISH, ROUND, reason_bit
 if TYPE_CHECKING:
     from .events import SimJob, Simulator
 
-__all__ = ["Policy", "Fifo", "Backfill", "Optimize", "Oblivious", "POLICIES", "make_policy",
-           "lifted_cluster"]
+__all__ = ["Policy", "Fifo", "Backfill", "GpuBackfill", "Optimize", "Oblivious", "POLICIES",
+           "make_policy", "lifted_cluster"]
 
 # the event loop owns the kinds; these are their bits in `reasons`
 ARRIVED, FINISHED, ROUND_DUE = reason_bit(ARRIVAL), reason_bit(FINISH), reason_bit(ROUND)
@@ -100,9 +106,158 @@ class Fifo(Policy):
 
 
 class Backfill(Policy):
-    """EASY backfilling, trace duration as the run-time estimate."""
+    """Power-aware EASY backfilling over a :class:`gpusched.plan.timeline.Timeline`."""
 
     name = "backfill"
+
+    def __init__(self, depth: int = 500, interval_s: float = 30.0) -> None:
+        self.depth = depth
+        self.interval_s = interval_s
+        self._next_pass_s = -math.inf
+        self._timeline: Any = None
+        self._rows: np.ndarray | None = None
+        self._done_seen = 0
+        # highest cap at which a shape was refused since the last finish: a start adds
+        # load, so it would be refused at that cap or lower again
+        self._refused: dict[tuple[int, int, int], int] = {}
+        self._version = -1      # sim.state_version after the last pass
+        self._tried_upto = 1    # queue positions that pass examined
+        self.passes = 0
+        self.tried = 0
+        self.backfilled = 0
+        self.held_back = 0      # placed, then taken back: it would have eaten the reservation
+
+    def _track(self, sim: "Simulator") -> None:
+        for sim_job in sim.done[self._done_seen:]:
+            if sim_job.id in self._timeline:
+                self._timeline.remove(sim_job.id)
+        self._done_seen = len(sim.done)
+
+    def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
+               units: np.ndarray) -> None:
+        sim.start(sim_job, placement)
+        self._timeline.add(sim_job.id, now + sim_job.work_left_s / sim_job.speed,
+                           sim_job.gpus, tuple(units.tolist()))
+
+    def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
+        if self._timeline is None:
+            from ..plan.timeline import Timeline  # the plan layer; loaded on first use
+            self._timeline = Timeline(sim.cluster)
+            self._rows = self._timeline.rows
+        rows = self._rows
+        self._track(sim)
+        if not sim.queue:
+            return
+        engine = sim.engine
+        if reasons & FINISHED:
+            self._refused.clear()   # freed GPUs and watts: refusals may not hold now
+        started = 0
+        slack = engine.row_slack_units()[rows]
+        for sim_job in sim.queue:   # fifo: from the front until one does not fit
+            if sim_job.gpus > engine.free_gpus():
+                break
+            placement = engine.place(sim_job.job)
+            if placement is None:
+                break
+            after = engine.row_slack_units()[rows]
+            self._start(sim, sim_job, placement, now, slack - after)
+            slack = after
+            started += 1
+        if started:
+            del sim.queue[:started]
+        if len(sim.queue) < 2:
+            self._version = sim.state_version
+            return
+        # same state as the last pass (only arrivals since): the jobs it tried would get
+        # the same answers, so only the new ones are tried
+        first = self._tried_upto if sim.state_version == self._version else 1
+        if first == 1:
+            # a full pass at most every interval_s of simulated time (Slurm's bf_interval,
+            # 30 s by default): finishes in between wait for the next one
+            if now < self._next_pass_s:
+                sim.request_round(self._next_pass_s)
+                return
+            self._next_pass_s = now + self.interval_s
+        last = min(len(sim.queue), self.depth + 1)
+        if first >= last or engine.free_gpus() == 0:
+            self._version, self._tried_upto = sim.state_version, max(first, 1)
+            return
+        self.passes += 1
+        head = sim.queue[0]
+        reservation = self._timeline.reserve(head.job, now, engine.free_gpus(), slack)
+        timeline = self._timeline
+        caps: dict[tuple[int, int, int], int | None] = {}  # per shape, under this reservation
+        chosen: list[int] = []
+        # the cheap tests over the whole window at once: only the jobs that may start are
+        # looked at one by one (a pass over 500 queued jobs in Python cost most of the run)
+        window = sim.queue[first:last]
+        gpus = np.fromiter((s.spec.gpus for s in window), np.int64, len(window))
+        duration = np.fromiter((s.spec.duration_s for s in window), float, len(window))
+        maybe = gpus <= engine.free_gpus()
+        maybe &= (now + duration <= reservation.start_s) | (gpus <= reservation.extra_gpus)
+        for offset in np.flatnonzero(maybe).tolist():
+            i = first + offset
+            free = engine.free_gpus()
+            if free == 0:
+                break
+            sim_job = sim.queue[i]
+            job = sim_job.job
+            shape = (job.gpus, job.min_cap_w, job.max_cap_w)
+            if job.gpus > free:
+                continue
+            # duration_s is its run time at s = 1: it cannot end sooner
+            may_end_in_time = now + sim_job.spec.duration_s <= reservation.start_s
+            cap = job.max_cap_w
+            if not may_end_in_time:
+                # it would run past the head's start: only the GPUs and watts left over
+                # then are its to take, so it starts at a cap that fits in them
+                if job.gpus > reservation.extra_gpus:
+                    continue
+                if shape in caps:
+                    within = caps[shape]
+                else:
+                    within = caps[shape] = timeline.cap_within(job, reservation.extra_units)
+                if within is None:
+                    continue
+                cap = within
+            if cap <= self._refused.get(shape, 0):
+                continue
+            self.tried += 1
+            placement = (engine.place(job) if cap == job.max_cap_w
+                         else engine.place_at_most(job, cap))
+            if placement is None:
+                self._refused[shape] = cap
+                continue
+            after = engine.row_slack_units()[rows]
+            units = tuple((slack - after).tolist())
+            end_s = now + sim_job.spec.duration_s / sim._speed(sim_job, placement.cap_w)
+            if end_s > reservation.start_s:
+                if not reservation.admits(job.gpus, units):
+                    engine.release(job.id)  # it would eat the head's GPUs or watts
+                    self.held_back += 1
+                    continue
+                reservation = reservation.take(job.gpus, units)
+                caps.clear()
+            self._start(sim, sim_job, placement, now, slack - after)
+            slack = after
+            chosen.append(i)
+        self.backfilled += len(chosen)
+        for i in reversed(chosen):
+            del sim.queue[i]
+        self._version, self._tried_upto = sim.state_version, last - len(chosen)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "depth": self.depth, "interval_s": self.interval_s,
+                "passes": self.passes,
+                "tried": self.tried, "backfilled": self.backfilled,
+                "held_back": self.held_back, "reserves": "GPUs and site-row watts"}
+
+
+class GpuBackfill(Policy):
+    """EASY backfilling that reserves GPUs only, trace duration as the estimate (the
+    baseline the power-aware ``backfill`` replaced)."""
+
+    name = "backfill-gpu"
 
     def __init__(self, depth: int = 200) -> None:
         self.depth = depth
@@ -542,7 +697,8 @@ class Optimize(Policy):
                 "errors": self.errors}
 
 
-POLICIES = {"fifo": Fifo, "backfill": Backfill, "optimize": Optimize, "oblivious": Oblivious}
+POLICIES = {"fifo": Fifo, "backfill": Backfill, "backfill-gpu": GpuBackfill,
+            "optimize": Optimize, "oblivious": Oblivious}
 
 
 def make_policy(name: str) -> Policy:
