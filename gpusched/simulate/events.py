@@ -14,6 +14,7 @@ a version number and skipped (lazy deletion keeps the heap simple).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ class SimJob:
     last_s: float = 0.0
     version: int = 0
     first_cap_w: int = 0
+    preemptions: int = 0        # times a preemption plan evicted it
+    lost_gpu_s: float = 0.0     # GPU-seconds of work those evictions threw away
 
     @property
     def id(self) -> str:
@@ -133,7 +136,8 @@ class Simulator:
                 continue
             job = Job(spec.id, spec.gpus, max_cap_w=spec.max_cap_w,
                       min_cap_w=spec.min_cap_w, weight=spec.weight,
-                      sensitivity=spec.sensitivity, curve=spec.curve)
+                      sensitivity=spec.sensitivity, curve=spec.curve,
+                      priority=spec.priority, preemptible=spec.preemptible)
             check_curve(cluster.power, job)
             sim_job = SimJob(spec, job)
             self.all_jobs.append(sim_job)
@@ -153,7 +157,8 @@ class Simulator:
         sim_job.start_s = self.now
         sim_job.cap_w = sim_job.first_cap_w = placement.cap_w
         sim_job.speed = self._speed(sim_job, placement.cap_w)
-        sim_job.work_left_s = sim_job.spec.duration_s
+        if not sim_job.preemptions:  # a restarted job keeps the work it has left
+            sim_job.work_left_s = sim_job.spec.duration_s
         sim_job.last_s = self.now
         self.running[sim_job.id] = sim_job
         self.state_version += 1
@@ -185,6 +190,27 @@ class Simulator:
                 self.set_cap(sim_job, placement.cap_w)
                 changed += 1
         return changed
+
+    def preempted(self, sim_job: SimJob, checkpoint_s: float) -> float:
+        """``sim_job`` was evicted (already released from the engine): it loses the work
+        done since its last checkpoint (every ``checkpoint_s`` of run time since its
+        start; 0 = no checkpoints) and goes back to the queue in submit order.  Returns
+        the GPU-seconds lost."""
+        ran_s = self.now - sim_job.start_s
+        since_s = ran_s % checkpoint_s if checkpoint_s > 0 else ran_s
+        done_s = (self.now - sim_job.last_s) * sim_job.speed
+        lost_s = min(since_s * sim_job.speed, sim_job.spec.duration_s)
+        sim_job.work_left_s = min(sim_job.spec.duration_s,
+                                  max(0.0, sim_job.work_left_s - done_s) + lost_s)
+        del self.running[sim_job.id]
+        self.rate_gpus -= sim_job.gpus * sim_job.speed
+        sim_job.version += 1   # its finish event is stale now
+        sim_job.preemptions += 1
+        sim_job.lost_gpu_s += sim_job.gpus * since_s
+        self.state_version += 1
+        keys = [queued.spec.submit_s for queued in self.queue]
+        self.queue.insert(bisect.bisect_right(keys, sim_job.spec.submit_s), sim_job)
+        return sim_job.gpus * since_s
 
     def request_round(self, time_s: float) -> None:
         """Ask for an allocation round at ``time_s`` (one pending round at a time)."""

@@ -13,6 +13,10 @@
                 (500, Slurm's ``bf_max_job_test``) queued jobs are tried per pass, a full
                 pass runs at most every ``interval_s`` (30 s, Slurm's ``bf_interval``),
                 and a pass on an unchanged state tries only the jobs that arrived since.
+``backfill-preempt`` backfill, and a blocked head of priority above 0 gets a preemption
+                plan (``gpusched.plan.preempt``): cap-downs, then evictions of preemptible
+                jobs of lower priority, which lose the work since their last checkpoint
+                (hourly by default) and go back to the queue in submit order.
 ``backfill-gpu`` The GPU-only EASY backfill (Lifka 1995; Mu'alem and Feitelson 2001), the
                 baseline: the reservation counts GPUs, not watts (estimate: start + trace
                 duration), so small jobs may take the watts the head needs; the engine
@@ -53,7 +57,7 @@ from .events import ARRIVAL, FINISH, ROUND, reason_bit
 if TYPE_CHECKING:
     from .events import SimJob, Simulator
 
-__all__ = ["Policy", "Fifo", "Backfill", "GpuBackfill", "Optimize", "Oblivious", "POLICIES",
+__all__ = ["Policy", "Fifo", "Backfill", "PreemptingBackfill", "GpuBackfill", "Optimize", "Oblivious", "POLICIES",
            "make_policy", "lifted_cluster"]
 
 # the event loop owns the kinds; these are their bits in `reasons`
@@ -110,9 +114,18 @@ class Backfill(Policy):
 
     name = "backfill"
 
-    def __init__(self, depth: int = 500, interval_s: float = 30.0) -> None:
+    def __init__(self, depth: int = 500, interval_s: float = 30.0, preempt: bool = False,
+                 checkpoint_s: float = 3600.0, preempt_interval_s: float = 300.0) -> None:
         self.depth = depth
         self.interval_s = interval_s
+        self.preempt = preempt
+        self.checkpoint_s = checkpoint_s
+        self.preempt_interval_s = preempt_interval_s
+        self._next_preempt_s: dict[str, float] = {}
+        self.preemption_plans = 0
+        self.evictions = 0
+        self.cap_downs = 0
+        self.lost_gpu_h = 0.0
         self._next_pass_s = -math.inf
         self._timeline: Any = None
         self._rows: np.ndarray | None = None
@@ -165,6 +178,8 @@ class Backfill(Policy):
             started += 1
         if started:
             del sim.queue[:started]
+        if self.preempt and sim.queue and self._preempt_for_head(sim, now):
+            slack = engine.row_slack_units()[rows]
         if len(sim.queue) < 2:
             self._version = sim.state_version
             return
@@ -246,11 +261,60 @@ class Backfill(Policy):
             del sim.queue[i]
         self._version, self._tried_upto = sim.state_version, last - len(chosen)
 
+    def _preempt_for_head(self, sim: "Simulator", now: float) -> bool:
+        """Let a blocked head of priority above 0 in by a preemption plan
+        (``gpusched.plan.preempt``): cap-downs, then evictions of lower-priority
+        preemptible jobs, which lose the work since their last checkpoint and go back
+        to the queue.  At most one plan per head every ``preempt_interval_s``."""
+        head = sim.queue[0]
+        if head.job.priority <= 0 or now < self._next_preempt_s.get(head.id, -math.inf):
+            return False
+        self._next_preempt_s[head.id] = now + self.preempt_interval_s
+        from ..errors import PreemptionError
+        from ..plan.preempt import plan_preemption
+        ckpt = self.checkpoint_s
+        since = {job_id: ((now - s.start_s) % ckpt if ckpt > 0 else now - s.start_s)
+                 for job_id, s in sim.running.items()}
+        try:
+            plan = plan_preemption(sim.engine, head.job, since_checkpoint_s=since)
+        except PreemptionError:
+            return False
+        victims = [sim.running[v] for v in plan.victims]
+        placement = plan.apply()
+        self.preemption_plans += 1
+        for change in plan.cap_changes:
+            sim.set_cap(sim.running[change.job_id], change.to_cap_w)
+        self.cap_downs += len(plan.cap_changes)
+        for victim in victims:
+            self._timeline.remove(victim.id)
+            self.lost_gpu_h += sim.preempted(victim, ckpt) / 3600.0
+        self.evictions += len(victims)
+        sim.queue.remove(head)
+        busy = len(placement.nodes) if head.gpus >= sim.cluster.gpus_per_node else 0
+        self._start(sim, head, placement, now, self._timeline.units_of(placement, busy))
+        self._next_preempt_s.pop(head.id, None)
+        return True
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "depth": self.depth, "interval_s": self.interval_s,
+        if self.preempt:
+            extra = {"preempt": True, "checkpoint_s": self.checkpoint_s,
+                     "preemption_plans": self.preemption_plans, "evictions": self.evictions,
+                     "cap_downs": self.cap_downs, "lost_gpu_h": round(self.lost_gpu_h, 1)}
+        else:
+            extra = {"preempt": False}
+        return {**extra, "name": self.name, "depth": self.depth, "interval_s": self.interval_s,
                 "passes": self.passes,
                 "tried": self.tried, "backfilled": self.backfilled,
                 "held_back": self.held_back, "reserves": "GPUs and site-row watts"}
+
+
+class PreemptingBackfill(Backfill):
+    """Power-aware backfill whose blocked head, if of higher priority, preempts."""
+
+    name = "backfill-preempt"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(preempt=True, **options)
 
 
 class GpuBackfill(Policy):
@@ -697,7 +761,8 @@ class Optimize(Policy):
                 "errors": self.errors}
 
 
-POLICIES = {"fifo": Fifo, "backfill": Backfill, "backfill-gpu": GpuBackfill,
+POLICIES = {"fifo": Fifo, "backfill": Backfill, "backfill-preempt": PreemptingBackfill,
+            "backfill-gpu": GpuBackfill,
             "optimize": Optimize, "oblivious": Oblivious}
 
 
