@@ -58,15 +58,19 @@ class Reservation:
     start_s: float
     extra_gpus: int
     extra_units: tuple[int, ...]
+    #: whole empty nodes left over at ``start_s`` (a gang takes empty nodes only)
+    extra_nodes: int = 2 ** 62
 
-    def admits(self, gpus: int, units: "tuple[int, ...]") -> bool:
-        """True if a job holding ``gpus`` and ``units`` past ``start_s`` leaves the
-        reservation intact."""
-        return gpus <= self.extra_gpus and all(u <= e for u, e in zip(units, self.extra_units))
+    def admits(self, gpus: int, units: "tuple[int, ...]", nodes: int = 0) -> bool:
+        """True if a job holding ``gpus``, ``units`` and ``nodes`` empty nodes past
+        ``start_s`` leaves the reservation intact."""
+        return (gpus <= self.extra_gpus and nodes <= self.extra_nodes
+                and all(u <= e for u, e in zip(units, self.extra_units)))
 
-    def take(self, gpus: int, units: "tuple[int, ...]") -> "Reservation":
+    def take(self, gpus: int, units: "tuple[int, ...]", nodes: int = 0) -> "Reservation":
         return Reservation(self.job_id, self.start_s, self.extra_gpus - gpus,
-                           tuple(e - u for e, u in zip(self.extra_units, units)))
+                           tuple(e - u for e, u in zip(self.extra_units, units)),
+                           self.extra_nodes - nodes)
 
 
 class Timeline:
@@ -88,6 +92,7 @@ class Timeline:
         # far cheaper than re-allocating arrays; reserve() builds the arrays it needs
         self._end_s: list[float] = []
         self._gpus: list[int] = []
+        self._nodes: list[int] = []   # whole nodes each frees when it ends (gangs)
         self._units: list[list[int]] = [[] for _ in self.rows]   # per site row
         self._ids: list[str] = []
         self._end_of: dict[str, float] = {}
@@ -128,10 +133,12 @@ class Timeline:
         cap = job.max_cap_w - 25 * (-(-(job.max_cap_w - bound) // 25))
         return cap if cap >= job.min_cap_w else None
 
-    def add(self, job_id: str, end_s: float, gpus: int, units: "tuple[int, ...]") -> None:
+    def add(self, job_id: str, end_s: float, gpus: int, units: "tuple[int, ...]",
+            nodes: int = 0) -> None:
         i = bisect.bisect_right(self._end_s, end_s)
         self._end_s.insert(i, end_s)
         self._gpus.insert(i, gpus)
+        self._nodes.insert(i, nodes)
         for column, value in zip(self._units, units):
             column.insert(i, int(value))
         self._ids.insert(i, job_id)
@@ -142,13 +149,15 @@ class Timeline:
         i = bisect.bisect_left(self._end_s, end)
         while self._ids[i] != job_id:  # equal ends: find the right one
             i += 1
-        del self._end_s[i], self._gpus[i], self._ids[i]
+        del self._end_s[i], self._gpus[i], self._nodes[i], self._ids[i]
         for column in self._units:
             del column[i]
 
-    def reserve(self, job: "Job", now_s: float, free_gpus: int, slack_units: np.ndarray
-                ) -> Reservation:
-        """The reservation of ``job``: the first expected end after which its GPUs and its
+    def reserve(self, job: "Job", now_s: float, free_gpus: int, slack_units: np.ndarray,
+                empty_nodes: int | None = None) -> Reservation:
+        """The reservation of ``job``: the first expected end after which its GPUs (for a
+        gang: its whole empty nodes, counting those ``empty_nodes`` now and those gangs
+        free as they end; small jobs' nodes are not counted, so never too many) and its
         site-row watts are free (``slack_units`` is the engine's slack of the site rows)."""
         need_units = np.array(self.demand_units(job), dtype=np.int64)
         n_rows = len(self.rows)
@@ -157,10 +166,16 @@ class Timeline:
         units = np.asarray(slack_units, np.int64)[None, :] + np.concatenate(
             (np.zeros((1, n_rows), np.int64), np.cumsum(held, axis=0)))
         ok = (gpus >= job.gpus) & (units >= need_units[None, :]).all(axis=1)
+        whole = None
+        if empty_nodes is not None and job.gpus > self._G:
+            whole = empty_nodes + np.concatenate(([0], np.cumsum(np.array(self._nodes,
+                                                                          np.int64))))
+            ok &= whole >= job.gpus // self._G
         hits = np.flatnonzero(ok)
         if not len(hits):
-            return Reservation(job.id, math.inf, 0, (0,) * len(self.rows))
+            return Reservation(job.id, math.inf, 0, (0,) * len(self.rows), 0)
         k = int(hits[0])
         start = now_s if k == 0 else max(now_s, float(self._end_s[k - 1]))
+        extra_nodes = 2 ** 62 if whole is None else int(whole[k] - job.gpus // self._G)
         return Reservation(job.id, start, int(gpus[k] - job.gpus),
-                           tuple((units[k] - need_units).tolist()))
+                           tuple((units[k] - need_units).tolist()), extra_nodes)

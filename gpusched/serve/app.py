@@ -230,6 +230,8 @@ def create_app(service: PlacementService, *, token: str | None = None,
         Route("/v1/k8s/bind", endpoint(k8s.bind, mutating=True, durable=True, k8s=True,
                                        threaded=service.gangs.binder is not None),
               methods=["POST"]),
+        Route("/v1/k8s/preempt", endpoint(k8s.preempt, mutating=False, durable=False,
+                                          k8s=True, threaded=True), methods=["POST"]),
         Route("/v1/k8s/gangs", gangs, methods=["GET"]),
     ]
 

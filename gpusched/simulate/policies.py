@@ -149,8 +149,9 @@ class Backfill(Policy):
     def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
                units: np.ndarray) -> None:
         sim.start(sim_job, placement)
+        whole = len(placement.nodes) if sim_job.gpus >= sim.cluster.gpus_per_node else 0
         self._timeline.add(sim_job.id, now + sim_job.work_left_s / sim_job.speed,
-                           sim_job.gpus, tuple(units.tolist()))
+                           sim_job.gpus, tuple(units.tolist()), whole)
 
     def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
         if self._timeline is None:
@@ -199,7 +200,9 @@ class Backfill(Policy):
             return
         self.passes += 1
         head = sim.queue[0]
-        reservation = self._timeline.reserve(head.job, now, engine.free_gpus(), slack)
+        G = sim.cluster.gpus_per_node
+        reservation = self._timeline.reserve(head.job, now, engine.free_gpus(), slack,
+                                             int((engine.node_free_gpus() == G).sum()))
         timeline = self._timeline
         caps: dict[tuple[int, int, int], int | None] = {}  # per shape, under this reservation
         chosen: list[int] = []
@@ -247,11 +250,14 @@ class Backfill(Policy):
             units = tuple((slack - after).tolist())
             end_s = now + sim_job.spec.duration_s / sim._speed(sim_job, placement.cap_w)
             if end_s > reservation.start_s:
-                if not reservation.admits(job.gpus, units):
+                # empty nodes it took: all of a gang's; a small job's node if it was empty
+                took = (len(placement.nodes) if job.gpus >= G else
+                        int(engine.node_free_gpus()[placement.nodes[0]] == G - job.gpus))
+                if not reservation.admits(job.gpus, units, took):
                     engine.release(job.id)  # it would eat the head's GPUs or watts
                     self.held_back += 1
                     continue
-                reservation = reservation.take(job.gpus, units)
+                reservation = reservation.take(job.gpus, units, took)
                 caps.clear()
             self._start(sim, sim_job, placement, now, slack - after)
             slack = after
