@@ -241,3 +241,17 @@ def test_both_twins_give_the_same_plan():
             except PreemptionError as exc:
                 plans.append(str(exc))
         assert plans[0] == plans[1]
+
+
+def test_the_readme_example_runs_and_the_gang_gets_in():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "examples" / "preempt.py")], cwd=root,
+                         capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "does not fit" in lines[1]
+    assert lines[-1].startswith("release-eval runs on 512 nodes") and lines[-1].endswith("True")

@@ -58,8 +58,10 @@ class Reservation:
     start_s: float
     extra_gpus: int
     extra_units: tuple[int, ...]
-    #: whole empty nodes left over at ``start_s`` (a gang takes empty nodes only)
+    #: whole empty nodes left over at ``start_s`` (a gang takes empty nodes only) in
+    #: ``hall`` (-1: anywhere)
     extra_nodes: int = 2 ** 62
+    hall: int = -1
 
     def admits(self, gpus: int, units: "tuple[int, ...]", nodes: int = 0) -> bool:
         """True if a job holding ``gpus``, ``units`` and ``nodes`` empty nodes past
@@ -70,30 +72,51 @@ class Reservation:
     def take(self, gpus: int, units: "tuple[int, ...]", nodes: int = 0) -> "Reservation":
         return Reservation(self.job_id, self.start_s, self.extra_gpus - gpus,
                            tuple(e - u for e, u in zip(self.extra_units, units)),
-                           self.extra_nodes - nodes)
+                           self.extra_nodes - nodes, self.hall)
 
 
 class Timeline:
-    """Running jobs by expected end, with their GPUs and site-row units."""
+    """Running jobs by expected end, with their GPUs, whole nodes and zone-row units.
+
+    The rows held are the *zone rows* (``Constraints.zone_rows``: rows over two or more
+    pods -- hall switchboards, hall cooling plants, the facility).  A reserved job that
+    fits in one hall is reserved in the hall where it can start first: its demand is
+    charged to that hall's rows and to every row over several halls, and its whole nodes
+    are counted in that hall.  A gang larger than every hall is charged on the rows over
+    several halls only, its nodes counted site-wide.
+    """
 
     def __init__(self, cluster: "Cluster") -> None:
         self.cluster = cluster
-        self.rows = site_rows(cluster)
-        A = cluster.constraints.A_units[self.rows]
-        #: per site row, per rack: the integer coefficient
+        c = cluster.constraints
+        self.rows = np.asarray(c.zone_rows if len(c.zone_rows) else site_rows(cluster))
+        A = c.A_units[self.rows]
+        #: per held row, per rack: the integer coefficient
         self._coef = np.asarray(A.todense(), dtype=np.int64).reshape(len(self.rows),
                                                                      cluster.num_racks)
-        # a job's demand is charged at the row's largest coefficient: never short
-        self._max_coef = self._coef.max(axis=1) if cluster.num_racks else self._coef[:, 0]
+        hall_of_rack = np.asarray(cluster.rack_hall)
+        self.num_halls = int(hall_of_rack.max()) + 1 if len(hall_of_rack) else 1
+        self._node_hall = hall_of_rack[cluster.node_rack]
         power = cluster.power
         self._idle_w, self._busy_w, self._G = (power.gpu_idle_w, power.busy_step_w,
                                                power.gpus_per_node)
+        self._hall_nodes = np.bincount(self._node_hall, minlength=self.num_halls)
+        # per hall: each held row's largest coefficient over the hall's racks (a job in
+        # the hall is charged at it, never short); rows that miss the hall get 0
+        self._hall_coef = np.stack([
+            (self._coef[:, hall_of_rack == h].max(axis=1) if (hall_of_rack == h).any()
+             else np.zeros(len(self.rows), np.int64)) for h in range(self.num_halls)])
+        spans = (self._coef > 0) @ np.eye(self.num_halls, dtype=np.int64)[hall_of_rack] > 0
+        #: rows over several halls: what a gang larger than any hall is charged on
+        self._multi_hall = spans.sum(axis=1) >= 2
+        self._max_coef = self._coef.max(axis=1) if cluster.num_racks else self._coef[:, 0]
         # parallel lists in end order: an insert or removal is a list insert (memmove),
         # far cheaper than re-allocating arrays; reserve() builds the arrays it needs
         self._end_s: list[float] = []
         self._gpus: list[int] = []
         self._nodes: list[int] = []   # whole nodes each frees when it ends (gangs)
-        self._units: list[list[int]] = [[] for _ in self.rows]   # per site row
+        self._hall: list[int] = []    # the hall of those nodes (-1: several)
+        self._units: list[list[int]] = [[] for _ in self.rows]   # per held row
         self._ids: list[str] = []
         self._end_of: dict[str, float] = {}
 
@@ -103,8 +126,12 @@ class Timeline:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._end_of
 
+    def hall_of(self, placement: "Placement") -> int:
+        halls = set(self._node_hall[list(placement.nodes)].tolist())
+        return halls.pop() if len(halls) == 1 else -1
+
     def units_of(self, placement: "Placement", busy_nodes: int) -> np.ndarray:
-        """Site-row units ``placement`` holds: its GPUs above idle at its cap, plus the
+        """Held-row units ``placement`` holds: its GPUs above idle at its cap, plus the
         busy step of the ``busy_nodes`` it turned busy."""
         racks = self.cluster.node_rack[list(placement.nodes)]
         watts = np.full(len(racks), placement.gpus_per_node * (placement.cap_w - self._idle_w),
@@ -113,20 +140,28 @@ class Timeline:
             watts[:busy_nodes] += self._busy_w
         return self._coef[:, racks] @ watts
 
-    def demand_units(self, job: "Job", cap_w: int | None = None) -> tuple[int, ...]:
-        """Site-row units ``job`` needs at ``cap_w`` (default its ``min_cap_w``) on empty
-        nodes."""
+    def _watts(self, job: "Job", cap_w: int) -> int:
         nodes = max(1, math.ceil(job.gpus / self._G))
-        cap = job.min_cap_w if cap_w is None else cap_w
-        watts = job.gpus * (cap - self._idle_w) + nodes * self._busy_w
-        return tuple(int(c) * watts for c in self._max_coef)
+        return job.gpus * (cap_w - self._idle_w) + nodes * self._busy_w
+
+    def _fits_a_hall(self, job: "Job") -> bool:
+        return job.gpus <= int(self._hall_nodes.max()) * self._G
+
+    def demand_units(self, job: "Job", cap_w: int | None = None, hall: int = -1
+                     ) -> tuple[int, ...]:
+        """Held-row units ``job`` needs at ``cap_w`` (default its ``min_cap_w``) on empty
+        nodes in ``hall`` (-1: charged at every row's largest coefficient)."""
+        watts = self._watts(job, job.min_cap_w if cap_w is None else cap_w)
+        coef = self._max_coef if hall < 0 else self._hall_coef[hall]
+        return tuple((coef * watts).tolist())
 
     def cap_within(self, job: "Job", units: "tuple[int, ...]") -> int | None:
         """The highest cap on the job's 25 W grid (from ``max_cap_w`` down) at which it
-        holds at most ``units`` in every site row on empty nodes, or None below its min."""
+        holds at most ``units`` in every held row wherever it lands, or None below its
+        min."""
         nodes = max(1, math.ceil(job.gpus / self._G))
-        watts = min(u // int(c) for u, c in zip(units, self._max_coef) if c > 0) \
-            if len(units) else 10 ** 18
+        watts = min((u // int(c) for u, c in zip(units, self._max_coef) if c > 0),
+                    default=10 ** 18)
         bound = (watts - nodes * self._busy_w) // job.gpus + self._idle_w
         if bound >= job.max_cap_w:
             return job.max_cap_w
@@ -134,11 +169,12 @@ class Timeline:
         return cap if cap >= job.min_cap_w else None
 
     def add(self, job_id: str, end_s: float, gpus: int, units: "tuple[int, ...]",
-            nodes: int = 0) -> None:
+            nodes: int = 0, hall: int = -1) -> None:
         i = bisect.bisect_right(self._end_s, end_s)
         self._end_s.insert(i, end_s)
         self._gpus.insert(i, gpus)
         self._nodes.insert(i, nodes)
+        self._hall.insert(i, hall)
         for column, value in zip(self._units, units):
             column.insert(i, int(value))
         self._ids.insert(i, job_id)
@@ -149,33 +185,59 @@ class Timeline:
         i = bisect.bisect_left(self._end_s, end)
         while self._ids[i] != job_id:  # equal ends: find the right one
             i += 1
-        del self._end_s[i], self._gpus[i], self._nodes[i], self._ids[i]
+        del self._end_s[i], self._gpus[i], self._nodes[i], self._hall[i], self._ids[i]
         for column in self._units:
             del column[i]
 
     def reserve(self, job: "Job", now_s: float, free_gpus: int, slack_units: np.ndarray,
-                empty_nodes: int | None = None) -> Reservation:
+                empty_nodes: np.ndarray | None = None) -> Reservation:
         """The reservation of ``job``: the first expected end after which its GPUs (for a
-        gang: its whole empty nodes, counting those ``empty_nodes`` now and those gangs
-        free as they end; small jobs' nodes are not counted, so never too many) and its
-        site-row watts are free (``slack_units`` is the engine's slack of the site rows)."""
-        need_units = np.array(self.demand_units(job), dtype=np.int64)
-        n_rows = len(self.rows)
+        gang: its whole empty nodes in one hall, counting ``empty_nodes`` per hall now
+        and those gangs free as they end; small jobs' nodes are not counted, so never too
+        many) and its watts in every held row are free.  ``slack_units`` is the engine's
+        slack of ``rows``; ``empty_nodes`` the empty nodes per hall."""
+        n_rows, n = len(self.rows), len(self._ids)
         gpus = free_gpus + np.concatenate(([0], np.cumsum(np.array(self._gpus, np.int64))))
-        held = np.array(self._units, dtype=np.int64).reshape(n_rows, len(self._ids)).T
+        held = np.array(self._units, dtype=np.int64).reshape(n_rows, n).T
         units = np.asarray(slack_units, np.int64)[None, :] + np.concatenate(
             (np.zeros((1, n_rows), np.int64), np.cumsum(held, axis=0)))
-        ok = (gpus >= job.gpus) & (units >= need_units[None, :]).all(axis=1)
-        whole = None
-        if empty_nodes is not None and job.gpus > self._G:
-            whole = empty_nodes + np.concatenate(([0], np.cumsum(np.array(self._nodes,
-                                                                          np.int64))))
-            ok &= whole >= job.gpus // self._G
-        hits = np.flatnonzero(ok)
-        if not len(hits):
-            return Reservation(job.id, math.inf, 0, (0,) * len(self.rows), 0)
-        k = int(hits[0])
+        gang = job.gpus > self._G
+        k_nodes = job.gpus // self._G
+        watts = self._watts(job, job.min_cap_w)
+        choices: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
+        if self._fits_a_hall(job):
+            freed = np.zeros((n + 1, self.num_halls), np.int64)
+            if n:
+                ends = np.zeros((n, self.num_halls), np.int64)
+                halls = np.array(self._hall, np.int64)
+                inside = halls >= 0
+                ends[np.flatnonzero(inside), halls[inside]] = np.array(self._nodes)[inside]
+                freed[1:] = np.cumsum(ends, axis=0)
+            for h in range(self.num_halls):
+                need = self._hall_coef[h] * watts
+                ok = (gpus >= job.gpus) & (units >= need[None, :]).all(axis=1)
+                whole = None
+                if gang and empty_nodes is not None:
+                    whole = int(empty_nodes[h]) + freed[:, h]
+                    ok &= whole >= k_nodes
+                hits = np.flatnonzero(ok)
+                if len(hits):
+                    choices.append((int(hits[0]), h, need, whole))
+        else:
+            need = np.where(self._multi_hall, self._max_coef * watts, 0)
+            ok = (gpus >= job.gpus) & (units >= need[None, :]).all(axis=1)
+            whole = None
+            if empty_nodes is not None:
+                whole = int(np.sum(empty_nodes)) + np.concatenate(
+                    ([0], np.cumsum(np.array(self._nodes, np.int64))))
+                ok &= whole >= k_nodes
+            hits = np.flatnonzero(ok)
+            if len(hits):
+                choices.append((int(hits[0]), -1, need, whole))
+        if not choices:
+            return Reservation(job.id, math.inf, 0, (0,) * n_rows, 0)
+        k, hall, need, whole = min(choices, key=lambda c: (c[0], c[1]))
         start = now_s if k == 0 else max(now_s, float(self._end_s[k - 1]))
-        extra_nodes = 2 ** 62 if whole is None else int(whole[k] - job.gpus // self._G)
+        extra_nodes = 2 ** 62 if whole is None else int(whole[k] - k_nodes)
         return Reservation(job.id, start, int(gpus[k] - job.gpus),
-                           tuple((units[k] - need_units).tolist()), extra_nodes)
+                           tuple((units[k] - need).tolist()), extra_nodes, hall)

@@ -139,6 +139,7 @@ class Backfill(Policy):
         self.tried = 0
         self.backfilled = 0
         self.held_back = 0      # placed, then taken back: it would have eaten the reservation
+        self.model_blocked = 0  # passes where the head fit by the timeline, not the engine
 
     def _track(self, sim: "Simulator") -> None:
         for sim_job in sim.done[self._done_seen:]:
@@ -151,7 +152,8 @@ class Backfill(Policy):
         sim.start(sim_job, placement)
         whole = len(placement.nodes) if sim_job.gpus >= sim.cluster.gpus_per_node else 0
         self._timeline.add(sim_job.id, now + sim_job.work_left_s / sim_job.speed,
-                           sim_job.gpus, tuple(units.tolist()), whole)
+                           sim_job.gpus, tuple(units.tolist()), whole,
+                           self._timeline.hall_of(placement))
 
     def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
         if self._timeline is None:
@@ -201,9 +203,18 @@ class Backfill(Policy):
         self.passes += 1
         head = sim.queue[0]
         G = sim.cluster.gpus_per_node
-        reservation = self._timeline.reserve(head.job, now, engine.free_gpus(), slack,
-                                             int((engine.node_free_gpus() == G).sum()))
         timeline = self._timeline
+        empty = np.bincount(timeline._node_hall[engine.node_free_gpus() == G],
+                            minlength=timeline.num_halls)
+        reservation = timeline.reserve(head.job, now, engine.free_gpus(), slack, empty)
+        if reservation.start_s <= now:
+            # the head fits by the timeline's count but the engine refused it: a row the
+            # timeline does not hold (a hall, a busway) or the nodes' shape blocks it.
+            # Nothing may run past now, or small jobs would keep taking what the head
+            # waits for (it would starve); only jobs that end by now could, so none.
+            self.model_blocked += 1
+            self._version, self._tried_upto = sim.state_version, 1
+            return
         caps: dict[tuple[int, int, int], int | None] = {}  # per shape, under this reservation
         chosen: list[int] = []
         # the cheap tests over the whole window at once: only the jobs that may start are
@@ -251,8 +262,13 @@ class Backfill(Policy):
             end_s = now + sim_job.spec.duration_s / sim._speed(sim_job, placement.cap_w)
             if end_s > reservation.start_s:
                 # empty nodes it took: all of a gang's; a small job's node if it was empty
-                took = (len(placement.nodes) if job.gpus >= G else
-                        int(engine.node_free_gpus()[placement.nodes[0]] == G - job.gpus))
+                # empty nodes it took (in the head's hall, if it has one): all of a
+                # gang's; a small job's node if it was empty
+                nodes = list(placement.nodes)
+                if job.gpus < G and engine.node_free_gpus()[nodes[0]] != G - job.gpus:
+                    nodes = []
+                took = (len(nodes) if reservation.hall < 0 else
+                        int((timeline._node_hall[nodes] == reservation.hall).sum()))
                 if not reservation.admits(job.gpus, units, took):
                     engine.release(job.id)  # it would eat the head's GPUs or watts
                     self.held_back += 1
@@ -311,7 +327,7 @@ class Backfill(Policy):
         return {**extra, "name": self.name, "depth": self.depth, "interval_s": self.interval_s,
                 "passes": self.passes,
                 "tried": self.tried, "backfilled": self.backfilled,
-                "held_back": self.held_back, "reserves": "GPUs and site-row watts"}
+                "held_back": self.held_back, "model_blocked_passes": self.model_blocked, "reserves": "GPUs and site-row watts"}
 
 
 class PreemptingBackfill(Backfill):

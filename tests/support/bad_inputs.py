@@ -309,7 +309,7 @@ BAD_CALLS: list[BadCall] = [
             ("priority=true",)),
     BadCall("preemptible 'yes'", lambda e, c: e.place(Job("x", 1, preemptible="yes")),
             JobError, ("preemptible='yes'", "true or false")),
-    BadCall("plan_preemption for a placed job",
+    BadCall("plan_preemption for a placed job (a duplicate)",
             lambda e, c: e.plan_preemption(e.job(c.live).replace(priority=9)),
             DuplicateJobError, ("already",)),
     BadCall("plan_preemption, unknown method",
