@@ -115,7 +115,9 @@ class Backfill(Policy):
     name = "backfill"
 
     def __init__(self, depth: int = 500, interval_s: float = 30.0, preempt: bool = False,
-                 checkpoint_s: float = 3600.0, preempt_interval_s: float = 300.0) -> None:
+                 checkpoint_s: float = 3600.0, preempt_interval_s: float = 300.0,
+                 lower_caps: bool = True) -> None:
+        self.lower_caps = lower_caps
         self.depth = depth
         self.interval_s = interval_s
         self.preempt = preempt
@@ -224,6 +226,7 @@ class Backfill(Policy):
         duration = np.fromiter((s.spec.duration_s for s in window), float, len(window))
         maybe = gpus <= engine.free_gpus()
         maybe &= (now + duration <= reservation.start_s) | (gpus <= reservation.extra_gpus)
+        node_free = engine.node_free_gpus()
         for offset in np.flatnonzero(maybe).tolist():
             i = first + offset
             free = engine.free_gpus()
@@ -242,11 +245,16 @@ class Backfill(Policy):
                 # then are its to take, so it starts at a cap that fits in them
                 if job.gpus > reservation.extra_gpus:
                     continue
+                if job.gpus >= G and job.gpus // G > reservation.extra_nodes:
+                    continue   # a gang takes empty nodes, and none are left over
+                if (reservation.extra_nodes <= 0 and job.gpus < G
+                        and not ((node_free >= job.gpus) & (node_free < G)).any()):
+                    continue   # it would land on an empty node: the head's
                 if shape in caps:
                     within = caps[shape]
                 else:
                     within = caps[shape] = timeline.cap_within(job, reservation.extra_units)
-                if within is None:
+                if within is None or (within < job.max_cap_w and not self.lower_caps):
                     continue
                 cap = within
             if cap <= self._refused.get(shape, 0):
@@ -277,6 +285,7 @@ class Backfill(Policy):
                 caps.clear()
             self._start(sim, sim_job, placement, now, slack - after)
             slack = after
+            node_free = engine.node_free_gpus()
             chosen.append(i)
         self.backfilled += len(chosen)
         for i in reversed(chosen):
