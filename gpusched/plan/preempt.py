@@ -196,11 +196,22 @@ class _Site:
         # per entry (job, node): watts the job's GPUs draw above idle there
         self.entry_w = (self.gpn * (self.cap - self.idle_w))[self.flat_job]
         self.entry_gpn = self.gpn[self.flat_job]
+        self._after: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # ---- the one exact test ----------------------------------------------------------
 
     def after(self, victims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(free GPUs per node, node empty, rack watts delta) once ``victims`` are gone."""
+        key = victims.tobytes()
+        cached = self._after.get(key)
+        if cached is None:
+            if len(self._after) > 16:
+                self._after.clear()
+            cached = self._after[key] = self._after_uncached(victims)
+        return cached
+
+    def _after_uncached(self, victims: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gone = victims[self.flat_job]
         freed = np.bincount(self.flat_nodes[gone], weights=self.entry_gpn[gone],
                             minlength=self.N).astype(np.int64)
@@ -242,13 +253,9 @@ class _Site:
         if not short.any():
             return self._best_cap(job, row_base, row_per, self.slack), no_drop
         # cap-downs: flexible jobs still running that touch a short row
-        rows = np.flatnonzero(short)
-        racks = np.unique(self.A[rows].indices)
-        touching = np.zeros(self.R, bool)
-        touching[racks] = True
-        flex = np.zeros(len(self.cap), bool)
-        if len(self.flat_job):
-            np.logical_or.at(flex, self.flat_job, touching[self.node_rack[self.flat_nodes]])
+        touching = (self.A.T @ short.astype(np.int64)) > 0   # racks under a short row
+        flex = np.bincount(self.flat_job, weights=touching[self.node_rack[self.flat_nodes]],
+                           minlength=len(self.cap)) > 0
         flex &= ~victims & (self.cap > self.min_cap)
         if not flex.any():
             return None
@@ -494,17 +501,13 @@ def _add_for_watts(site: _Site, job: Job, victims: np.ndarray, allowed: np.ndarr
     order = np.lexsort((site.gpus[candidates], -worth,
                         site.work_gpu_h[candidates] / np.maximum(worth, 1e-12),
                         site.priority[candidates]))
-    covered = np.zeros(len(rows))
-    taken: list[int] = []
-    for i in order:
-        if worth[i] <= 0:
-            continue
-        taken.append(int(i))
-        covered += share[i]
-        if (covered >= 1).all():
-            break
-    if not (covered >= 1).all():
+    order = order[worth[order] > 0]
+    running = np.cumsum(share[order], axis=0)     # coverage after each one taken
+    enough = np.flatnonzero((running >= 1).all(axis=1))
+    if not len(enough):
         return None
+    taken = order[:int(enough[0]) + 1].tolist()
+    covered = running[int(enough[0])].copy()
     for i in sorted(taken, key=lambda t: (-site.priority[candidates[t]],
                                           -site.work_gpu_h[candidates[t]])):
         if len(taken) > 1 and (covered - share[i] >= 1).all():
