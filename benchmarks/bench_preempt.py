@@ -14,6 +14,7 @@
     python benchmarks/bench_preempt.py            # full (several minutes)
     python benchmarks/bench_preempt.py --quick    # CI smoke run
     python benchmarks/bench_preempt.py --json out.json
+    python benchmarks/bench_preempt.py --plans-only    # the plan timing alone
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument("--json", help="write the numbers here")
+    parser.add_argument("--plans-only", action="store_true",
+                        help="only the plan_preemption timing (no simulations)")
     args = parser.parse_args(argv)
     if args.quick:
         plans = bench_plan("colossus-array", 64, reps=5)
@@ -129,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['busy_fraction']:.1%} busy, {row['running_jobs']} jobs: p50 "
               f"{row['p50_ms']} ms, p90 {row['p90_ms']} ms; {row['victims']} victims, "
               f"{row['cap_downs']} cap-downs, cost {row['cost']}, {row['method']}")
-    print("backfill comparison (delivered GPU-hours x s; frontier gangs' mean wait)")
-    backfill = bench_backfill(args.quick)
+    backfill: list[dict[str, Any]] = []
+    if not args.plans_only:
+        print("backfill comparison (delivered GPU-hours x s; frontier gangs' mean wait)")
+        backfill = bench_backfill(args.quick)
     if args.json:
         Path(args.json).write_text(json.dumps({"plans": plans, "backfill": backfill},
                                               indent=1))
