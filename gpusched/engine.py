@@ -33,6 +33,9 @@ from .errors import (BackendError, GpuschedError, JobError, NotAClusterError, Pl
 from .state import encode_state, read_state, write_atomic
 from .job import Job, Placement
 
+if TYPE_CHECKING:
+    from .plan.preempt import PreemptionPlan
+
 __all__ = ["Engine", "Explanation", "NO_EXTENSIONS", "DEFAULT_BACKEND", "available_backends"]
 
 NO_EXTENSIONS = bool(os.environ.get("GPUSCHED_NO_EXTENSIONS")) or (
@@ -259,6 +262,16 @@ class Engine(SiteMixin):
             if deficit > worst_deficit:  # the row short by the most blocks the most
                 worst, worst_deficit = int(i), deficit
         return worst
+
+    # ---- preemption (the plan layer does the work) ------------------------------------
+
+    def plan_preemption(self, job: Job, pod: int | str | None = None,
+                        **options: Any) -> "PreemptionPlan":
+        """The least-cost cap-downs and evictions that let ``job`` start now:
+        :func:`gpusched.plan.preempt.plan_preemption` (imported on first use); the plan's
+        ``apply()`` carries it out atomically."""
+        from .plan.preempt import plan_preemption
+        return plan_preemption(self, job, pod, **options)
 
     # ---- snapshots ------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ __all__ = [
     "SweepError",
     "UsageError",
     "ServiceUnreachableError",
+    "PreemptionError",
 ]
 
 
@@ -143,7 +144,8 @@ class SpareError(GpuschedError, ValueError):
 
 
 class StalePlanError(GpuschedError, ValueError):
-    """A plan was applied to an engine whose state changed since the plan was made."""
+    """A plan (an envelope plan, or a preemption plan) was applied twice, or to an engine
+    whose state changed since the plan was made; nothing was changed (plan again)."""
 
 
 class SweepError(GpuschedError, ValueError):
@@ -168,3 +170,8 @@ class ServiceUnreachableError(ServiceError, ConnectionError):
     a script can retry this one and not a refused request.  A ConnectionError too, so
     callers that catch network failures catch it.
     """
+
+
+class PreemptionError(GpuschedError, ValueError):
+    """A preemption plan was asked for a job it cannot be made for (already placed, a
+    bad argument), or no set of cap-downs and evictions lets the job start."""

@@ -10,7 +10,12 @@ import numpy as np
 from .errors import JobError
 from .power import DEFAULT_SENSITIVITY, QuadraticCurve, ThroughputCurve, resolve_curve
 
-__all__ = ["Job", "Placement"]
+__all__ = ["Job", "Placement", "PRIORITY_MIN", "PRIORITY_MAX"]
+
+#: The range of ``Job.priority``: a signed 32-bit integer, the range of a Kubernetes
+#: PriorityClass ``value`` and of a pod's ``spec.priority``, so either carries over as is.
+PRIORITY_MIN = -(2 ** 31)
+PRIORITY_MAX = 2 ** 31 - 1
 
 
 def _whole_watts(job_id: object, name: str, value: object) -> int:
@@ -50,6 +55,14 @@ class Job:
         ``gpusched.power.CURVES``); a dict is a curve's ``to_json()``.  The default
         stays the proxy so that existing snapshots and jobs keep their numbers; the
         TDP it is read at is always the site's (``PowerModel.speed``).
+    priority : int, default 0
+        Higher is more urgent; an integer in [``PRIORITY_MIN``, ``PRIORITY_MAX``] (a
+        signed 32-bit integer, as a Kubernetes pod's ``spec.priority``).  A preemption
+        plan (``gpusched.plan.plan_preemption``) only ever evicts jobs of strictly lower
+        priority.
+    preemptible : bool, default True
+        False: no preemption plan ever evicts this job (its cap may still be lowered
+        within ``[min_cap_w, max_cap_w]``, which loses no work).
 
     Checks that need no cluster (types, finiteness, min <= max) happen here; the engine
     checks the rest (node size, the cap range of its power model) before touching state.
@@ -58,9 +71,12 @@ class Job:
     Job('train', gpus=16, cap_w=400..700)
     >>> Job("rigid", 8).min_cap_w  # no min_cap_w: the job runs at max_cap_w or not at all
     700
+    >>> Job("eval", 8, priority=100, preemptible=False).priority
+    100
     """
 
-    __slots__ = ("id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity", "curve")
+    __slots__ = ("id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity", "curve",
+                 "priority", "preemptible")
 
     id: str
     gpus: int
@@ -69,10 +85,13 @@ class Job:
     weight: float
     sensitivity: float
     curve: ThroughputCurve
+    priority: int
+    preemptible: bool
 
     def __init__(self, id: str, gpus: int, *, max_cap_w: int = 700,
                  min_cap_w: int | None = None, weight: float = 1.0,
-                 sensitivity: float = DEFAULT_SENSITIVITY, curve: Any = None) -> None:
+                 sensitivity: float = DEFAULT_SENSITIVITY, curve: Any = None,
+                 priority: int = 0, preemptible: bool = True) -> None:
         if type(id) is not str:
             # Exactly str: a subclass can run code of its own in __hash__ and __eq__
             # whenever the engine looks the id up, even between a search and its commit,
@@ -100,6 +119,14 @@ class Job:
                     or not math.isfinite(value) or value < 0):
                 raise JobError(f"Job {id!r}: {name}={value!r} must be a finite number >= 0",
                                field=name)
+        if (isinstance(priority, bool) or not isinstance(priority, (int, np.integer))
+                or not PRIORITY_MIN <= priority <= PRIORITY_MAX):
+            raise JobError(f"Job {id!r}: priority={priority!r} must be a whole number in "
+                           f"[{PRIORITY_MIN}, {PRIORITY_MAX}] (a signed 32-bit integer, "
+                           "as a Kubernetes pod's spec.priority)", field="priority")
+        if not isinstance(preemptible, (bool, np.bool_)):
+            raise JobError(f"Job {id!r}: preemptible={preemptible!r} must be True or False",
+                           field="preemptible")
         try:
             resolved = resolve_curve(curve, float(sensitivity))
         except JobError as exc:
@@ -114,6 +141,8 @@ class Job:
         set_(self, "weight", float(weight))
         set_(self, "sensitivity", float(sensitivity))
         set_(self, "curve", resolved)
+        set_(self, "priority", int(priority))
+        set_(self, "preemptible", bool(preemptible))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Job is immutable; use job.replace({name}=...)")
@@ -145,6 +174,12 @@ class Job:
                "sensitivity": self.sensitivity}
         if not isinstance(self.curve, QuadraticCurve):
             out["curve"] = self.curve.to_json()  # absent for the proxy: old snapshots match
+        # absent at their defaults, for the same reason: a state file written before
+        # priorities is byte for byte what this version writes for the same jobs
+        if self.priority != 0:
+            out["priority"] = self.priority
+        if not self.preemptible:
+            out["preemptible"] = False
         return out
 
     @classmethod
@@ -152,10 +187,11 @@ class Job:
         if not isinstance(data, dict):
             raise JobError(f"a job must be a mapping, got {type(data).__name__}")
         unknown = set(data) - {"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity",
-                               "curve"}
+                               "curve", "priority", "preemptible"}
         if unknown:
             raise JobError(f"unknown job field(s) {sorted(unknown)}; valid: id, gpus, "
-                           "max_cap_w, min_cap_w, weight, sensitivity, curve",
+                           "max_cap_w, min_cap_w, weight, sensitivity, curve, priority, "
+                           "preemptible",
                            field=sorted(unknown)[0])
         if "id" not in data or "gpus" not in data:
             raise JobError(f"a job needs 'id' and 'gpus', got fields {sorted(data)}",
@@ -173,7 +209,9 @@ class Job:
     def __repr__(self) -> str:
         caps = (f"cap_w={self.max_cap_w}" if self.rigid
                 else f"cap_w={self.min_cap_w}..{self.max_cap_w}")
-        return f"Job({self.id!r}, gpus={self.gpus}, {caps})"
+        extra = "" if self.priority == 0 else f", priority={self.priority}"
+        extra += "" if self.preemptible else ", preemptible=False"
+        return f"Job({self.id!r}, gpus={self.gpus}, {caps}{extra})"
 
 
 def _job_from_fields(cls: type, fields: dict[str, Any]) -> Job:

@@ -49,6 +49,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # An entry reads {("gpusched.a", "gpusched.b"): "branch-that-removes-it"}.
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
+# Upward imports the design asks for by name, each inside one method that runs it on first
+# call (so ``import gpusched.engine`` still loads nothing above its layer).  Issue 16 asks
+# for ``engine.plan_preemption(job, pod=None)`` as a thin wrapper over the plan layer.
+LAZY_UPWARD_EDGES: dict[tuple[str, str], str] = {
+    ("gpusched.engine", "gpusched.plan.preempt"): "Engine.plan_preemption (issue 16)",
+}
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
@@ -173,8 +180,21 @@ def test_every_module_has_a_layer():
 def test_no_import_runs_up_the_layers():
     upward = [f"{src} ({LAYERS[layer_of(src)][0]}) imports {dst} ({LAYERS[layer_of(dst)][0]})"
               for src, targets in sorted(graph().items()) for dst in sorted(targets)
-              if layer_of(dst) > layer_of(src)]
+              if layer_of(dst) > layer_of(src) and (src, dst) not in LAZY_UPWARD_EDGES]
     assert not upward, "imports up DESIGN's layers:\n" + "\n".join(upward)
+
+
+def test_lazy_upward_edges_are_inside_functions_only():
+    # an allowed upward edge must not run at import: no module-level import of it
+    modules = all_modules()
+    for (src, dst), why in LAZY_UPWARD_EDGES.items():
+        tree = ast.parse(modules[src].read_text(encoding="utf-8"))
+        top = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and dst.endswith(node.module):
+                top.add(node.module)
+        assert not top, f"{src} imports {dst} at module level ({why}): move it into the method"
+        assert dst in graph()[src], f"{src} -> {dst} ({why}) no longer exists: delete the entry"
 
 
 def test_no_import_cycle_among_gpusched_modules():

@@ -43,7 +43,8 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 from gpusched import Cluster, Engine, Job
 from gpusched.engine import available_backends
 from gpusched.errors import (DuplicateJobError, GpuschedError, PlacementError,
-                             UnknownJobError)
+                             PreemptionError, StalePlanError, UnknownJobError)
+from gpusched.plan.preempt import plan_preemption
 
 from gpusched.plan import plan_envelope
 
@@ -84,6 +85,8 @@ class EngineMachine(RuleBasedStateMachine):
     #: Check against the independent model; off only to show what the twin comparison
     #: catches by itself (tests/test_fuzz_finds_bugs.py).
     check_model: bool = True
+    #: The preemption planner under test (a planted bug replaces it).
+    plan_function: Callable[..., Any] = staticmethod(plan_preemption)
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,6 +94,9 @@ class EngineMachine(RuleBasedStateMachine):
         self.serial = 0
         self.released: list[str] = []
         self.allowed_over: set[str] = set()
+        #: priority and preemptibility of every job placed, as drawn (the model's own
+        #: record: the plan checks below never ask the engine)
+        self.ranks: dict[str, tuple[int, bool]] = {}
 
     # ---- engines --------------------------------------------------------------------
 
@@ -154,7 +160,8 @@ class EngineMachine(RuleBasedStateMachine):
                         label="job")
         if job.gpus > self.cluster.num_gpus:  # a one-node cluster has no room for gangs
             job = job.replace(gpus=self.model.G)
-        return job
+        return job.replace(priority=data.draw(st.integers(0, 2), label="priority"),
+                           preemptible=data.draw(st.booleans(), label="preemptible"))
 
     def _draw_pod(self, data: st.DataObject) -> Any:
         pod = data.draw(st.one_of(st.none(), st.integers(0, self.cluster.num_pods - 1)),
@@ -214,6 +221,7 @@ class EngineMachine(RuleBasedStateMachine):
             self._record(job, placement)
 
     def _record(self, job: Job, placement: Any) -> None:
+        self.ranks[job.id] = (job.priority, job.preemptible)
         self.model.ledger[job.id] = Live(job.gpus, job.max_cap_w, job.min_cap_w,
                                          tuple(placement.nodes), placement.gpus_per_node,
                                          placement.cap_w)
@@ -326,6 +334,59 @@ class EngineMachine(RuleBasedStateMachine):
             if outcome[0] != "error" or outcome[1] is not PlacementError:
                 raise ModelViolation(f"set_cap({job_id!r}, {cap}) gave {outcome}; the model "
                                      "says a row breaks or the cap is out of range")
+
+    @precondition(lambda self: self.engines and self.model.ledger)
+    @rule(data=st.data())
+    def plan_and_apply_preemption(self, data: st.DataObject) -> None:
+        """A preemption plan on every twin: the same plan; it evicts only preemptible
+        jobs of strictly lower priority; applied, the job runs and every row holds (the
+        invariant); applied again, or after a change, it is refused with nothing changed.
+        """
+        job = self._draw_job(data).replace(priority=data.draw(st.integers(1, 3),
+                                                              label="preemptor priority"))
+        if data.draw(st.booleans(), label="half the site"):  # so that it must evict
+            job = job.replace(gpus=self.model.G * max(1, self.cluster.num_nodes // 2))
+        plans: dict[str, Any] = {}
+        outcomes = {}
+        for name, engine in self.engines.items():
+            outcome = _outcome(lambda e=engine: self.plan_function(e, job))
+            if outcome[0] == "ok":
+                plans[name] = outcome[1]
+                outcome = ("ok", outcome[1].to_dict())
+            outcomes[name] = outcome
+        first, *rest = outcomes.values()
+        if any(other != first for other in rest):
+            raise TwinMismatch(f"plans differ: {outcomes}")
+        if first[0] == "error":
+            event("preempt: no plan")
+            assert issubclass(first[1], (PreemptionError, GpuschedError)), first
+            return
+        plan = next(iter(plans.values()))
+        if self.check_model:
+            for victim in plan.victims:
+                priority, preemptible = self.ranks[victim]
+                if not preemptible or priority >= job.priority:
+                    raise ModelViolation(f"plan for {job!r} (priority {job.priority}) evicts "
+                                         f"{victim!r} (priority {priority}, preemptible "
+                                         f"{preemptible})")
+        placed = self._each(lambda e: plans[next(n for n, x in self.engines.items()
+                                                 if x is e)].apply())
+        if placed[0] != "ok":
+            raise ModelViolation(f"a fresh plan for {job!r} did not apply: {placed}")
+        event(f"preempt: {len(plan.victims) > 0 and 'evicts' or 'no eviction'}"
+              f"{plan.cap_changes and ', caps down' or ''}")
+        for victim in plan.victims:
+            del self.model.ledger[victim]
+            self.released.append(victim)
+        for change in plan.cap_changes:
+            live = self.model.ledger[change.job_id]
+            self.model.ledger[change.job_id] = Live(live.gpus, live.max_cap_w, live.min_cap_w,
+                                                    live.nodes, live.gpus_per_node,
+                                                    change.to_cap_w)
+        self._record(job, placed[1])
+        again = self._unchanged(lambda e: plans[next(n for n, x in self.engines.items()
+                                                     if x is e)].apply())
+        assert again[0] == "error" and again[1] is StalePlanError, again
 
     @precondition(lambda self: self.engines)
     @rule(json_round_trip=st.booleans())

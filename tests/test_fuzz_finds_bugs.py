@@ -9,6 +9,8 @@ The bugs live here, in the test, never in the package:
 - a repair that ignores the rows (it plans as if every row had room to spare);
 - hot spares whose watts are not held (a spare is budgeted as an idle node);
 - a failure that does not free the node's power (a down node keeps its idle watts).
+- a preemption plan that also evicts a job of equal or higher priority, and one that plans
+  as if the facility row had no limit (its apply is refused on an unchanged state).
 
 Each buggy twin is run through :class:`tests.test_engine_stateful.EngineMachine` with the
 ``ci`` profile's settings (shrinking off: finding is the claim, and a shrunk example
@@ -132,6 +134,40 @@ class FailureKeepsPower(_PythonEngine):
 BUGS = [ReleasesOneGpuTooFew, SkipsRackFeedRows, BreaksTiesTheOtherWay, Steps50Watts,
         RepairIgnoresRows, SpareWattsNotHeld, FailureKeepsPower]
 
+
+# ---- planted bugs in the preemption planner (issue 16) ---------------------------------
+
+def plan_evicting_a_higher_priority_job(engine, job, pod=None, **options):
+    """The real plan, plus one more victim: a live job of equal or higher priority."""
+    import dataclasses
+    from gpusched.plan.preempt import plan_preemption
+    plan = plan_preemption(engine, job, pod, **options)
+    extra = [j.id for j in engine.jobs() if j.priority >= job.priority and j.id not in
+             plan.victims and not set(engine.placement(j.id).nodes) & set(plan.placement.nodes)]
+    if extra:
+        plan = dataclasses.replace(plan, victims=plan.victims + (extra[0],))
+    return plan
+
+
+def plan_ignoring_the_row_that_binds(engine, job, pod=None, **options):
+    """Plans as if the rows over every rack (the facility) had no limit."""
+    from gpusched.plan import preempt
+    real_init = preempt._Site.__init__
+
+    def init(site, *args, **kwargs):
+        real_init(site, *args, **kwargs)
+        counts = (site.A != 0).sum(axis=1).A1
+        site.slack = site.slack.copy()
+        site.slack[counts == site.R] = 2 ** 50
+    preempt._Site.__init__ = init
+    try:
+        return preempt.plan_preemption(engine, job, pod, **options)
+    finally:
+        preempt._Site.__init__ = real_init
+
+
+PLAN_BUGS = [plan_evicting_a_higher_priority_job, plan_ignoring_the_row_that_binds]
+
 HUNT = settings(settings.get_profile("ci"), database=None, report_multiple_bugs=False,
                 phases=[Phase.explicit, Phase.generate], print_blob=False,
                 suppress_health_check=list(HealthCheck))
@@ -156,6 +192,14 @@ def test_model_finds_planted_bug(bug):
 def test_cython_twin_finds_planted_bug(bug):
     with pytest.raises(TwinMismatch):
         run_state_machine_as_test(_machine(bug, against="cython"), settings=HUNT)
+
+
+@pytest.mark.parametrize("bug", PLAN_BUGS, ids=[b.__name__ for b in PLAN_BUGS])
+def test_model_finds_planted_plan_bug(bug):
+    machine = type(f"{bug.__name__}Machine", (EngineMachine,), {
+        "plan_function": staticmethod(bug), "use_cython": False, "check_model": True})
+    with pytest.raises(ModelViolation):
+        run_state_machine_as_test(machine, settings=settings(HUNT, max_examples=400))
 
 
 def test_real_twin_passes_the_same_hunt():

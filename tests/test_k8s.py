@@ -705,3 +705,39 @@ def test_a_retried_bind_after_a_crash_before_the_api_call_makes_the_binding(tmp_
         assert client.post("/v1/k8s/bind", json=bind_args("p-0", node)).json() == {
             "Error": ""}
     assert calls == [("p-0", node)]
+# ---- the preempt verb (issue 16) -------------------------------------------------------
+
+def _bind_low_gang_and_fill(service, client):
+    """llama-70b (4 pods) bound on dgx0001..4, every other GPU held by a job that no plan
+    may evict: the release-eval gang can only get in by preempting llama-70b."""
+    for i in range(4):
+        name = f"llama-70b-{i}"
+        nodes = client.post("/v1/k8s/filter", json=pod_args(name)).json()["NodeNames"]
+        assert client.post("/v1/k8s/bind", json=bind_args(name, nodes[0])).json() == {
+            "Error": ""}
+    filler = {"id": "filler", "gpus": service.engine.free_gpus(), "priority": 10 ** 9,
+              "preemptible": False}
+    assert client.post("/v1/place", json={"job": filler}).status_code == 200
+    assert service.engine.free_gpus() == 0
+
+
+@pytest.mark.parametrize("args_file", ["preempt_args_victims.json", "preempt_args_meta.json"])
+def test_preempt_answers_kube_scheduler_with_the_victims_gpusched_chose(make, args_file):
+    service, client = make()
+    _bind_low_gang_and_fill(service, client)
+    before = service.engine.snapshot()
+    reply = client.post("/v1/k8s/preempt", json=fixture(args_file))
+    assert reply.status_code == 200
+    # ExtenderPreemptionResult: NodeNameToMetaVictims, node -> MetaVictims{Pods, NumPDB...}
+    assert reply.json() == fixture("preempt_result.json")
+    assert service.engine.snapshot() == before   # the verb only answers
+
+
+def test_preempt_keeps_no_node_when_the_victim_has_equal_priority(make):
+    service, client = make()
+    _bind_low_gang_and_fill(service, client)
+    args = fixture("preempt_args_meta.json")
+    prio = fixture("filter_args_nodenames.json")["Pod"]["spec"]["priority"]
+    args["Pod"]["metadata"]["annotations"]["gpusched.io/priority"] = str(prio)
+    result = client.post("/v1/k8s/preempt", json=args).json()
+    assert result == {"NodeNameToMetaVictims": {}}

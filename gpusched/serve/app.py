@@ -267,6 +267,8 @@ def create_app(service: PlacementService, *, token: str | None = None,
                                        then=(k8s.finish_bind if k8s.binder is not None
                                              else None)),
               methods=["POST"]),
+        Route("/v1/k8s/preempt", endpoint(k8s.preempt, mutating=False, durable=False,
+                                          k8s=True, threaded=True), methods=["POST"]),
         Route("/v1/k8s/gangs", gangs, methods=["GET"]),
     ]
     # v2: every v1 route again; place, explain, release and placements answer with

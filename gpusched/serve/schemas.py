@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..errors import GpuschedError
+from ..job import PRIORITY_MAX, PRIORITY_MIN
 from ..spec import Cluster
 
 __all__ = ["RequestError", "RawJSON", "parse_json", "render_json", "validate",
@@ -228,6 +229,11 @@ def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
                           "description": "lowest acceptable cap, W; null: rigid"},
             "weight": {"type": "number", "minimum": 0, "maximum": 1e9},
             "sensitivity": {"type": "number", "minimum": 0, "maximum": 1e3},
+            "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX,
+                         "description": "higher is more urgent; preemption evicts only "
+                                        "strictly lower priorities"},
+            "preemptible": {"type": "boolean",
+                            "description": "false: never evicted by a preemption plan"},
         },
     }
     pod = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": cluster.num_pods - 1},

@@ -46,7 +46,7 @@ __all__ = ["PlacementService"]
 
 # The fields of a Job, as JobError.field names them: they sit inside the job's body.
 _JOB_FIELDS = frozenset({"id", "gpus", "max_cap_w", "min_cap_w", "weight", "sensitivity",
-                         "curve"})
+                         "curve", "priority", "preemptible"})
 
 
 def _request_field(field: str | None, where: str) -> str | None:

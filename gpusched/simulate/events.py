@@ -14,6 +14,7 @@ a version number and skipped (lazy deletion keeps the heap simple).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass
@@ -98,6 +99,8 @@ class SimJob:
     requeued: bool = False
     resumed_s: float = 0.0      # when it last started or resumed (checkpoints count from it)
     restart_due_s: float | None = None
+    preemptions: int = 0        # times a preemption plan evicted it
+    lost_gpu_s: float = 0.0     # GPU-seconds of work those evictions threw away
 
     @property
     def id(self) -> str:
@@ -150,7 +153,8 @@ class Simulator:
                 continue
             job = Job(spec.id, spec.gpus, max_cap_w=spec.max_cap_w,
                       min_cap_w=spec.min_cap_w, weight=spec.weight,
-                      sensitivity=spec.sensitivity, curve=spec.curve)
+                      sensitivity=spec.sensitivity, curve=spec.curve,
+                      priority=spec.priority, preemptible=spec.preemptible)
             check_curve(cluster.power, job)
             sim_job = SimJob(spec, job)
             self.all_jobs.append(sim_job)
@@ -170,7 +174,8 @@ class Simulator:
 
     def start(self, sim_job: SimJob, placement: Placement) -> None:
         """Record that ``placement`` (already on the engine) starts ``sim_job`` now."""
-        if not sim_job.requeued:  # a requeued job keeps its first start and its work left
+        if not (sim_job.requeued or sim_job.preemptions):
+            # a requeued or preempted job keeps its first start and the work it has left
             sim_job.start_s = self.now
             sim_job.first_cap_w = placement.cap_w
             sim_job.work_left_s = sim_job.spec.duration_s
@@ -261,6 +266,33 @@ class Simulator:
         requeued = getattr(self.policy, "requeued", None)
         if requeued is not None:
             requeued(self, sim_job)
+
+    def preempted(self, sim_job: SimJob, checkpoint_s: float) -> float:
+        """``sim_job`` was evicted (already released from the engine): it loses the work
+        done since its last checkpoint (every ``checkpoint_s`` of run time since its
+        start; 0 = no checkpoints) and goes back to the queue in submit order.  Returns
+        the GPU-seconds lost."""
+        # checkpoints count from its last start or resume; a job paused by a failure
+        # has already lost its work since the checkpoint (gpusched.simulate.failures)
+        ran_s = 0.0 if sim_job.paused else self.now - sim_job.resumed_s
+        since_s = ran_s % checkpoint_s if checkpoint_s > 0 else ran_s
+        self.catch_up(sim_job)
+        lost_s = min(since_s * sim_job.speed, sim_job.spec.duration_s - sim_job.work_left_s)
+        sim_job.work_left_s += lost_s
+        del self.running[sim_job.id]
+        if not sim_job.paused:
+            self.rate_gpus -= sim_job.gpus * sim_job.speed
+        sim_job.paused = False
+        sim_job.restart_due_s = None
+        if self.site is not None:
+            self.site.forget(sim_job)
+        sim_job.version += 1   # its finish event is stale now
+        sim_job.preemptions += 1
+        sim_job.lost_gpu_s += sim_job.gpus * since_s
+        self.state_version += 1
+        keys = [queued.spec.submit_s for queued in self.queue]
+        self.queue.insert(bisect.bisect_right(keys, sim_job.spec.submit_s), sim_job)
+        return sim_job.gpus * since_s
 
     def request_round(self, time_s: float) -> None:
         """Ask for an allocation round at ``time_s`` (one pending round at a time)."""

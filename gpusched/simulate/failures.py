@@ -466,6 +466,10 @@ class SiteEvents:
         hit.requeued = True
         sim.requeue(sim_job)
 
+    def forget(self, sim_job: "SimJob") -> None:
+        """The job left the engine another way (a preemption plan evicted it)."""
+        self._hits.pop(sim_job.id, None)
+
     def started(self, sim: "Simulator", sim_job: "SimJob") -> None:
         """A job started; if it was a requeued hit job, its time to resume ends now."""
         hit = self._hits.get(sim_job.id)

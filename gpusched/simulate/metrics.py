@@ -245,4 +245,23 @@ def summarise_jobs(all_jobs: "list[SimJob]") -> dict[str, Any]:
             "queued_at_end": len(all_jobs) - len(started),
             "jct": _stats_h(jct), "wait": _stats_h(wait),
             "start_cap_w_gpu_mean": round(float((caps * gpus).sum() / gpus.sum()), 1)
-            if len(gpus) else None}
+            if len(gpus) else None,
+            "by_class": _by_class(all_jobs)}
+
+
+def _by_class(all_jobs: "list[SimJob]") -> dict[str, Any]:
+    """Per job class (the trace job's ``kind``: frontier, large, small, trace): counts,
+    wait and JCT, and what preemption cost it (evictions, GPU-hours of work lost)."""
+    out: dict[str, Any] = {}
+    for kind in sorted({j.spec.kind for j in all_jobs}):
+        jobs = [j for j in all_jobs if j.spec.kind == kind]
+        started = [j for j in jobs if not math.isnan(j.start_s)]
+        done = [j for j in jobs if not math.isnan(j.finish_s)]
+        out[kind] = {
+            "priority": jobs[0].spec.priority, "arrived": len(jobs), "started": len(started),
+            "done": len(done),
+            "wait": _stats_h(np.array([j.start_s - j.spec.submit_s for j in started])),
+            "jct": _stats_h(np.array([j.finish_s - j.spec.submit_s for j in done])),
+            "preemptions": sum(j.preemptions for j in jobs),
+            "lost_gpu_h": round(sum(j.lost_gpu_s for j in jobs) / 3600.0, 1)}
+    return out

@@ -3,14 +3,24 @@
 ==============  ===============================================================================
 ``fifo``        Arrival order with head-of-line blocking: start jobs from the front of the
                 queue and stop at the first one the engine cannot place (GPUs or power).
-``backfill``    EASY backfilling (Lifka 1995; Mu'alem and Feitelson 2001): like fifo, but
-                when the head is blocked it gets a reservation at the earliest time enough
-                GPUs free up, assuming every running job ends at start + its trace
-                duration (the estimate); later jobs may start now if they fit and either
-                end before that time or use only GPUs the head will not need.  The
-                reservation counts GPUs, not watts: the engine still refuses a start that
-                would break a power row.  At most ``depth`` queued jobs are tried per
-                pass (Slurm's ``bf_max_job_test`` plays the same role).
+``backfill``    Power-aware EASY backfilling: like fifo, but when the head is blocked it
+                gets a reservation (``gpusched.plan.timeline``) at the earliest expected
+                end after which enough GPUs **and** enough watts in every site row (the
+                facility IT limit) are free for it at its min cap, assuming every running
+                job ends at start + duration / s(cap).  A later job may start now only if
+                it ends before that time or leaves the reservation's GPUs and watts
+                intact, at a cap that fits in the watts left over.  At most ``depth``
+                (500, Slurm's ``bf_max_job_test``) queued jobs are tried per pass, a full
+                pass runs at most every ``interval_s`` (30 s, Slurm's ``bf_interval``),
+                and a pass on an unchanged state tries only the jobs that arrived since.
+``backfill-preempt`` backfill, and a blocked head of priority above 0 gets a preemption
+                plan (``gpusched.plan.preempt``): cap-downs, then evictions of preemptible
+                jobs of lower priority, which lose the work since their last checkpoint
+                (hourly by default) and go back to the queue in submit order.
+``backfill-gpu`` The GPU-only EASY backfill (Lifka 1995; Mu'alem and Feitelson 2001), the
+                baseline: the reservation counts GPUs, not watts (estimate: start + trace
+                duration), so small jobs may take the watts the head needs; the engine
+                still refuses a start that would break a power row.
 ``optimize``    Allocation rounds: ``gpusched.allocate.allocate`` + ``apply`` on the queue,
                 at most one round per ``round_interval_s`` of simulated time and only when
                 a job is queued (while hall and facility rows have 5 % spare, arrivals
@@ -47,8 +57,8 @@ from .events import ARRIVAL, FINISH, ROUND, reason_bit
 if TYPE_CHECKING:
     from .events import SimJob, Simulator
 
-__all__ = ["Policy", "Fifo", "Backfill", "Optimize", "Oblivious", "POLICIES", "make_policy",
-           "lifted_cluster"]
+__all__ = ["Policy", "Fifo", "Backfill", "PreemptingBackfill", "GpuBackfill", "Optimize", "Oblivious", "POLICIES",
+           "make_policy", "lifted_cluster"]
 
 # the event loop owns the kinds; these are their bits in `reasons`
 ARRIVED, FINISHED, ROUND_DUE = reason_bit(ARRIVAL), reason_bit(FINISH), reason_bit(ROUND)
@@ -100,9 +110,256 @@ class Fifo(Policy):
 
 
 class Backfill(Policy):
-    """EASY backfilling, trace duration as the run-time estimate."""
+    """Power-aware EASY backfilling over a :class:`gpusched.plan.timeline.Timeline`."""
 
     name = "backfill"
+
+    def __init__(self, depth: int = 500, interval_s: float = 30.0, preempt: bool = False,
+                 checkpoint_s: float = 3600.0, preempt_interval_s: float = 300.0,
+                 lower_caps: bool = True) -> None:
+        self.lower_caps = lower_caps
+        self.depth = depth
+        self.interval_s = interval_s
+        self.preempt = preempt
+        self.checkpoint_s = checkpoint_s
+        self.preempt_interval_s = preempt_interval_s
+        self._next_preempt_s: dict[str, float] = {}
+        self.preemption_plans = 0
+        self.evictions = 0
+        self.cap_downs = 0
+        self.lost_gpu_h = 0.0
+        self._next_pass_s = -math.inf
+        self._timeline: Any = None
+        self._rows: np.ndarray | None = None
+        self._done_seen = 0
+        # highest cap at which a shape was refused since the last finish: a start adds
+        # load, so it would be refused at that cap or lower again
+        self._refused: dict[tuple[int, int, int], int] = {}
+        self._version = -1      # sim.state_version after the last pass
+        self._tried_upto = 1    # queue positions that pass examined
+        self.passes = 0
+        self.tried = 0
+        self.backfilled = 0
+        self.held_back = 0      # placed, then taken back: it would have eaten the reservation
+        self.model_blocked = 0  # passes where the head fit by the timeline, not the engine
+
+    def _track(self, sim: "Simulator") -> None:
+        for sim_job in sim.done[self._done_seen:]:
+            if sim_job.id in self._timeline:
+                self._timeline.remove(sim_job.id)
+        self._done_seen = len(sim.done)
+
+    def requeued(self, sim: "Simulator", sim_job: "SimJob") -> None:
+        """A failure sent a running job back to the queue (gpusched.simulate.failures)."""
+        if self._timeline is not None and sim_job.id in self._timeline:
+            self._timeline.remove(sim_job.id)
+
+    def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
+               units: np.ndarray) -> None:
+        sim.start(sim_job, placement)
+        whole = len(placement.nodes) if sim_job.gpus >= sim.cluster.gpus_per_node else 0
+        self._timeline.add(sim_job.id, now + sim_job.work_left_s / sim_job.speed,
+                           sim_job.gpus, tuple(units.tolist()), whole,
+                           self._timeline.hall_of(placement))
+
+    def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
+        if self._timeline is None:
+            from ..plan.timeline import Timeline  # the plan layer; loaded on first use
+            self._timeline = Timeline(sim.cluster)
+            self._rows = self._timeline.rows
+        rows = self._rows
+        self._track(sim)
+        if not sim.queue:
+            return
+        engine = sim.engine
+        if reasons & FINISHED:
+            self._refused.clear()   # freed GPUs and watts: refusals may not hold now
+        started = 0
+        slack = engine.row_slack_units()[rows]
+        for sim_job in sim.queue:   # fifo: from the front until one does not fit
+            if sim_job.gpus > engine.free_gpus():
+                break
+            placement = engine.place(sim_job.job)
+            if placement is None:
+                break
+            after = engine.row_slack_units()[rows]
+            self._start(sim, sim_job, placement, now, slack - after)
+            slack = after
+            started += 1
+        if started:
+            del sim.queue[:started]
+        if self.preempt and sim.queue and self._preempt_for_head(sim, now):
+            slack = engine.row_slack_units()[rows]
+        if len(sim.queue) < 2:
+            self._version = sim.state_version
+            return
+        # same state as the last pass (only arrivals since): the jobs it tried would get
+        # the same answers, so only the new ones are tried
+        first = self._tried_upto if sim.state_version == self._version else 1
+        if first == 1:
+            # a full pass at most every interval_s of simulated time (Slurm's bf_interval,
+            # 30 s by default): finishes in between wait for the next one
+            if now < self._next_pass_s:
+                sim.request_round(self._next_pass_s)
+                return
+            self._next_pass_s = now + self.interval_s
+        last = min(len(sim.queue), self.depth + 1)
+        if first >= last or engine.free_gpus() == 0:
+            self._version, self._tried_upto = sim.state_version, max(first, 1)
+            return
+        self.passes += 1
+        head = sim.queue[0]
+        G = sim.cluster.gpus_per_node
+        timeline = self._timeline
+        empty = np.bincount(timeline._node_hall[engine.node_free_gpus() == G],
+                            minlength=timeline.num_halls)
+        reservation = timeline.reserve(head.job, now, engine.free_gpus(), slack, empty)
+        if reservation.start_s <= now:
+            # the head fits by the timeline's count but the engine refused it: a row the
+            # timeline does not hold (a hall, a busway) or the nodes' shape blocks it.
+            # Nothing may run past now, or small jobs would keep taking what the head
+            # waits for (it would starve); only jobs that end by now could, so none.
+            self.model_blocked += 1
+            self._version, self._tried_upto = sim.state_version, 1
+            return
+        caps: dict[tuple[int, int, int], int | None] = {}  # per shape, under this reservation
+        chosen: list[int] = []
+        # the cheap tests over the whole window at once: only the jobs that may start are
+        # looked at one by one (a pass over 500 queued jobs in Python cost most of the run)
+        window = sim.queue[first:last]
+        gpus = np.fromiter((s.spec.gpus for s in window), np.int64, len(window))
+        duration = np.fromiter((s.spec.duration_s for s in window), float, len(window))
+        maybe = gpus <= engine.free_gpus()
+        maybe &= (now + duration <= reservation.start_s) | (gpus <= reservation.extra_gpus)
+        node_free = engine.node_free_gpus()
+        for offset in np.flatnonzero(maybe).tolist():
+            i = first + offset
+            free = engine.free_gpus()
+            if free == 0:
+                break
+            sim_job = sim.queue[i]
+            job = sim_job.job
+            shape = (job.gpus, job.min_cap_w, job.max_cap_w)
+            if job.gpus > free:
+                continue
+            # duration_s is its run time at s = 1: it cannot end sooner
+            may_end_in_time = now + sim_job.spec.duration_s <= reservation.start_s
+            cap = job.max_cap_w
+            if not may_end_in_time:
+                # it would run past the head's start: only the GPUs and watts left over
+                # then are its to take, so it starts at a cap that fits in them
+                if job.gpus > reservation.extra_gpus:
+                    continue
+                if job.gpus >= G and job.gpus // G > reservation.extra_nodes:
+                    continue   # a gang takes empty nodes, and none are left over
+                if (reservation.extra_nodes <= 0 and job.gpus < G
+                        and not ((node_free >= job.gpus) & (node_free < G)).any()):
+                    continue   # it would land on an empty node: the head's
+                if shape in caps:
+                    within = caps[shape]
+                else:
+                    within = caps[shape] = timeline.cap_within(job, reservation.extra_units)
+                if within is None or (within < job.max_cap_w and not self.lower_caps):
+                    continue
+                cap = within
+            if cap <= self._refused.get(shape, 0):
+                continue
+            self.tried += 1
+            placement = (engine.place(job) if cap == job.max_cap_w
+                         else engine.place_at_most(job, cap))
+            if placement is None:
+                self._refused[shape] = cap
+                continue
+            after = engine.row_slack_units()[rows]
+            units = tuple((slack - after).tolist())
+            end_s = now + sim_job.spec.duration_s / sim._speed(sim_job, placement.cap_w)
+            if end_s > reservation.start_s:
+                # empty nodes it took: all of a gang's; a small job's node if it was empty
+                # empty nodes it took (in the head's hall, if it has one): all of a
+                # gang's; a small job's node if it was empty
+                nodes = list(placement.nodes)
+                if job.gpus < G and engine.node_free_gpus()[nodes[0]] != G - job.gpus:
+                    nodes = []
+                took = (len(nodes) if reservation.hall < 0 else
+                        int((timeline._node_hall[nodes] == reservation.hall).sum()))
+                if not reservation.admits(job.gpus, units, took):
+                    engine.release(job.id)  # it would eat the head's GPUs or watts
+                    self.held_back += 1
+                    continue
+                reservation = reservation.take(job.gpus, units, took)
+                caps.clear()
+            self._start(sim, sim_job, placement, now, slack - after)
+            slack = after
+            node_free = engine.node_free_gpus()
+            chosen.append(i)
+        self.backfilled += len(chosen)
+        for i in reversed(chosen):
+            del sim.queue[i]
+        self._version, self._tried_upto = sim.state_version, last - len(chosen)
+
+    def _preempt_for_head(self, sim: "Simulator", now: float) -> bool:
+        """Let a blocked head of priority above 0 in by a preemption plan
+        (``gpusched.plan.preempt``): cap-downs, then evictions of lower-priority
+        preemptible jobs, which lose the work since their last checkpoint and go back
+        to the queue.  At most one plan per head every ``preempt_interval_s``."""
+        head = sim.queue[0]
+        if head.job.priority <= 0 or now < self._next_preempt_s.get(head.id, -math.inf):
+            return False
+        self._next_preempt_s[head.id] = now + self.preempt_interval_s
+        from ..errors import PreemptionError
+        from ..plan.preempt import plan_preemption
+        ckpt = self.checkpoint_s
+        # checkpoints count from a job's last start or resume (a requeued or preempted
+        # job restarts from its checkpoint)
+        since = {job_id: ((now - s.resumed_s) % ckpt if ckpt > 0 else now - s.resumed_s)
+                 for job_id, s in sim.running.items()}
+        try:
+            plan = plan_preemption(sim.engine, head.job, since_checkpoint_s=since)
+        except PreemptionError:
+            return False
+        victims = [sim.running[v] for v in plan.victims]
+        placement = plan.apply()
+        self.preemption_plans += 1
+        for change in plan.cap_changes:
+            sim.set_cap(sim.running[change.job_id], change.to_cap_w)
+        self.cap_downs += len(plan.cap_changes)
+        for victim in victims:
+            self._timeline.remove(victim.id)
+            self.lost_gpu_h += sim.preempted(victim, ckpt) / 3600.0
+        self.evictions += len(victims)
+        sim.queue.remove(head)
+        busy = len(placement.nodes) if head.gpus >= sim.cluster.gpus_per_node else 0
+        self._start(sim, head, placement, now, self._timeline.units_of(placement, busy))
+        self._next_preempt_s.pop(head.id, None)
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        if self.preempt:
+            extra = {"preempt": True, "checkpoint_s": self.checkpoint_s,
+                     "preemption_plans": self.preemption_plans, "evictions": self.evictions,
+                     "cap_downs": self.cap_downs, "lost_gpu_h": round(self.lost_gpu_h, 1)}
+        else:
+            extra = {"preempt": False}
+        return {**extra, "name": self.name, "depth": self.depth, "interval_s": self.interval_s,
+                "passes": self.passes,
+                "tried": self.tried, "backfilled": self.backfilled,
+                "held_back": self.held_back, "model_blocked_passes": self.model_blocked, "reserves": "GPUs and site-row watts"}
+
+
+class PreemptingBackfill(Backfill):
+    """Power-aware backfill whose blocked head, if of higher priority, preempts."""
+
+    name = "backfill-preempt"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(preempt=True, **options)
+
+
+class GpuBackfill(Policy):
+    """EASY backfilling that reserves GPUs only, trace duration as the estimate (the
+    baseline the power-aware ``backfill`` replaced)."""
+
+    name = "backfill-gpu"
 
     def __init__(self, depth: int = 200) -> None:
         self.depth = depth
@@ -116,14 +373,22 @@ class Backfill(Policy):
 
     def _track(self, sim: "Simulator") -> None:
         for sim_job in sim.done[self._done_seen:]:
-            end = self._end_of.pop(sim_job.id)
-            i = int(np.searchsorted(self._end_s, end, side="left"))
-            while self._ids[i] != sim_job.id:  # equal ends: find the right one
-                i += 1
-            self._end_s = np.delete(self._end_s, i)
-            self._gpus = np.delete(self._gpus, i)
-            del self._ids[i]
+            self._forget(sim_job)
         self._done_seen = len(sim.done)
+
+    def _forget(self, sim_job: "SimJob") -> None:
+        end = self._end_of.pop(sim_job.id)
+        i = int(np.searchsorted(self._end_s, end, side="left"))
+        while self._ids[i] != sim_job.id:  # equal ends: find the right one
+            i += 1
+        self._end_s = np.delete(self._end_s, i)
+        self._gpus = np.delete(self._gpus, i)
+        del self._ids[i]
+
+    def requeued(self, sim: "Simulator", sim_job: "SimJob") -> None:
+        """A failure sent a running job back to the queue (gpusched.simulate.failures)."""
+        if sim_job.id in self._end_of:
+            self._forget(sim_job)
 
     def _started(self, sim_job: "SimJob", now: float) -> None:
         end = now + sim_job.spec.duration_s
@@ -542,7 +807,9 @@ class Optimize(Policy):
                 "errors": self.errors}
 
 
-POLICIES = {"fifo": Fifo, "backfill": Backfill, "optimize": Optimize, "oblivious": Oblivious}
+POLICIES = {"fifo": Fifo, "backfill": Backfill, "backfill-preempt": PreemptingBackfill,
+            "backfill-gpu": GpuBackfill,
+            "optimize": Optimize, "oblivious": Oblivious}
 
 
 def make_policy(name: str) -> Policy:

@@ -14,6 +14,12 @@ small       1..64 with the ITP 2021 shares (P):          median 2.93 h, p90 8.00
             16: 0.55 %, 32: 0.51 %, 64: 0.10 %           = 0.784; at least 600 s, at most 437 h
 ==========  ===========================================  ==========================================
 
+Priority classes (A): frontier gangs are *frontier pretraining* (priority 200, not
+preemptible), large jobs *production fine-tuning* (priority 100), small jobs *research*
+(priority 0); both of the latter are preemptible.  Only a policy that preempts reads them
+(``backfill-preempt``); :func:`priority_classes` gives a real trace the same classes by
+gang size.
+
 (P) = computed from shared/traces/ms-itp-2021/README.md (69,351 jobs), (S) = press, (A) =
 our assumption.  Arrivals are a Poisson process over the horizon (frontier gangs in its
 first quarter).  The number of large and small jobs is set by the offered load: what the
@@ -25,13 +31,20 @@ of small ones per simulated week on a 100k-GPU site.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from ..errors import TraceError
 from .traces import TraceJob, whole_gang
 
-__all__ = ["synthetic_jobs", "frontier_gangs", "SMALL_SIZES", "SMALL_SHARES"]
+__all__ = ["synthetic_jobs", "frontier_gangs", "priority_classes", "PRIORITY_CLASSES",
+           "SMALL_SIZES", "SMALL_SHARES"]
+
+#: kind -> (class name, priority, preemptible)
+PRIORITY_CLASSES = {"frontier": ("frontier pretraining", 200, False),
+                    "large": ("production fine-tuning", 100, True),
+                    "small": ("research", 0, True)}
 
 #: ITP 2021, all ten clusters: jobs per gang size (shared/traces/ms-itp-2021/README.md).
 SMALL_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -65,8 +78,10 @@ def frontier_gangs(count: int, horizon_s: float, *, seed: int = 0, cluster_gpus:
     starts = np.sort(rng.uniform(0, 0.25 * horizon_s, size=count))
     durations = FRONTIER_MEDIAN_S * np.exp(FRONTIER_SIGMA * rng.standard_normal(count))
     gangs = [whole_gang(int(g), gpus_per_node) for g in sizes]
+    _name, priority, preemptible = PRIORITY_CLASSES["frontier"]
     return [TraceJob(f"frontier-{i}", float(t), float(d), g, min_cap_w=min_cap_w,
-                     weight=weight, kind="frontier")
+                     weight=weight, kind="frontier", priority=priority,
+                     preemptible=preemptible)
             for i, (g, t, d) in enumerate(zip(gangs, starts, durations))
             if cluster_gpus is None or g <= cluster_gpus // 3]
 
@@ -122,7 +137,8 @@ def synthetic_jobs(cluster_gpus: int, horizon_s: float, *, load: float = 1.0,
     large_d = LARGE_MEDIAN_S * np.exp(LARGE_SIGMA * rng.standard_normal(n_large))
     jobs += [TraceJob(f"large-{i}", float(t), float(max(600.0, d)),
                       whole_gang(int(g), gpus_per_node),
-                      min_cap_w=min_cap_w, kind="large")
+                      min_cap_w=min_cap_w, kind="large",
+                      priority=PRIORITY_CLASSES["large"][1])
              for i, (g, t, d) in enumerate(zip(large_g, large_t, large_d))]
     small_g = rng.choice(SMALL_SIZES, size=n_small, p=shares)
     small_t = rng.uniform(0, horizon_s, size=n_small)
@@ -133,3 +149,17 @@ def synthetic_jobs(cluster_gpus: int, horizon_s: float, *, load: float = 1.0,
              for i, (g, t, d) in enumerate(zip(small_g, small_t, small_d))]
     jobs.sort(key=lambda j: (j.submit_s, j.id))
     return jobs
+
+
+def priority_classes(jobs: "list[TraceJob]", *, frontier_gpus: int = 16_384,
+                     large_gpus: int = 512) -> "list[TraceJob]":
+    """A real trace's jobs with the synthetic mix's classes, by gang size: at least
+    ``frontier_gpus`` GPUs is frontier pretraining, at least ``large_gpus`` production
+    fine-tuning, the rest research (``kind`` is set to the class's key)."""
+    out = []
+    for job in jobs:
+        kind = ("frontier" if job.gpus >= frontier_gpus else
+                "large" if job.gpus >= large_gpus else "small")
+        _name, priority, preemptible = PRIORITY_CLASSES[kind]
+        out.append(replace(job, kind=kind, priority=priority, preemptible=preemptible))
+    return out

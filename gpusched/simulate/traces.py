@@ -86,6 +86,10 @@ class TraceJob:
     #: The job's throughput curve (None: the quadratic proxy with ``sensitivity``; or a
     #: name from ``gpusched.power.CURVES``), as :class:`gpusched.Job` takes it.
     curve: str | None = None
+    #: Priority (higher is more urgent) and whether a preemption plan may evict the job,
+    #: as :class:`gpusched.Job` takes them; the synthetic mix sets them per class.
+    priority: int = 0
+    preemptible: bool = True
 
 
 @dataclass

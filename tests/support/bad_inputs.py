@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from gpusched import Job
 from gpusched.errors import (DomainError, DuplicateJobError, JobError, LimitError,
-                             PlacementError, RepairError, SnapshotError, SpareError,
-                             UnknownJobError, UnknownNodeError, UnknownRowError)
+                             PlacementError, PreemptionError, RepairError, SnapshotError,
+                             SpareError, UnknownJobError, UnknownNodeError, UnknownRowError)
 
 
 @dataclass(frozen=True)
@@ -337,4 +337,27 @@ BAD_CALLS: list[BadCall] = [
     BadCall("restore jobs with a missing field",
             lambda e, c: e.load_snapshot({**c.snapshot, "jobs": [{"job": {"id": "q"}}]}),
             SnapshotError, ("jobs[0]",)),
+    # -- priorities and preemption plans (issue 16)
+    BadCall("priority 2**31", lambda e, c: e.place(Job("x", 1, priority=2**31)), JobError,
+            ("priority=2147483648", "signed 32-bit")),
+    BadCall("priority -2**31-1", lambda e, c: e.place(Job("x", 1, priority=-2**31 - 1)),
+            JobError, ("priority=-2147483649",)),
+    BadCall("priority 1.5", lambda e, c: e.place(Job("x", 1, priority=1.5)), JobError,
+            ("priority=1.5", "whole number")),
+    BadCall("priority True", lambda e, c: e.place(Job("x", 1, priority=True)), JobError,
+            ("priority=true",)),
+    BadCall("preemptible 'yes'", lambda e, c: e.place(Job("x", 1, preemptible="yes")),
+            JobError, ("preemptible='yes'", "true or false")),
+    BadCall("plan_preemption for a placed job (a duplicate)",
+            lambda e, c: e.plan_preemption(e.job(c.live).replace(priority=9)),
+            DuplicateJobError, ("already",)),
+    BadCall("plan_preemption, unknown method",
+            lambda e, c: e.plan_preemption(Job("x", 1, priority=9), method="greedy"),
+            PreemptionError, ("method='greedy'",)),
+    BadCall("plan_preemption, since_checkpoint_s not a mapping",
+            lambda e, c: e.plan_preemption(Job("x", 1, priority=9), since_checkpoint_s=[1]),
+            PreemptionError, ("since_checkpoint_s",)),
+    BadCall("plan_preemption pod out of range",
+            lambda e, c: e.plan_preemption(Job("x", 8, priority=9), pod=c.num_pods),
+            JobError, ("out of range",)),
 ]

@@ -27,6 +27,10 @@ Gangs (the contract, documented in the README):
 * ``gpusched.io/max-cap-w`` and ``gpusched.io/min-cap-w`` (optional): the job's cap
   range in watts; without them the job is rigid at the site's ``power.cap_max_w`` (700 W
   on an H100).
+* ``gpusched.io/priority`` (optional, a signed 32-bit integer): the job's priority;
+  without it the pod's ``spec.priority`` (resolved from its PriorityClass), else 0.
+  ``gpusched.io/preemptible`` (``"true"`` or ``"false"``, default true): false means no
+  preemption plan evicts the gang.  Both are read from the gang's first filtered pod.
 
 The first pod of a gang that reaches ``filter`` reserves nodes for the whole gang with
 ``Engine.place`` (job id ``k8s:<namespace>/<gang>``), journaled like any placement.  Every
@@ -42,8 +46,10 @@ from .binder import ApiServerBinder
 from .extender import Extender
 from .gangs import GangBook, Reservation
 from .wire import (GANG_NAME, GANG_SIZE, GPU_RESOURCE, JOB_PREFIX, MAX_CAP,
-                   MAX_EXTENDER_PRIORITY, MIN_CAP, PodError, PodInfo, parse_pod)
+                   MAX_EXTENDER_PRIORITY, MIN_CAP, PREEMPTIBLE, PRIORITY, PodError, PodInfo,
+                   parse_pod)
 
 __all__ = ["Extender", "GangBook", "Reservation", "ApiServerBinder", "PodInfo", "PodError",
-           "parse_pod", "GANG_NAME", "GANG_SIZE", "MAX_CAP", "MIN_CAP", "GPU_RESOURCE",
+           "parse_pod", "GANG_NAME", "GANG_SIZE", "MAX_CAP", "MIN_CAP", "PRIORITY",
+           "PREEMPTIBLE", "GPU_RESOURCE",
            "MAX_EXTENDER_PRIORITY", "JOB_PREFIX"]

@@ -63,7 +63,15 @@ class _Refused:
 
 
 class Extender(GangBook):
-    """A ``GangBook`` that answers kube-scheduler's filter, prioritize and bind verbs."""
+    """A ``GangBook`` that answers kube-scheduler's filter, prioritize, bind and preempt
+    verbs."""
+
+    #: pod UID -> pod key, learnt at bind (kube-scheduler's MetaVictims name pods by UID)
+    _pod_uid: dict[str, str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pod_uid = {}
 
     def _candidates(self, args: dict[str, Any]) -> tuple[list[str], list[Any] | None]:
         """Candidate node names, and the v1.Node objects when they were sent."""
@@ -136,7 +144,8 @@ class Extender(GangBook):
             self.cluster.power.cap_max_w
         try:
             job = Job(JOB_PREFIX + pod.gang, total, max_cap_w=max_cap,
-                      min_cap_w=pod.min_cap_w)
+                      min_cap_w=pod.min_cap_w, priority=pod.priority,
+                      preemptible=pod.preemptible)
             placement = self.engine.place(job)
             if placement is None:
                 return None, self.engine.explain(job).message, 0
@@ -309,6 +318,92 @@ class Extender(GangBook):
         return [{"Host": name, "Score": MAX_EXTENDER_PRIORITY if name in best else 0}
                 for name in candidates]
 
+    def preempt(self, args: Any) -> dict[str, Any]:
+        """The preempt verb: ExtenderPreemptionArgs in, ExtenderPreemptionResult out.
+
+        kube-scheduler proposes, per candidate node, the pods it would evict
+        (``NodeNameToVictims`` with whole v1.Pods, or ``NodeNameToMetaVictims`` with
+        UIDs when the extender is ``nodeCacheCapable``).  gpusched answers from
+        :func:`gpusched.plan.preempt.plan_preemption` for the pod's gang (priority from
+        ``gpusched.io/priority`` or ``spec.priority``): it keeps only the candidate nodes
+        the plan would place the gang on, and on each only the proposed pods of the
+        gangs the plan evicts, so kube-scheduler evicts gpusched's choice.  No node is
+        kept when no plan lets the gang in, or when the plan's victims include a gang
+        with no proposed pod on those nodes (kube-scheduler could not evict it) -- a
+        victim chosen for watts in another hall, say.  The reply is exactly the Go
+        struct (its one key), so the reason is not sent; ``plan_preemption`` through
+        the library says it.  Nothing is changed here: the gang is reserved by
+        ``filter`` once its victims are released.
+        """
+        from ...errors import PreemptionError
+        from ...plan.preempt import plan_preemption
+        raw_pod = self._pod_arg(args)
+        metas = get(args, "NodeNameToMetaVictims")
+        fulls = get(args, "NodeNameToVictims")
+        proposed: dict[str, list[tuple[str, str | None]]] = {}   # node -> [(uid, pod key)]
+        pdb: dict[str, int] = {}
+        for source, full in ((fulls, True), (metas, False)):
+            if not isinstance(source, dict):
+                continue
+            for node, victims in source.items():
+                pods = get(victims, "Pods") or []
+                if not isinstance(pods, list):
+                    raise RequestError(422, "Pods must be a list", f"body.{node}.Pods")
+                entries = proposed.setdefault(node, [])
+                for pod in pods:
+                    if full:
+                        meta = get(pod, "metadata") or {}
+                        uid = get(meta, "uid")
+                        key = f"{get(meta, 'namespace') or 'default'}/{get(meta, 'name')}"
+                    else:
+                        uid, key = get(pod, "UID"), None
+                    if isinstance(uid, str):
+                        entries.append((uid, key))
+                violations = get(victims, "NumPDBViolations")
+                pdb[node] = violations if isinstance(violations, int) else 0
+        empty: dict[str, Any] = {"NodeNameToMetaVictims": {}}
+        try:
+            pod = parse_pod(raw_pod)
+        except PodError as exc:
+            return empty
+        G = self.cluster.gpus_per_node
+        total = pod.gpus * pod.size
+        if pod.gpus == 0 or (total > G and total % G):
+            return empty
+        max_cap = pod.max_cap_w if pod.max_cap_w is not None else self.cluster.power.cap_max_w
+        with self.lock:
+            try:
+                job = Job(JOB_PREFIX + pod.gang, total, max_cap_w=max_cap,
+                          min_cap_w=pod.min_cap_w, priority=pod.priority,
+                          preemptible=pod.preemptible)
+                plan = plan_preemption(self.engine, job)
+            except (PreemptionError, GpuschedError):
+                return empty
+            # the pods of each victim gang, by pod key; and UIDs seen at bind
+            victim_pods: set[str] = set()
+            for reservation in self.reservations.values():
+                if reservation.job_id in plan.victims:
+                    victim_pods.update(reservation.bound)
+            uid_victim = {uid for uid, key in self._pod_uid.items() if key in victim_pods}
+        names = self.cluster.node_names
+        wanted = {names[n] for n in plan.placement.nodes}
+        out: dict[str, Any] = {}
+        covered: set[str] = set()
+        for node, entries in proposed.items():
+            if node not in wanted:
+                continue
+            chosen = [uid for uid, key in entries
+                      if (key in victim_pods if key is not None else uid in uid_victim)]
+            out[node] = {"Pods": [{"UID": uid} for uid in chosen],
+                         "NumPDBViolations": pdb.get(node, 0)}
+            covered.update(key for uid, key in entries if key in victim_pods)
+            covered.update(self._pod_uid.get(uid, "") for uid in chosen)
+        missing = [v for v in plan.victims if not any(
+            self._pod_gang.get(key) == v[len(JOB_PREFIX):] for key in covered)]
+        if missing or not out:
+            return empty
+        return {"NodeNameToMetaVictims": out}
+
     def bind(self, args: Any) -> tuple[dict[str, Any], int]:
         """The bind verb: book the pod's slot (and bind through ``binder`` if set).
 
@@ -358,6 +453,8 @@ class Extender(GangBook):
                     return {"Error": f"gpusched: node {node} has no free slot of gang "
                                      f"{reservation.gang!r}"}, seq
                 reservation.book(pod_key, node)
+                if uid is not None:
+                    self._pod_uid[str(uid)] = pod_key   # for the preempt verb's UIDs
                 seq = self.record({"op": "bind", "gang": reservation.gang,
                                    "pod": pod_key, "node": node})
         reply: dict[str, Any] = {"Error": ""}

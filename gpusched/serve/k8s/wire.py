@@ -15,13 +15,16 @@ from typing import Any
 
 from ...errors import GpuschedError
 
-__all__ = ["GANG_NAME", "GANG_SIZE", "MAX_CAP", "MIN_CAP", "GPU_RESOURCE",
+__all__ = ["GANG_NAME", "GANG_SIZE", "MAX_CAP", "MIN_CAP", "PRIORITY", "PREEMPTIBLE",
+           "GPU_RESOURCE",
            "MAX_EXTENDER_PRIORITY", "JOB_PREFIX", "SINGLE_POD", "PodInfo", "PodError", "parse_pod", "get"]
 
 GANG_NAME = "gpusched.io/gang-name"
 GANG_SIZE = "gpusched.io/gang-size"
 MAX_CAP = "gpusched.io/max-cap-w"
 MIN_CAP = "gpusched.io/min-cap-w"
+PRIORITY = "gpusched.io/priority"
+PREEMPTIBLE = "gpusched.io/preemptible"
 GPU_RESOURCE = "nvidia.com/gpu"
 MAX_EXTENDER_PRIORITY = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
 JOB_PREFIX = "k8s:"
@@ -54,6 +57,8 @@ class PodInfo:
     size: int            # pods in the gang
     max_cap_w: int | None
     min_cap_w: int | None
+    priority: int = 0
+    preemptible: bool = True
 
     @property
     def key(self) -> str:
@@ -166,7 +171,44 @@ def parse_pod(pod: Any) -> PodInfo:
                            f"{GANG_NAME}", GANG_SIZE)
         size = given_size
         gang = f"{namespace}/{gang_name}"
+    priority, preemptible = _priority(annotations, spec)
     return PodInfo(namespace, name, str(uid) if uid is not None else "", gpus, gang, size,
-                   annotation_int(MAX_CAP, 1, 100_000), annotation_int(MIN_CAP, 1, 100_000))
+                   annotation_int(MAX_CAP, 1, 100_000), annotation_int(MIN_CAP, 1, 100_000),
+                   priority, preemptible)
+
+
+_SIGNED = re.compile(r"-?[0-9]{1,10}")
+
+
+def _priority(annotations: dict[str, Any], spec: Any) -> tuple[int, bool]:
+    """The job's priority and preemptibility from the pod.
+
+    ``gpusched.io/priority`` (a signed integer in the Job's range) wins; without it the
+    pod's ``spec.priority`` (the value admission resolved from its PriorityClass) is
+    used; without either, 0.  ``gpusched.io/preemptible`` is ``"true"`` or ``"false"``
+    (default true).
+    """
+    from ...job import PRIORITY_MAX, PRIORITY_MIN
+    raw = annotations.get(PRIORITY)
+    where = PRIORITY
+    if raw is None:
+        raw = get(spec, "priority") if isinstance(spec, dict) else None
+        where = "spec.priority"
+        if raw is None:
+            raw = 0
+    value: int | None = None
+    if isinstance(raw, str) and _SIGNED.fullmatch(raw.strip()):
+        value = int(raw.strip())
+    elif isinstance(raw, int) and not isinstance(raw, bool) and where == "spec.priority":
+        value = raw
+    if value is None or not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        kind = "annotation " if where == PRIORITY else ""
+        raise PodError(f"{kind}{where}={_show(raw)} must be a whole number in "
+                       f"{PRIORITY_MIN}..{PRIORITY_MAX} (a signed 32-bit integer)", where)
+    flag = annotations.get(PREEMPTIBLE, "true")
+    if not isinstance(flag, str) or flag.strip().lower() not in ("true", "false"):
+        raise PodError(f"annotation {PREEMPTIBLE}={_show(flag)} must be \"true\" or "
+                       "\"false\"", PREEMPTIBLE)
+    return value, flag.strip().lower() == "true"
 
 

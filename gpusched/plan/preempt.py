@@ -1,0 +1,623 @@
+"""Preemption plans: the least-cost cap-downs and evictions that let a job start now.
+
+:func:`plan_preemption` answers "what must give so that this job runs now", counting GPUs
+**and** every row of ``A·P <= b``:
+
+1. *Cap-downs first.*  Running jobs with a cap range (``min_cap_w < max_cap_w``) whose
+   racks load a row the job would break are lowered, all by the same number of watts
+   (a water level on the 25 W grid, each clipped at its own ``min_cap_w``), the least
+   level that makes the rows hold.  A cap-down loses throughput, no work.
+2. *Then evictions* of whole jobs that are ``preemptible`` and of strictly lower
+   ``priority`` than the job, chosen to free nodes in the job's domain and, where the
+   watts are short, in the rows that bind, wherever those victims run (the row that
+   blocks may be the facility, so the right victim may sit in another hall).
+
+The cost of a plan is the tuple ``(highest victim priority, work lost in GPU-hours,
+GPUs evicted)``, compared in that order (no victims sorts first).  Work lost is each
+victim's GPUs times the seconds it ran since its last checkpoint or start, which the
+caller knows (``since_checkpoint_s``; 0 for a job not in it).
+
+*Topology first.*  A gang that fits one pod keeps to one pod, so every pod is a
+candidate domain with its own least victim set (a pod held entirely by preemptible jobs
+is a candidate: KAI-Scheduler #1591, #1760); a larger gang's domain is the site; a job
+of one node's GPUs or fewer takes one node, each node a candidate.
+
+*Exact on small clusters, a heuristic at scale.*  With at most ``exact_max_victims``
+evictable jobs (default 12) every victim set is tried in cost order and the first that
+works is the plan (exact, within the placement rule below).  Above it, the heuristic:
+for each priority threshold in ascending order, the domain's nodes are ranked by the
+work their jobs would lose (a gang's work shared over its nodes), the cheapest ``k``
+nodes chosen, the choice repeated once with the nodes the victims also vacate counted
+as free (so a victim gang's second node replaces a node with a victim of its own), then
+watts are freed by cap-downs and, if still short, by more evictions ranked by cost.  The
+first threshold at which some domain works wins; among domains the cheapest.
+(``method="exact"`` forces the enumeration at any size; an exact mode through
+``scipy.optimize.milp`` is not built yet.)
+
+*Placement rule.*  The job takes the chosen nodes (empty after the evictions for a
+gang; for a small job the node with enough GPUs free after them) at the highest cap in
+its range that every row allows after the plan; :meth:`PreemptionPlan.apply` lowers the
+caps, releases the victims and places the job with the engine's checked ``place_on``.
+A plan is bound to the state it was made on: applying it after any placement, release,
+cap or limit change, or twice, raises :class:`~gpusched.errors.StalePlanError` and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
+
+import numpy as np
+
+from .._checks import check_job, check_pod
+from ..errors import GpuschedError, PreemptionError, StalePlanError
+from ..job import Job, Placement
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+__all__ = ["plan_preemption", "PreemptionPlan", "CapChange", "DEFAULT_EXACT_MAX_VICTIMS"]
+
+#: Up to this many evictable jobs, every victim set is tried (2^12 = 4,096 sets).
+DEFAULT_EXACT_MAX_VICTIMS = 12
+_STEP_W = 25   # the engine's cap grid
+_NO_VICTIM = -(2 ** 40)  # sorts below every priority: a plan with no eviction
+
+
+class CapChange(NamedTuple):
+    """A running job's cap lowered by a plan (a named tuple: a plan may hold thousands)."""
+
+    job_id: str
+    from_cap_w: int
+    to_cap_w: int
+
+
+@dataclass
+class PreemptionPlan:
+    """What must give for ``job`` to start now, and where it would run.
+
+    ``victims`` are evicted whole; ``cap_changes`` are cap-downs of running jobs;
+    ``placement`` is where the job runs after both.  ``cost`` is ``(highest victim
+    priority or None, work lost in GPU-hours, GPUs evicted)``.
+    """
+
+    job: Job
+    victims: tuple[str, ...]
+    cap_changes: tuple[CapChange, ...]
+    placement: Placement
+    max_victim_priority: int | None
+    work_lost_gpu_h: float
+    gpus_evicted: int
+    method: str
+    domain: str | None
+    _engine: Any = field(repr=False, compare=False, default=None)
+    _token: Any = field(repr=False, compare=False, default=None)
+    applied: bool = False
+
+    @property
+    def cost(self) -> tuple[int | None, float, int]:
+        return (self.max_victim_priority, self.work_lost_gpu_h, self.gpus_evicted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job.id, "victims": list(self.victims),
+                "cap_changes": [{"job_id": c.job_id, "from_cap_w": c.from_cap_w,
+                                 "to_cap_w": c.to_cap_w} for c in self.cap_changes],
+                "placement": self.placement.to_dict(),
+                "max_victim_priority": self.max_victim_priority,
+                "work_lost_gpu_h": self.work_lost_gpu_h, "gpus_evicted": self.gpus_evicted,
+                "method": self.method, "domain": self.domain, "applied": self.applied}
+
+    def apply(self) -> Placement:
+        """Carry the plan out atomically; StalePlanError (state unchanged) if the engine
+        changed since the plan was made, or the plan was applied already."""
+        engine = self._engine
+        if self.applied:
+            raise StalePlanError(f"the preemption plan for job {self.job.id!r} was applied "
+                                 "already; plan again", field="plan")
+        with engine._lock:
+            if _token(engine) != self._token:
+                raise StalePlanError(
+                    f"the engine's state changed since the preemption plan for job "
+                    f"{self.job.id!r} was made (a placement, release, cap or limit); "
+                    "nothing was changed, plan again", field="plan")
+            done_caps: list[tuple[str, int]] = []
+            released: list[tuple[Job, Placement]] = []
+            try:
+                for change in self.cap_changes:
+                    engine.set_cap(change.job_id, change.to_cap_w)
+                    done_caps.append((change.job_id, change.from_cap_w))
+                for victim in self.victims:
+                    job = engine.job(victim)
+                    released.append((job, engine.release(victim)))
+                placement = engine.place_on(self.job, list(self.placement.nodes),
+                                            self.placement.cap_w)
+            except GpuschedError as exc:
+                # undo in reverse: the victims go back on their nodes at their caps, then
+                # the caps go back up; each step returns to a state that held before
+                for job, old in reversed(released):
+                    engine.place_on(job, list(old.nodes), old.cap_w)
+                for job_id, cap in reversed(done_caps):
+                    engine.set_cap(job_id, cap)
+                raise PreemptionError(f"the preemption plan for job {self.job.id!r} did not "
+                                      f"apply ({exc}); nothing was changed") from exc
+            self.applied = True
+            return placement
+
+
+def _token(engine: "Engine") -> tuple[Any, ...]:
+    """What a plan depends on: every placement (nodes and caps) and every row's slack
+    (which moves with a limit change too)."""
+    return (tuple(engine.placements()), engine.row_slack_units().tobytes())
+
+
+class _Site:
+    """The live state as arrays, read once per plan."""
+
+    def __init__(self, engine: "Engine", job: Job, since_checkpoint_s: Mapping[str, float]
+                 ) -> None:
+        cluster = engine.cluster
+        power = cluster.power
+        self.cluster = cluster
+        self.G = cluster.gpus_per_node
+        self.idle_w = power.gpu_idle_w
+        self.busy_w = power.busy_step_w
+        self.N = cluster.num_nodes
+        self.R = cluster.num_racks
+        self.A = cluster.constraints.A_units
+        self.placements = engine.placements()
+        self.jobs = engine.jobs()
+        self.token = (tuple(self.placements), engine.row_slack_units().tobytes())
+        self.slack = engine.row_slack_units()
+        self.free = engine.node_free_gpus().astype(np.int64)
+        n = len(self.placements)
+        self.ids = [p.job_id for p in self.placements]
+        # one pass over the jobs: the per-job numbers as one integer table
+        table = np.array([(p.cap_w, p.gpus_per_node, len(p.nodes), j.min_cap_w, j.priority,
+                           j.preemptible) for p, j in zip(self.placements, self.jobs)],
+                         dtype=np.int64).reshape(n, 6)
+        self.cap, self.gpn, self.nodes_of = table[:, 0], table[:, 1], table[:, 2]
+        self.min_cap, self.priority = table[:, 3], table[:, 4]
+        preemptible = table[:, 5].astype(bool)
+        self.gpus = self.gpn * self.nodes_of
+        get = since_checkpoint_s.get
+        run_s = np.array([get(i, 0.0) for i in self.ids], dtype=float) if since_checkpoint_s \
+            else np.zeros(n)
+        self.work_gpu_h = self.gpus * np.maximum(run_s, 0.0) / 3600.0
+        self.evictable = preemptible & (self.priority < job.priority)
+        self.flat_nodes = (np.fromiter(itertools.chain.from_iterable(
+            p.nodes for p in self.placements), np.int64) if n else np.zeros(0, np.int64))
+        self.flat_job = np.repeat(np.arange(n), self.nodes_of)
+        self.count = np.bincount(self.flat_nodes, minlength=self.N)
+        self.node_rack = cluster.node_rack
+        self.node_pod = cluster.node_pod
+        # per entry (job, node): watts the job's GPUs draw above idle there
+        self.entry_w = (self.gpn * (self.cap - self.idle_w))[self.flat_job]
+        self.entry_gpn = self.gpn[self.flat_job]
+        self._after: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    # ---- the one exact test ----------------------------------------------------------
+
+    def after(self, victims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(free GPUs per node, node empty, rack watts delta) once ``victims`` are gone."""
+        key = victims.tobytes()
+        cached = self._after.get(key)
+        if cached is None:
+            if len(self._after) > 16:
+                self._after.clear()
+            cached = self._after[key] = self._after_uncached(victims)
+        return cached
+
+    def _after_uncached(self, victims: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        gone = victims[self.flat_job]
+        freed = np.bincount(self.flat_nodes[gone], weights=self.entry_gpn[gone],
+                            minlength=self.N).astype(np.int64)
+        evicted = np.bincount(self.flat_nodes[gone], minlength=self.N)
+        free = self.free + freed
+        emptied = (evicted == self.count) & (self.count > 0)
+        node_w = -np.bincount(self.flat_nodes[gone], weights=self.entry_w[gone],
+                              minlength=self.N) - self.busy_w * emptied
+        rack_w = np.bincount(self.node_rack, weights=node_w, minlength=self.R)
+        return free, free == self.G, rack_w
+
+    def cap_down_w(self, level_w: int, jobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rack watts freed by lowering each of ``jobs`` (mask) by ``level_w``, clipped
+        at its min cap; and the cap each would get (returned second)."""
+        drop = np.where(jobs, np.minimum(level_w, self.cap - self.min_cap), 0)
+        per_entry = (self.gpn * drop)[self.flat_job]
+        node_w = np.bincount(self.flat_nodes, weights=per_entry, minlength=self.N)
+        return np.bincount(self.node_rack, weights=node_w, minlength=self.R), drop
+
+    def demand(self, nodes: np.ndarray, gpn: int, empty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rack watts at cap 0 incl. busy steps, rack GPUs) for the job on ``nodes``."""
+        base = np.bincount(self.node_rack[nodes],
+                           weights=self.busy_w * empty[nodes] - gpn * self.idle_w,
+                           minlength=self.R)
+        per_w = np.bincount(self.node_rack[nodes], minlength=self.R) * gpn
+        return base, per_w
+
+    def fit(self, job: Job, nodes: np.ndarray, gpn: int, victims: np.ndarray
+            ) -> tuple[int, np.ndarray] | None:
+        """The job on ``nodes`` after ``victims``: (cap, cap drop per running job) with
+        the least cap-down level that lets it run at ``min_cap_w``, or None."""
+        _free, empty, rack_w = self.after(victims)
+        base, per_w = self.demand(nodes, gpn, empty)
+        row_base = self.A @ np.rint(rack_w + base).astype(np.int64)
+        row_per = self.A @ per_w.astype(np.int64)
+        load = row_base + row_per * job.min_cap_w
+        short = load > self.slack
+        no_drop = np.zeros(len(self.cap), np.int64)
+        if not short.any():
+            return self._best_cap(job, row_base, row_per, self.slack), no_drop
+        # cap-downs: flexible jobs still running that touch a short row
+        touching = (self.A.T @ short.astype(np.int64)) > 0   # racks under a short row
+        flex = np.bincount(self.flat_job, weights=touching[self.node_rack[self.flat_nodes]],
+                           minlength=len(self.cap)) > 0
+        flex &= ~victims & (self.cap > self.min_cap)
+        if not flex.any():
+            return None
+        top = int((self.cap - self.min_cap)[flex].max())
+        levels = list(range(_STEP_W, top + _STEP_W, _STEP_W))
+        if levels[-1] != top:
+            levels.append(top)
+
+        def rows_at(level: int) -> tuple[np.ndarray, np.ndarray]:
+            freed_w, drop = self.cap_down_w(level, flex)
+            return row_base - self.A @ np.rint(freed_w).astype(np.int64), drop
+
+        deepest, drop = rows_at(top)
+        if (deepest + row_per * job.min_cap_w > self.slack).any():
+            return None
+        lo, hi = 0, len(levels) - 1   # the least level that works: binary search
+        while lo < hi:
+            mid = (lo + hi) // 2
+            trial, _ = rows_at(levels[mid])
+            if (trial + row_per * job.min_cap_w > self.slack).any():
+                lo = mid + 1
+            else:
+                hi = mid
+        rows_ok, drop = rows_at(levels[lo])
+        return self._best_cap(job, rows_ok, row_per, self.slack), drop
+
+    def excess(self, job: Job, nodes: np.ndarray, gpn: int, victims: np.ndarray
+               ) -> np.ndarray:
+        """Per row, load minus slack (units) with the job on ``nodes`` at ``min_cap_w``
+        and every flexible job still running at its min cap: what evictions must free."""
+        _free, empty, rack_w = self.after(victims)
+        base, per_w = self.demand(nodes, gpn, empty)
+        flex = ~victims & (self.cap > self.min_cap)
+        freed_w, _drop = self.cap_down_w(int((self.cap - self.min_cap).max(initial=0)), flex)
+        rack = np.rint(rack_w + base - freed_w + per_w * job.min_cap_w).astype(np.int64)
+        return self.A @ rack - self.slack
+
+    @staticmethod
+    def _best_cap(job: Job, row_base: np.ndarray, row_per: np.ndarray, slack: np.ndarray
+                  ) -> int:
+        """The highest cap on the job's 25 W grid (from max_cap_w down) every row takes."""
+        room = slack - row_base
+        pos = row_per > 0
+        bound = int((room[pos] // row_per[pos]).min()) if pos.any() else job.max_cap_w
+        cap = min(job.max_cap_w, bound)
+        if cap < job.max_cap_w:  # onto the grid the engine steps down on
+            cap = job.max_cap_w - _STEP_W * math.ceil((job.max_cap_w - cap) / _STEP_W)
+        return max(cap, job.min_cap_w)
+
+    # ---- domains ---------------------------------------------------------------------
+
+    def cost(self, victims: np.ndarray) -> tuple[int, float, int]:
+        if not victims.any():
+            return (_NO_VICTIM, 0.0, 0)
+        return (int(self.priority[victims].max()), round(float(self.work_gpu_h[victims].sum()), 9),
+                int(self.gpus[victims].sum()))
+
+
+def _domains(site: _Site, job: Job, pod_index: int) -> list[tuple[str | None, np.ndarray]]:
+    """Candidate domains as (name, node indices): the named pod; each pod that can hold
+    the gang; or the whole site (a gang larger than any pod, a job on one node)."""
+    cluster = site.cluster
+    all_nodes = np.arange(site.N)
+    if pod_index >= 0:
+        return [(cluster.pod_names[pod_index], np.flatnonzero(site.node_pod == pod_index))]
+    k = job.gpus // site.G
+    if job.gpus > site.G and k <= int(cluster.pod_nodes.max()):
+        return [(cluster.pod_names[q], np.flatnonzero(site.node_pod == q))
+                for q in range(cluster.num_pods) if cluster.pod_nodes[q] >= k]
+    return [(None, all_nodes)]
+
+
+def _try_victims(site: _Site, job: Job, victims: np.ndarray,
+                 domains: list[tuple[str | None, np.ndarray]]
+                 ) -> tuple[str | None, np.ndarray, int, np.ndarray] | None:
+    """The first domain where ``victims`` (and cap-downs) let the job run: (domain,
+    nodes, cap, cap drops), or None."""
+    free, empty, _ = site.after(victims)
+    G = site.G
+    for name, nodes in domains:
+        if job.gpus > G:
+            k = job.gpus // G
+            usable = nodes[empty[nodes]]
+            if len(usable) < k:
+                continue
+            chosen = usable[:k]
+            answer = site.fit(job, chosen, G, victims)
+        else:
+            usable = nodes[free[nodes] >= job.gpus]
+            if not len(usable):
+                continue
+            # best fit: the fullest node that takes it, as the engine's own rule
+            order = np.lexsort((usable, free[usable]))
+            answer, chosen = None, usable[:0]
+            for node in usable[order][:64]:
+                chosen = np.array([node])
+                answer = site.fit(job, chosen, job.gpus, victims)
+                if answer is not None:
+                    break
+        if answer is not None:
+            return name, chosen, answer[0], answer[1]
+    return None
+
+
+def _exact(site: _Site, job: Job, domains: list[tuple[str | None, np.ndarray]]
+           ) -> tuple[np.ndarray, tuple[str | None, np.ndarray, int, np.ndarray]] | None:
+    """Every victim set in cost order; the first that works."""
+    candidates = np.flatnonzero(site.evictable)
+    sets = []
+    for r in range(len(candidates) + 1):
+        for combo in itertools.combinations(candidates, r):
+            mask = np.zeros(len(site.cap), bool)
+            mask[list(combo)] = True
+            sets.append((site.cost(mask), combo, mask))
+    sets.sort(key=lambda item: (item[0], item[1]))
+    for _cost, _combo, mask in sets:
+        answer = _try_victims(site, job, mask, domains)
+        if answer is not None:
+            return mask, answer
+    return None
+
+
+def _heuristic(site: _Site, job: Job, domains: list[tuple[str | None, np.ndarray]]
+               ) -> tuple[np.ndarray, tuple[str | None, np.ndarray, int, np.ndarray]] | None:
+    n = len(site.cap)
+    none = np.zeros(n, bool)
+    answer = _try_victims(site, job, none, domains)
+    if answer is not None:
+        return none, answer
+    share = np.where(site.nodes_of > 0, site.work_gpu_h / np.maximum(site.nodes_of, 1), 0.0)
+    for threshold in np.unique(site.priority[site.evictable]):
+        allowed = site.evictable & (site.priority <= threshold)
+        blocked_entry = ~allowed[site.flat_job]
+        node_blocked = np.bincount(site.flat_nodes, weights=blocked_entry,
+                                   minlength=site.N) > 0
+        node_cost = np.bincount(site.flat_nodes, weights=share[site.flat_job], minlength=site.N)
+        node_gpus = site.G - site.free
+        best: tuple[Any, ...] | None = None
+        for name, nodes in domains:
+            victims = _victims_for_nodes(site, job, nodes, allowed, node_blocked, node_cost,
+                                         node_gpus)
+            if victims is None:
+                continue
+            found = _try_victims(site, job, victims, [(name, nodes)])
+            if found is None:
+                victims = _add_for_watts(site, job, victims, allowed, [(name, nodes)])
+                if victims is None:
+                    continue
+                found = _try_victims(site, job, victims, [(name, nodes)])
+                if found is None:
+                    continue
+            key = site.cost(victims)
+            if best is None or key < best[0]:
+                best = (key, victims, found)
+        if best is not None:
+            return best[1], best[2]
+    return None
+
+
+def _victims_for_nodes(site: _Site, job: Job, nodes: np.ndarray, allowed: np.ndarray,
+                       node_blocked: np.ndarray, node_cost: np.ndarray, node_gpus: np.ndarray
+                       ) -> np.ndarray | None:
+    """The jobs to evict so that the domain's cheapest nodes can take the job."""
+    G = site.G
+    n = len(site.cap)
+    if job.gpus > G:
+        k = job.gpus // G
+        open_ = nodes[~node_blocked[nodes]]
+        if len(open_) < k:
+            return None
+        victims = np.zeros(n, bool)
+        cost, gpus = node_cost.copy(), node_gpus.copy()
+        for _round in range(2):
+            # cheapest first: work lost, then GPUs evicted, then the lowest index
+            order = np.lexsort((open_, gpus[open_], cost[open_]))
+            chosen = open_[order[:k]]
+            on_chosen = np.isin(site.flat_nodes, chosen)
+            victims = np.zeros(n, bool)
+            victims[site.flat_job[on_chosen]] = True
+            # nodes the victims also vacate cost nothing more: choose again
+            _free, empty, _ = site.after(victims)
+            cost = np.where(empty, 0.0, node_cost)
+            gpus = np.where(empty, 0, node_gpus)
+        return victims
+    # a job on one node: the node whose cheapest victims free enough GPUs
+    need = job.gpus
+    best: tuple[Any, ...] | None = None
+    entries = np.flatnonzero(np.isin(site.flat_nodes, nodes))
+    by_node: dict[int, list[int]] = {}
+    for e in entries:
+        by_node.setdefault(int(site.flat_nodes[e]), []).append(int(site.flat_job[e]))
+    for node in nodes:
+        node = int(node)
+        if site.free[node] >= need:
+            return np.zeros(n, bool)  # GPUs free already: only watts can be short
+        on = by_node.get(node, [])
+        pick = sorted((j for j in on if allowed[j]),
+                      key=lambda j: (int(site.priority[j]), float(site.work_gpu_h[j]),
+                                     int(site.gpus[j]), j))
+        freed, chosen = int(site.free[node]), []
+        for j in pick:
+            if freed >= need:
+                break
+            chosen.append(j)
+            freed += int(site.gpn[j])
+        if freed < need:
+            continue
+        mask = np.zeros(n, bool)
+        mask[chosen] = True
+        key = site.cost(mask)
+        if best is None or key < best[0]:
+            best = (key, mask)
+    return None if best is None else best[1]
+
+
+def _add_for_watts(site: _Site, job: Job, victims: np.ndarray, allowed: np.ndarray,
+                   domains: list[tuple[str | None, np.ndarray]]) -> np.ndarray | None:
+    """More victims, anywhere, until the rows the job would break hold.
+
+    Each candidate's watts are counted linearly (its GPUs above idle at the cap the
+    deepest cap-down leaves it, busy steps left out: an under-count, so never too few),
+    candidates are taken by priority, then work lost per watt freed in the short rows,
+    until every short row is covered; the ones the others cover anyway are dropped
+    again, most expensive first; one exact test (:meth:`_Site.fit`) decides.
+    """
+    chosen = _chosen_nodes(site, job, victims, domains)
+    if chosen is None:
+        return None
+    nodes, gpn = chosen
+    excess = site.excess(job, nodes, gpn, victims)
+    rows = np.flatnonzero(excess > 0)
+    candidates = np.flatnonzero(allowed & ~victims)
+    if not len(rows) or not len(candidates):
+        return None
+    import scipy.sparse as sp  # the plan layer reads scipy; loaded on first use
+    floor_cap = np.where(site.cap > site.min_cap, site.min_cap, site.cap)
+    entry_w = (site.gpn * (floor_cap - site.idle_w))[site.flat_job]
+    by_job = sp.csr_matrix((entry_w, (site.flat_job, site.node_rack[site.flat_nodes])),
+                           shape=(len(site.cap), site.R))
+    freed = np.asarray((by_job[candidates] @ site.A[rows].T).todense())  # units a row
+    share = freed / excess[rows]            # fraction of each row's shortfall it covers
+    worth = share.max(axis=1)
+    order = np.lexsort((site.gpus[candidates], -worth,
+                        site.work_gpu_h[candidates] / np.maximum(worth, 1e-12),
+                        site.priority[candidates]))
+    order = order[worth[order] > 0]
+    running = np.cumsum(share[order], axis=0)     # coverage after each one taken
+    enough = np.flatnonzero((running >= 1).all(axis=1))
+    if not len(enough):
+        return None
+    taken = order[:int(enough[0]) + 1].tolist()
+    covered = running[int(enough[0])].copy()
+    for i in sorted(taken, key=lambda t: (-site.priority[candidates[t]],
+                                          -site.work_gpu_h[candidates[t]])):
+        if len(taken) > 1 and (covered - share[i] >= 1).all():
+            covered -= share[i]
+            taken.remove(i)
+    out = victims.copy()
+    out[candidates[taken]] = True
+    if _try_victims(site, job, out, domains) is not None:
+        return out
+    # the linear count missed something (a rack row, a cap-down level): add the rest in
+    # cost order, doubling, and test exactly
+    rest = [int(candidates[i]) for i in order if not out[candidates[i]]]
+    step, k = 1, 0
+    while k < len(rest):
+        out[rest[k:k + step]] = True
+        k += step
+        if _try_victims(site, job, out, domains) is not None:
+            return out
+        step *= 2
+    return None
+
+
+def _chosen_nodes(site: _Site, job: Job, victims: np.ndarray,
+                  domains: list[tuple[str | None, np.ndarray]]
+                  ) -> tuple[np.ndarray, int] | None:
+    """The nodes ``_try_victims`` would give the job in the first domain with room."""
+    free, empty, _ = site.after(victims)
+    for _name, nodes in domains:
+        if job.gpus > site.G:
+            usable = nodes[empty[nodes]]
+            if len(usable) >= job.gpus // site.G:
+                return usable[:job.gpus // site.G], site.G
+        else:
+            usable = nodes[free[nodes] >= job.gpus]
+            if len(usable):
+                order = np.lexsort((usable, free[usable]))
+                return usable[order][:1], job.gpus
+    return None
+
+
+def plan_preemption(engine: "Engine", job: Job, pod: int | str | None = None, *,
+                    since_checkpoint_s: Mapping[str, float] | None = None,
+                    method: str = "auto",
+                    exact_max_victims: int = DEFAULT_EXACT_MAX_VICTIMS) -> PreemptionPlan:
+    """The least-cost cap-downs and evictions that let ``job`` start now (see the module).
+
+    Parameters
+    ----------
+    engine : Engine
+    job : Job
+        Not placed yet; its ``priority`` bounds the victims (strictly lower, preemptible).
+    pod : int or str, optional
+        Keep the job inside this pod.
+    since_checkpoint_s : mapping of job id to seconds, optional
+        How long each running job has run since its last checkpoint (or start): the work
+        an eviction loses is its GPUs times this.  Jobs not in it lose nothing.
+    method : {"auto", "exact", "heuristic"}
+        ``auto``: exact when at most ``exact_max_victims`` jobs are evictable, else the
+        heuristic.
+
+    Raises
+    ------
+    PreemptionError
+        No plan lets the job start (its ``message`` says so), or a bad argument.
+    DuplicateJobError, JobError
+        The job is already placed, or can never run on this cluster.
+    """
+    if method not in ("auto", "exact", "heuristic"):
+        raise PreemptionError(f"method={method!r} must be one of 'auto', 'exact', "
+                              "'heuristic'", field="method")
+    if (isinstance(exact_max_victims, bool) or not isinstance(exact_max_victims, int)
+            or not 0 <= exact_max_victims <= 20):
+        raise PreemptionError(f"exact_max_victims={exact_max_victims!r} must be an int in "
+                              "0..20 (2^20 victim sets)", field="exact_max_victims")
+    if since_checkpoint_s is None:
+        since_checkpoint_s = {}
+    elif not isinstance(since_checkpoint_s, Mapping):
+        raise PreemptionError("since_checkpoint_s must map job ids to seconds, got "
+                              f"{type(since_checkpoint_s).__name__}", field="since_checkpoint_s")
+    with engine._lock:
+        check_job(engine.cluster, job, engine)
+        pod_index = -1 if pod is None else check_pod(engine.cluster, pod)
+        site = _Site(engine, job, since_checkpoint_s)
+        domains = _domains(site, job, pod_index)
+        used = method
+        if method == "auto":
+            used = ("exact" if int(site.evictable.sum()) <= exact_max_victims
+                    else "heuristic")
+        if used == "exact":
+            found = _exact(site, job, domains)
+        else:
+            found = _heuristic(site, job, domains)
+        if found is None:
+            why = engine.explain(job, pod)
+            raise PreemptionError(
+                f"no plan lets job {job.id!r} (priority {job.priority}) start now: "
+                f"{why.message}, and no cap-downs plus evictions of preemptible jobs of "
+                "lower priority free enough", field="job")
+        victims, (domain, nodes, cap, drop) = found
+        gpn = job.gpus if job.gpus <= site.G else site.G
+        placement = Placement(job.id, tuple(nodes.tolist()), gpn, int(cap))
+        lowered = np.flatnonzero((drop > 0) & ~victims)
+        ids = site.ids
+        changes = tuple(CapChange(ids[j], old, new) for j, old, new in zip(
+            lowered.tolist(), site.cap[lowered].tolist(), (site.cap - drop)[lowered].tolist()))
+        prio, work, gpus = site.cost(victims)
+        return PreemptionPlan(
+            job=job, victims=tuple(site.ids[j] for j in np.flatnonzero(victims)),
+            cap_changes=changes, placement=placement,
+            max_victim_priority=None if prio == _NO_VICTIM else prio,
+            work_lost_gpu_h=work, gpus_evicted=gpus, method=used, domain=domain,
+            _engine=engine, _token=site.token)
+

@@ -1,0 +1,285 @@
+"""Preemption plans: least cost against a brute force, atomic apply, stale plans refused."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from gpusched import Cluster, Engine, Job
+from gpusched.errors import DuplicateJobError, PreemptionError, StalePlanError
+from gpusched.plan.preempt import plan_preemption
+
+NO_VICTIM = -(2 ** 40)
+
+
+def small_site(facility_w: float) -> Cluster:
+    """Two pods of two racks of two nodes (32 GPUs a pod), limits a random state binds."""
+    racks = []
+    for r in range(4):
+        racks.append({"name": f"rack-{r}", "row": f"row-{r // 2}", "pod": f"pod-{r // 2}",
+                      "kind": "liquid", "nodes": 2, "feed_w": 18_000, "cdu_w": 30_000,
+                      "residual_air_w": 10_000})
+    return Cluster.from_dict({
+        "name": "small", "facility": {"name": "facility", "it_limit_w": facility_w},
+        "halls": [{"name": "hall-1", "switchboard_w": 80_000, "cooling_w": 80_000}],
+        "rows": [{"name": "row-0", "hall": "hall-1", "busway_w": 34_000},
+                 {"name": "row-1", "hall": "hall-1", "busway_w": 34_000}],
+        "pods": [{"name": "pod-0"}, {"name": "pod-1"}], "racks": racks})
+
+
+def random_state(seed: int, backend: str | None = None):
+    rng = random.Random(seed)
+    cluster = small_site(rng.choice([45_000, 55_000, 70_000]))
+    engine = Engine(cluster, backend=backend)
+    since = {}
+    for i in range(30):
+        gpus = rng.choice([1, 2, 4, 8, 8, 16])
+        flexible = rng.random() < 0.5
+        job = Job(f"j{i}", gpus, min_cap_w=rng.choice([300, 450]) if flexible else None,
+                  priority=rng.randint(0, 3), preemptible=rng.random() < 0.8)
+        if engine.place(job) is not None:
+            since[job.id] = rng.choice([0, 600, 1800, 3600])
+    preemptor = Job("urgent", rng.choice([4, 8, 16, 32]), priority=rng.randint(2, 5),
+                    min_cap_w=rng.choice([400, 700]))
+    return cluster, engine, since, preemptor
+
+
+def cost_of(engine: Engine, victims, since) -> tuple:
+    if not victims:
+        return (NO_VICTIM, 0.0, 0)
+    jobs = [engine.job(v) for v in victims]
+    return (max(j.priority for j in jobs),
+            round(sum(j.gpus * since.get(j.id, 0) / 3600 for j in jobs), 9),
+            sum(j.gpus for j in jobs))
+
+
+def brute_force(cluster, engine, since, job):
+    """The least cost over every victim set, each tried on a fresh engine with every
+    flexible job left running at its min cap (the most watts cap-downs can free)."""
+    snapshot = engine.snapshot()
+    evictable = [j.id for j in engine.jobs() if j.preemptible and j.priority < job.priority]
+    G = cluster.gpus_per_node
+    pods = ([q for q in range(cluster.num_pods) if cluster.pod_nodes[q] * G >= job.gpus]
+            if G < job.gpus <= int(cluster.pod_nodes.max()) * G else [None])
+    best = None
+    for r in range(len(evictable) + 1):
+        for victims in itertools.combinations(evictable, r):
+            key = cost_of(engine, victims, since)
+            if best is not None and key >= best:
+                continue
+            trial = Engine.restore(cluster, snapshot)
+            for v in victims:
+                trial.release(v)
+            for running in trial.jobs():
+                if running.min_cap_w < trial.placement(running.id).cap_w:
+                    trial.set_cap(running.id, running.min_cap_w)
+            if any(trial.place(job.replace(max_cap_w=job.min_cap_w), q) is not None
+                   for q in pods):
+                best = key
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plan_cost_equals_the_brute_force_optimum(seed):
+    cluster, engine, since, job = random_state(seed)
+    evictable = [j for j in engine.jobs() if j.preemptible and j.priority < job.priority]
+    if len(evictable) > 10:
+        pytest.skip("too many victim sets for the brute force")
+    best = brute_force(cluster, engine, since, job)
+    before = engine.snapshot()
+    if best is None:
+        with pytest.raises(PreemptionError):
+            plan_preemption(engine, job, since_checkpoint_s=since)
+        assert engine.snapshot() == before
+        return
+    plan = plan_preemption(engine, job, since_checkpoint_s=since)
+    assert engine.snapshot() == before  # planning changes nothing
+    got = (NO_VICTIM if plan.max_victim_priority is None else plan.max_victim_priority,
+           plan.work_lost_gpu_h, plan.gpus_evicted)
+    assert got == best, (seed, plan)
+    check_applied(cluster, engine, plan, job)
+
+
+def check_applied(cluster, engine, plan, job):
+    victims = {v: engine.job(v) for v in plan.victims}
+    placement = plan.apply()
+    assert engine.placement(job.id) == placement == plan.placement
+    for v, victim in victims.items():
+        assert v not in engine
+        assert victim.preemptible and victim.priority < job.priority
+    for change in plan.cap_changes:
+        assert engine.placement(change.job_id).cap_w == change.to_cap_w < change.from_cap_w
+    assert cluster.constraints.violations(engine.rack_power_w()) == []
+    assert (engine.row_slack_units() >= 0).all()
+
+
+@pytest.mark.parametrize("seed", range(40, 60))
+def test_heuristic_plans_apply_and_never_evict_equal_or_higher(seed):
+    cluster, engine, since, job = random_state(seed)
+    before = engine.snapshot()
+    try:
+        plan = plan_preemption(engine, job, since_checkpoint_s=since, method="heuristic")
+    except PreemptionError:
+        assert engine.snapshot() == before
+        return
+    evictable = [j for j in engine.jobs() if j.preemptible and j.priority < job.priority]
+    if len(evictable) <= 10:  # never cheaper than the optimum: else the oracle is wrong
+        best = brute_force(cluster, engine, since, job)
+        got = (NO_VICTIM if plan.max_victim_priority is None else plan.max_victim_priority,
+               plan.work_lost_gpu_h, plan.gpus_evicted)
+        assert best is not None and got >= best
+    check_applied(cluster, engine, plan, job)
+
+
+def full_power_bound_site():
+    """tiny, filled with low-priority flexible jobs until the facility row binds."""
+    engine = Engine(Cluster.preset("tiny"))
+    for i in range(8):
+        engine.place(Job(f"low{i}", 8, min_cap_w=400))
+    return engine
+
+
+def test_a_plan_applied_twice_or_after_a_change_is_refused_and_changes_nothing():
+    engine = full_power_bound_site()
+    urgent = Job("urgent", 16, priority=10)
+    plan = engine.plan_preemption(urgent)
+    other = plan_preemption(engine, urgent)
+    engine.release(engine.placements()[-1].job_id)     # the state moves on
+    before = engine.snapshot()
+    with pytest.raises(StalePlanError) as info:
+        plan.apply()
+    assert info.value.field == "plan"
+    assert engine.snapshot() == before
+    fresh = plan_preemption(engine, urgent)
+    fresh.apply()
+    after = engine.snapshot()
+    with pytest.raises(StalePlanError):
+        fresh.apply()
+    with pytest.raises(StalePlanError):
+        other.apply()
+    assert engine.snapshot() == after
+
+
+def test_a_plan_for_a_placed_job_or_with_bad_options_is_a_typed_error():
+    engine = full_power_bound_site()
+    placed = engine.job(engine.placements()[0].job_id)
+    before = engine.snapshot()
+    with pytest.raises(DuplicateJobError):
+        plan_preemption(engine, placed)
+    with pytest.raises(PreemptionError) as info:
+        plan_preemption(engine, Job("x", 8, priority=1), method="best")
+    assert info.value.field == "method"
+    assert engine.snapshot() == before
+
+
+def test_nothing_of_equal_priority_or_not_preemptible_is_evicted():
+    engine = Engine(Cluster.preset("tiny"))
+    for i in range(8):
+        engine.place(Job(f"peer{i}", 8, priority=5 if i % 2 else 0,
+                         preemptible=bool(i % 4)))
+    evictable = [j for j in engine.jobs() if j.preemptible and j.priority < 5]
+    try:
+        plan = plan_preemption(engine, Job("urgent", 16, priority=5))
+    except PreemptionError:
+        return
+    assert set(plan.victims) <= {j.id for j in evictable}
+    assert plan.victims
+
+
+def test_cap_downs_come_before_evictions():
+    # GPUs free, watts short: lowering flexible jobs is enough, nobody is evicted
+    engine = Engine(Cluster.preset("tiny"))
+    for i in range(5):
+        engine.place(Job(f"flex{i}", 8, min_cap_w=300))
+    urgent = Job("urgent", 8, priority=1)
+    assert engine.place_many([]) == []
+    if engine.explain(urgent).placeable:
+        pytest.skip("tiny has the watts free")
+    plan = plan_preemption(engine, urgent)
+    assert plan.victims == () and plan.cap_changes
+    plan.apply()
+    assert "urgent" in engine
+
+
+def test_a_victim_in_another_hall_frees_the_facility_row():
+    # two halls; the preemptor's hall is empty, the facility row binds: the victim is in
+    # the other hall
+    racks = [{"name": f"rack-{h}{r}", "row": f"row-{h}", "pod": f"pod-{h}", "kind": "liquid",
+              "nodes": 2, "feed_w": 88_000, "cdu_w": 90_000, "residual_air_w": 20_000}
+             for h in range(2) for r in range(2)]
+    cluster = Cluster.from_dict({
+        "name": "two-halls", "facility": {"name": "facility", "it_limit_w": 42_000},
+        "halls": [{"name": f"hall-{h}", "switchboard_w": 100_000, "cooling_w": 100_000}
+                  for h in range(2)],
+        "rows": [{"name": f"row-{h}", "hall": f"hall-{h}", "busway_w": 100_000}
+                 for h in range(2)],
+        "pods": [{"name": f"pod-{h}"} for h in range(2)], "racks": racks})
+    engine = Engine(cluster)
+    for i in range(4):
+        assert engine.place(Job(f"low{i}", 8, priority=0), pod="pod-0") is not None
+    urgent = Job("urgent", 16, priority=3)
+    assert not engine.explain(urgent, "pod-1").placeable
+    plan = plan_preemption(engine, urgent, "pod-1")
+    assert plan.victims and all(engine.cluster.node_pod[engine.placement(v).nodes[0]] == 0
+                                for v in plan.victims)
+    plan.apply()
+    assert engine.placement("urgent").nodes[0] in (4, 5, 6, 7)
+
+
+def test_both_twins_give_the_same_plan():
+    from gpusched.engine import available_backends
+    if "cython" not in available_backends():
+        pytest.skip("no compiled core: one twin only")
+    for seed in range(10):
+        plans = []
+        for backend in ("python", "cython"):
+            _c, engine, since, job = random_state(seed, backend)
+            try:
+                plans.append(plan_preemption(engine, job, since_checkpoint_s=since).to_dict())
+            except PreemptionError as exc:
+                plans.append(str(exc))
+        assert plans[0] == plans[1]
+
+
+def test_the_readme_example_runs_and_the_gang_gets_in():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "examples" / "preempt.py")], cwd=root,
+                         capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "does not fit" in lines[1]
+    assert lines[-1].startswith("release-eval runs on 512 nodes") and lines[-1].endswith("True")
+
+
+def test_priorities_survive_the_journal_a_state_file_and_both_twins(tmp_path):
+    from gpusched.serve import PlacementService
+    cluster = Cluster.preset("tiny")
+    service = PlacementService(cluster, tmp_path / "s")
+    body = {"job": {"id": "eval", "gpus": 8, "priority": -7, "preemptible": False}}
+    service.place(body)
+    service.place({"job": {"id": "plain", "gpus": 8}})
+    service.close()
+    again = PlacementService(cluster, tmp_path / "s")   # replayed from the journal
+    assert again.engine.job("eval").priority == -7 and not again.engine.job("eval").preemptible
+    assert again.engine.job("plain").to_dict() == Job("plain", 8).to_dict()
+    again.close()
+    snap = again.engine.snapshot()
+    from gpusched.engine import available_backends
+    for backend in available_backends():
+        engine = Engine.restore(cluster, snap, backend=backend)
+        assert engine.job("eval") == Job("eval", 8, priority=-7, preemptible=False)
+        path = tmp_path / f"state-{backend}.json"
+        engine.save(path)
+        assert Engine.load(cluster, path, backend=backend).job("eval").priority == -7
+    # a state file written before priorities (no such keys) loads with the defaults
+    old = {**snap, "jobs": [{**e, "job": {k: v for k, v in e["job"].items()
+                                          if k not in ("priority", "preemptible")}}
+                            for e in snap["jobs"]]}
+    restored = Engine.restore(cluster, old)
+    assert restored.job("eval").priority == 0 and restored.job("eval").preemptible
