@@ -300,9 +300,10 @@ class SiteMixin:
         return list(hit)
 
     def restore_nodes(self, nodes: Any) -> list[int]:
-        """Bring down or draining nodes back up (``engine.restore(nodes)`` is this).  Returns the nodes whose state changed
-        (empty when all were up already).  A restored node refills the spare pool of its
-        pod or row first.  A down node's idle power comes back into its rows."""
+        """Bring down or draining nodes back up (``engine.restore(nodes)`` is this).
+        Returns the nodes whose state changed (empty when all were up already).  A
+        restored node refills the spare pool of its pod or row first.  A down node's idle
+        power comes back into its rows."""
         with self._lock:
             node_list = self._node_list(nodes)
             codes = self.node_state_codes()
