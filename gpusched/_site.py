@@ -21,6 +21,34 @@ Restoring a DOWN node brings its idle power back; if a row's headroom was spent 
 that may put the row over (``violations``), as lowering a limit does;
 ``gpusched.plan.plan_envelope`` brings it back under.  While a row is over nothing adds
 load to it.
+
+Example: a spare per pod, a failure, the repair into the spare, the node back, then a
+facility curtailment and the plan back under it (``tiny``: 8 nodes in 2 pods):
+
+>>> from gpusched import Cluster, Engine, Job
+>>> from gpusched.plan import plan_envelope
+>>> engine = Engine(Cluster.preset("tiny"))
+>>> engine.set_spares(1, per="pod").nodes          # held out, busy watts at 700 W held
+(3, 7)
+>>> engine.place(Job("train", 16, min_cap_w=300))
+Placement('train', nodes=[0, 1], gpus_per_node=8, cap_w=700)
+>>> engine.fail("rack-1-n1")                       # the jobs it hit
+['train']
+>>> engine.degraded()
+{'train': (1,)}
+>>> engine.repair("train")                         # into pod-1's spare
+Placement('train', nodes=[0, 3], gpus_per_node=8, cap_w=700)
+>>> engine.restore("rack-1-n1"), engine.spares().short   # it refills the pool
+([1], {})
+>>> engine.set_limit("facility IT limit", 38_000)  # returns the limit before
+55000.0
+>>> engine.violations()
+[('facility IT limit', 41880.0, 38000.0)]
+>>> plan = plan_envelope(engine)
+>>> plan.status, plan.caps, plan.evict
+('caps', {'train': 450}, ())
+>>> engine.apply_envelope(plan)["caps"]["train"].cap_w, engine.violations()
+(450, [])
 """
 
 from __future__ import annotations
@@ -272,9 +300,10 @@ class SiteMixin:
         return list(hit)
 
     def restore_nodes(self, nodes: Any) -> list[int]:
-        """Bring down or draining nodes back up (``engine.restore(nodes)`` is this).  Returns the nodes whose state changed
-        (empty when all were up already).  A restored node refills the spare pool of its
-        pod or row first.  A down node's idle power comes back into its rows."""
+        """Bring down or draining nodes back up (``engine.restore(nodes)`` is this).
+        Returns the nodes whose state changed (empty when all were up already).  A
+        restored node refills the spare pool of its pod or row first.  A down node's idle
+        power comes back into its rows."""
         with self._lock:
             node_list = self._node_list(nodes)
             codes = self.node_state_codes()

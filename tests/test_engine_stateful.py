@@ -524,6 +524,32 @@ class EngineMachine(RuleBasedStateMachine):
     def repair(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(j for j in self.model.ledger
                                                   if self.model.lost.get(j))), label="repair")
+        self._repair(job_id)
+
+    @precondition(lambda self: self.engines and any(l.nodes for l in self.model.ledger.values()))
+    @rule(data=st.data())
+    def fail_squeeze_and_repair(self, data: st.DataObject) -> None:
+        """A node of a running job fails, the facility is curtailed to exactly what the
+        site draws now, and the job is repaired: the replacement must fit under it."""
+        job_id = data.draw(st.sampled_from(sorted(j for j, l in self.model.ledger.items()
+                                                  if l.nodes)), label="victim")
+        node = data.draw(st.sampled_from(self.model.ledger[job_id].nodes), label="node")
+        outcome = self._each(lambda e: e.fail(node))
+        assert outcome[0] == "ok", outcome
+        if self.check_model and outcome[1] != self.model.fail([node]):
+            raise ModelViolation(f"fail({node}) hit {outcome[1]}")
+        elif not self.check_model:
+            self.model.fail([node])
+        self._sync(may_go_over=False)
+        i = len(self.model.rows) - 1  # the facility row covers every rack
+        watts = self.model.loads(self.model.rack_power(*self.model.node_use()))[i] // 10**6
+        outcome = self._each(lambda e: e.set_limit(self.model.rows[i].name, watts))
+        assert outcome[0] == "ok", outcome
+        self.model.limits[i] = watts * 10**6
+        self._sync(may_go_over=True)
+        self._repair(job_id)
+
+    def _repair(self, job_id: str) -> None:
         live, lost = self.model.ledger[job_id], self.model.lost[job_id]
         used, _ = self.model.node_use()
         spares = {n for n in range(self.cluster.num_nodes) if self.model.state[n] == SPARE}
