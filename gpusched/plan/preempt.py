@@ -148,9 +148,10 @@ class PreemptionPlan:
 
 
 def _token(engine: "Engine") -> tuple[Any, ...]:
-    """What a plan depends on: every placement (nodes and caps) and every row's slack
-    (which moves with a limit change too)."""
-    return (tuple(engine.placements()), engine.row_slack_units().tobytes())
+    """What a plan depends on: every placement (nodes and caps), every row's slack
+    (which moves with a limit change too) and every node's state."""
+    return (tuple(engine.placements()), engine.row_slack_units().tobytes(),
+            engine.node_state_codes().tobytes())
 
 
 class _Site:
@@ -169,9 +170,14 @@ class _Site:
         self.A = cluster.constraints.A_units
         self.placements = engine.placements()
         self.jobs = engine.jobs()
-        self.token = (tuple(self.placements), engine.row_slack_units().tobytes())
+        # only up nodes take a job (a site that changes: draining, down and spare nodes
+        # are closed); a plan is stale once a node changes state
+        states = engine.node_state_codes()
+        self.open = states == 0
+        self.token = (tuple(self.placements), engine.row_slack_units().tobytes(),
+                      states.tobytes())
         self.slack = engine.row_slack_units()
-        self.free = engine.node_free_gpus().astype(np.int64)
+        self.free = engine.node_free_gpus().astype(np.int64) * self.open
         n = len(self.placements)
         self.ids = [p.job_id for p in self.placements]
         # one pass over the jobs: the per-job numbers as one integer table
@@ -216,7 +222,7 @@ class _Site:
         freed = np.bincount(self.flat_nodes[gone], weights=self.entry_gpn[gone],
                             minlength=self.N).astype(np.int64)
         evicted = np.bincount(self.flat_nodes[gone], minlength=self.N)
-        free = self.free + freed
+        free = (self.free + freed) * self.open
         emptied = (evicted == self.count) & (self.count > 0)
         node_w = -np.bincount(self.flat_nodes[gone], weights=self.entry_w[gone],
                               minlength=self.N) - self.busy_w * emptied
