@@ -24,6 +24,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "gpusched"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # _atomic is write_atomic (temp file, fsync, rename): the spec and state layers both save
     ("base", ("gpusched.errors", "gpusched._atomic", "gpusched._checks", "gpusched.job",
+              "gpusched.hostlist",
               "gpusched.power")),
     ("spec", ("gpusched.spec", "gpusched.cluster")),
     ("engine", ("gpusched.engine", "gpusched._engine_py", "gpusched._engine_c",
