@@ -26,6 +26,7 @@ from ..spec import Cluster
 from .events import Simulator
 from .metrics import Recorder, summarise_jobs
 from .policies import POLICIES, Policy, make_policy
+from .records import job_records
 from .synthetic import frontier_gangs, synthetic_jobs
 from .traces import Trace, TraceJob, fit_load, load_trace, repeat_to_horizon, scale_trace
 
@@ -116,7 +117,8 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
     sim.run()
     wall = time.perf_counter() - wall
     end_s = sim.now
-    job_summary = summarise_jobs(sim.all_jobs)
+    recorder.waits.finish(sim.queue, end_s)  # jobs still queued waited until the end
+    job_summary = summarise_jobs(sim.all_jobs, end_s)
     metrics = {
         "jobs": job_summary,
         "totals": recorder.totals(end_s),
@@ -129,12 +131,6 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
     }
     series = {k: np.asarray(v) for k, v in recorder.series.items()}
     jct = np.array([j.finish_s - j.spec.submit_s for j in sim.done])
-    records = []
-    if keep_jobs:
-        records = [{"id": j.id, "gpus": j.gpus, "submit_s": j.spec.submit_s,
-                    "start_s": None if math.isnan(j.start_s) else j.start_s,
-                    "finish_s": None if math.isnan(j.finish_s) else j.finish_s,
-                    "first_cap_w": j.first_cap_w or None, "cap_w": j.cap_w or None}
-                   for j in sim.all_jobs]
+    records = job_records(sim.all_jobs, cluster, recorder.waits, end_s) if keep_jobs else []
     return SimulationResult(pol.name, cluster, end_s, metrics, series,
                             recorder.rack_power_at_peak_w, jct, records)

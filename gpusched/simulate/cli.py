@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: float,
              show_progress: bool, bound: FluidBound | None = None) -> SimulationResult:
     if not show_progress:
-        return simulate(cluster, jobs, policy, horizon_s=horizon_s, bound=bound)
+        return simulate(cluster, jobs, policy, horizon_s=horizon_s, bound=bound, keep_jobs=True)
     from tqdm import tqdm
 
     hours = horizon_s / 3600
@@ -271,4 +271,4 @@ def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: flo
             bar.refresh()
 
         return simulate(cluster, jobs, policy, horizon_s=horizon_s, progress=progress,
-                        bound=bound)
+                        bound=bound, keep_jobs=True)

@@ -83,6 +83,7 @@ class SimJob:
     last_s: float = 0.0
     version: int = 0
     first_cap_w: int = 0
+    nodes: tuple[int, ...] = ()  # of its placement, once started
 
     @property
     def id(self) -> str:
@@ -98,7 +99,9 @@ class Simulator:
 
     Policies act through :meth:`start`, :meth:`set_cap`, :meth:`sync_caps` and
     :meth:`request_round`, and read :attr:`engine`, :attr:`queue` (waiting jobs in
-    arrival order) and :attr:`running`.
+    arrival order) and :attr:`running`.  Whatever puts a job into :attr:`queue` tells
+    the recorder (``recorder.job_queued``) and :meth:`start` tells it the job left, so
+    the run knows how long, and why, each job waited (gpusched.simulate.waits).
     """
 
     def __init__(self, cluster: "Cluster", jobs: list[TraceJob], policy: "Policy",
@@ -151,6 +154,8 @@ class Simulator:
     def start(self, sim_job: SimJob, placement: Placement) -> None:
         """Record that ``placement`` (already on the engine) starts ``sim_job`` now."""
         sim_job.start_s = self.now
+        sim_job.nodes = tuple(placement.nodes)
+        self.recorder.job_started(sim_job, self.now)
         sim_job.cap_w = sim_job.first_cap_w = placement.cap_w
         sim_job.speed = self._speed(sim_job, placement.cap_w)
         sim_job.work_left_s = sim_job.spec.duration_s
@@ -226,6 +231,7 @@ class Simulator:
                     self._finish(payload)
                 elif kind == ARRIVAL:
                     self.queue.append(payload)
+                    self.recorder.job_queued(payload, now)
                     self._present(payload, 1)
                 else:
                     self.round_pending = False
