@@ -28,6 +28,7 @@ __all__ = [
     "UnknownRowError",
     "PowerError",
     "ServiceError",
+    "OutputError",
 ]
 
 
@@ -110,3 +111,8 @@ class PowerError(GpuschedError, ValueError):
 
 class ServiceError(GpuschedError, ValueError):
     """An argument of the placement service (``gpusched serve``) is invalid."""
+
+
+class OutputError(GpuschedError, ValueError):
+    """An output path cannot be used: not a directory, not writable, or it holds an
+    earlier run's files and overwriting was not asked for (``gpusched simulate --out``)."""
