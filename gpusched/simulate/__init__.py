@@ -53,6 +53,8 @@ class SimulationResult:
         ``bound_gpus`` (the fluid bound of the jobs present, gpusched.bound).
     rack_power_at_peak_w : ndarray of int64
         Rack powers at the instant of peak facility power (for the floor map).
+    node_free_at_peak : ndarray of int64
+        Free GPUs of each node at that instant.
     jct_s : ndarray
         Completion times (finish - submit) of the jobs done, in seconds.
     """
@@ -65,6 +67,8 @@ class SimulationResult:
     rack_power_at_peak_w: np.ndarray
     jct_s: np.ndarray
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    node_free_at_peak: np.ndarray | None = None
+    ever_violated_rows: np.ndarray | None = None
 
     def to_dict(self, series_points: int = 400) -> dict[str, Any]:
         """JSON-ready: the metrics plus the series thinned to about ``series_points``."""
@@ -133,4 +137,5 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
     jct = np.array([j.finish_s - j.spec.submit_s for j in sim.done])
     records = job_records(sim.all_jobs, cluster, recorder.waits, end_s) if keep_jobs else []
     return SimulationResult(pol.name, cluster, end_s, metrics, series,
-                            recorder.rack_power_at_peak_w, jct, records)
+                            recorder.rack_power_at_peak_w, jct, records,
+                            recorder.node_free_at_peak, recorder.ever_violated.copy())

@@ -72,6 +72,9 @@ class Recorder:
         self.frag_gpu_s = 0.0
         self.peak_facility_w = -1.0
         self.rack_power_at_peak_w = cluster.idle_rack_power_w.astype(np.int64)
+        #: free GPUs of each node at that instant (the floor map tells busy from idle)
+        self.node_free_at_peak = np.full(cluster.num_nodes, cluster.gpus_per_node,
+                                         dtype=np.int64)
         self.peak_time_s = 0.0
         self.max_frag_gpus = 0
         self._last_t: float | None = None
@@ -146,10 +149,16 @@ class Recorder:
             self.peak_facility_w = facility_w
             self.rack_power_at_peak_w = rack_w.copy()
             self.peak_time_s = t
+            peak_changed = True
+        else:
+            peak_changed = False
+        node_free = engine.node_free_gpus()
+        if peak_changed:
+            self.node_free_at_peak = np.array(node_free, dtype=np.int64)
         free = engine.free_gpus()
         busy = self.cluster.num_gpus - free
         # free GPUs on nodes that are partly used: no 8-GPU job can go there
-        frag = free - self._G * int(np.count_nonzero(engine.node_free_gpus() == self._G))
+        frag = free - self._G * int(np.count_nonzero(node_free == self._G))
         self.max_frag_gpus = max(self.max_frag_gpus, frag)
         work = max(0.0, sim.rate_gpus)
         hall_w = load[self.hall_rows] / COEF_SCALE

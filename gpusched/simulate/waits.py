@@ -39,8 +39,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from ..errors import GpuschedError
-
 if TYPE_CHECKING:
     from ..spec import Cluster
     from .events import SimJob, Simulator
@@ -52,6 +50,7 @@ __all__ = ["WaitTracker", "WAIT_REASONS", "holds_for_head"]
 WAIT_REASONS = ("gpus", "fragmentation", "power", "reservation", "priority")
 
 Shape = tuple[int, int, int]   # (gpus, min_cap_w, max_cap_w)
+_PROBE_ID = "gpusched.simulate.waits probe"
 
 
 def holds_for_head(policy: "Policy") -> bool:
@@ -109,7 +108,8 @@ class WaitTracker:
         shape = self._shape(sim_job)
         if shape not in self._clock:
             self._clock[shape] = np.zeros(len(self.slots))
-            self._example[shape] = sim_job.job
+            # explain() refuses the id of a placed job, so the probe has its own id
+            self._example[shape] = sim_job.job.replace(id=_PROBE_ID)
             self._reason[shape] = self._slot["priority"]  # until the next read
             self._new_shape = True  # read its reason at the next sample
         self._count[shape] = self._count.get(shape, 0) + 1
@@ -153,11 +153,7 @@ class WaitTracker:
                 self._reason[shape], fits[shape] = self._slot["gpus"], False
                 continue
             self.explain_calls += 1
-            try:
-                why = engine.explain(self._example[shape])
-            except GpuschedError:  # a job that can never run here
-                self._reason[shape], fits[shape] = self._slot["gpus"], False
-                continue
+            why = engine.explain(self._example[shape])
             fits[shape] = why.placeable
             if why.status == "no-capacity":
                 self._reason[shape] = self._slot["fragmentation"]
