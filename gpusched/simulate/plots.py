@@ -193,7 +193,7 @@ _STATE_NAMES = ["idle (no GPU busy)", "some GPUs busy, at full cap", "all GPUs b
                 "over a limit: rack cell or row bar, with a cross"]
 
 
-def rack_states(result: "SimulationResult") -> dict[str, np.ndarray]:
+def rack_states(result: "SimulationResult") -> dict[str, Any]:
     """Per rack at the instant of peak facility power: busy GPUs, mean cap of the busy
     ones (from the rack's power: node base + idle GPUs + caps), its state code, and
     whether one of its own rows (feed, CDU, residual air, air cooling) is broken."""
@@ -299,10 +299,10 @@ def plot_floor(result: "SimulationResult", path: str | os.PathLike[str]) -> Path
             i = cool_rows[h]
             bad |= load[i] > c.b[i] + 1e-6
             title += f", cooling {load[i] / c.b[i]:.0%}"
-        busy = racks_info["busy_gpus"][racks]
-        if busy.sum():
-            title += (f"; busy GPUs at {np.sum(busy * racks_info['mean_cap_w'][racks]) / busy.sum():.0f}"
-                      " W mean")
+        hall_busy = racks_info["busy_gpus"][racks]
+        if hall_busy.sum():
+            mean_cap = np.sum(hall_busy * racks_info["mean_cap_w"][racks]) / hall_busy.sum()
+            title += f"; busy GPUs at {mean_cap:.0f} W mean"
         ax.set_title(title + ("  LIMIT BROKEN" if bad else ""), fontsize=9.5, loc="left",
                      color=_BROKEN if bad else "black", fontweight="bold" if bad else None)
         # each power row (busway) against its own limit, under its column of racks
@@ -310,8 +310,8 @@ def plot_floor(result: "SimulationResult", path: str | os.PathLike[str]) -> Path
                           for r in power_rows])
         colors = [_BROKEN if v > 1 + 1e-9 else "#7F7F7F" for v in ratio]
         ax_bar.bar(np.arange(len(power_rows)), 100 * ratio, width=0.8, color=colors)
-        for j in np.flatnonzero(ratio > 1 + 1e-9):
-            ax_bar.plot(j, 100 * ratio[j] + 4, marker="x", color="k", ms=4 if not small else 9)
+        for over_j in np.flatnonzero(ratio > 1 + 1e-9):
+            ax_bar.plot(over_j, 100 * ratio[over_j] + 4, marker="x", color="k", ms=4 if not small else 9)
         ax_bar.axhline(100, color="k", ls=(0, (6, 3)), lw=1)
         ax_bar.set_xlim(-0.5, len(power_rows) - 0.5)
         ax_bar.set_ylim(0, max(115.0, float(np.nanmax(ratio, initial=0)) * 100 + 10))
