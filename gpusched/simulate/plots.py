@@ -190,7 +190,7 @@ _STATE_COLORS = ["#E3E3E3", "#A9D3F0", OKABE_ITO["blue"], "#F8F1A6", OKABE_ITO["
                  _BROKEN]
 _STATE_NAMES = ["idle (no GPU busy)", "some GPUs busy, at full cap", "all GPUs busy, at full cap",
                 "some GPUs busy, throttled", "all GPUs busy, throttled (cap below full)",
-                "over a limit: rack cell or row bar, with a cross"]
+                "over a limit: rack cell, row or hall bar, hall frame (cross)"]
 
 
 def rack_states(result: "SimulationResult") -> dict[str, Any]:
@@ -254,7 +254,8 @@ def plot_floor(result: "SimulationResult", path: str | os.PathLike[str]) -> Path
     small = cluster.num_racks <= 64
     width = 7.2 * cols if not small else 9.0
     fig = plt.figure(figsize=(width, 4.6 * rows_fig + 1.4), layout="constrained")
-    grid = fig.add_gridspec(rows_fig, cols)
+    outer = fig.add_gridspec(2, 1, height_ratios=[0.28, 4.6 * rows_fig])
+    grid = outer[1].subgridspec(rows_fig, cols)
     cmap = ListedColormap(_STATE_COLORS)
     for h in range(n_halls):
         cell = grid[h // cols, h % cols].subgridspec(2, 1, height_ratios=[3.2, 1.3])
@@ -289,45 +290,77 @@ def plot_floor(result: "SimulationResult", path: str | os.PathLike[str]) -> Path
         ax.set_ylabel("rack in row")
         kind = "+".join(k for code, k in ((0, "liquid"), (1, "air"))
                         if np.any(cluster.rack_kind[racks] == code))
-        title, bad = f"{cluster.hall_names[h]} ({kind}, {len(racks)} racks)", False
+        # the hall's own limits: switchboard and cooling plant, as bars after its rows
+        gauges: list[tuple[str, float]] = []
+        if h in hall_rows:
+            gauges.append(("hall", load[hall_rows[h]] / c.b[hall_rows[h]]))
+        if h in cool_rows:
+            gauges.append(("cooling", load[cool_rows[h]] / c.b[cool_rows[h]]))
+        bad = any(v > 1 + 1e-9 for _, v in gauges)
+        line1 = f"{cluster.hall_names[h]} ({kind}, {len(racks)} racks)"
         if h in hall_rows:
             i = hall_rows[h]
-            bad |= load[i] > c.b[i] + 1e-6
-            title += (f": {load[i] / scale:,.4g} of {c.b[i] / scale:,.4g} {unit} switchboard "
+            line1 += (f": {load[i] / scale:,.4g} of {c.b[i] / scale:,.4g} {unit} switchboard "
                       f"({load[i] / c.b[i]:.0%})")
-        if h in cool_rows:
-            i = cool_rows[h]
-            bad |= load[i] > c.b[i] + 1e-6
-            title += f", cooling {load[i] / c.b[i]:.0%}"
+        line2 = ", ".join(f"{name} {v:.0%} of its limit" for name, v in gauges[1:])
         hall_busy = racks_info["busy_gpus"][racks]
         if hall_busy.sum():
             mean_cap = np.sum(hall_busy * racks_info["mean_cap_w"][racks]) / hall_busy.sum()
-            title += f"; busy GPUs at {mean_cap:.0f} W mean"
-        ax.set_title(title + ("  LIMIT BROKEN" if bad else ""), fontsize=9.5, loc="left",
+            line2 += ("; " if line2 else "") + f"busy GPUs at {mean_cap:.0f} W mean"
+        if bad:
+            line2 += "; HALL LIMIT BROKEN"
+            for spine in ax.spines.values():  # the whole hall turns red
+                spine.set_edgecolor(_BROKEN)
+                spine.set_linewidth(5)
+        ax.set_title(line1 + "\n" + line2, fontsize=9, loc="left",
                      color=_BROKEN if bad else "black", fontweight="bold" if bad else None)
         # each power row (busway) against its own limit, under its column of racks
         ratio = np.array([load[busway[r]] / c.b[busway[r]] if r in busway else np.nan
                           for r in power_rows])
-        colors = [_BROKEN if v > 1 + 1e-9 else "#7F7F7F" for v in ratio]
-        ax_bar.bar(np.arange(len(power_rows)), 100 * ratio, width=0.8, color=colors)
-        for over_j in np.flatnonzero(ratio > 1 + 1e-9):
-            ax_bar.plot(over_j, 100 * ratio[over_j] + 4, marker="x", color="k", ms=4 if not small else 9)
+        n_rows = len(power_rows)
+        gauge_x = [n_rows + 1 + g * max(1.0, n_rows / 12) for g in range(len(gauges))]
+        gauge_w = max(0.8, n_rows / 14)
+        values = list(ratio) + [v for _, v in gauges]
+        xs = list(range(n_rows)) + gauge_x
+        widths = [0.8] * n_rows + [gauge_w] * len(gauges)
+        colors = [_BROKEN if v > 1 + 1e-9 else "#7F7F7F" for v in values]
+        colors[n_rows:] = [_BROKEN if v > 1 + 1e-9 else "#4D4D4D" for _, v in gauges]
+        ax_bar.bar(xs, 100 * np.array(values), width=widths, color=colors)
+        for x, v in zip(xs, values):
+            if v > 1 + 1e-9:
+                ax_bar.plot(x, 100 * v + 6, marker="x", color="k", ms=4 if not small else 9)
         ax_bar.axhline(100, color="k", ls=(0, (6, 3)), lw=1)
-        ax_bar.set_xlim(-0.5, len(power_rows) - 0.5)
-        ax_bar.set_ylim(0, max(115.0, float(np.nanmax(ratio, initial=0)) * 100 + 10))
-        ax_bar.set_ylabel("row load,\n% of limit", fontsize=8)
+        ax_bar.set_xlim(-0.5, (gauge_x[-1] + gauge_w / 2 + 0.3) if gauges else n_rows - 0.5)
+        ax_bar.set_ylim(0, max(115.0, float(np.nanmax(values, initial=0)) * 100 + 20))
+        ax_bar.set_ylabel("load,\n% of limit", fontsize=8)
         if small:
-            ax_bar.set_xticks(range(len(power_rows)),
-                              [cluster.row_names[r] for r in power_rows], fontsize=8)
+            ticks = list(range(n_rows))
+            labels = [cluster.row_names[r] for r in power_rows]
         else:  # numbered from 1, as the site's row names are
-            every = max(1, len(power_rows) // 8)
-            ax_bar.set_xticks(range(every - 1, len(power_rows), every),
-                              [str(j + 1) for j in range(every - 1, len(power_rows), every)])
-        ax_bar.set_xlabel("power row (busway) of the hall, numbered from 1")
+            every = max(1, n_rows // 8)
+            ticks = list(range(every - 1, n_rows, every))
+            labels = [str(j + 1) for j in ticks]
+        ax_bar.set_xticks(ticks + gauge_x, labels + [name for name, _ in gauges], fontsize=8)
+        ax_bar.set_xlabel("power rows (busways) of the hall, numbered from 1; then the hall's "
+                          "own limits", fontsize=8.5)
         ax_bar.grid(alpha=0.3, axis="y")
     at_h = result.metrics["peaks"]["facility"]["at_s"] / 3600
     total = load[fac[0]] if fac else float(result.rack_power_at_peak_w.sum())
     over = bool(fac) and total > fac_limit + 1e-6
+    # the facility against its limit: one horizontal bar across the top
+    ax_fac = fig.add_subplot(outer[0])
+    share = 100 * total / fac_limit if fac else 0.0
+    ax_fac.barh([0], [share], height=0.8, color=_BROKEN if over else "#4D4D4D")
+    ax_fac.axvline(100, color="k", ls=(0, (6, 3)), lw=1)
+    if over:
+        ax_fac.plot(share + 1.5, 0, marker="x", color="k", ms=9)
+        for spine in ax_fac.spines.values():
+            spine.set_edgecolor(_BROKEN)
+            spine.set_linewidth(3)
+    ax_fac.set_xlim(0, max(110.0, share + 6))
+    ax_fac.set_yticks([0], ["facility"])
+    ax_fac.tick_params(labelsize=8)
+    ax_fac.set_xlabel("facility load, % of its limit", fontsize=8, labelpad=1)
     ever = (int(np.count_nonzero(result.ever_violated_rows))
             if result.ever_violated_rows is not None else 0)
     head = (f"{result.policy}: the floor at peak facility power, t = {at_h:.1f} h\n"

@@ -43,10 +43,11 @@ PICTURES = {
                  "(dashed), the queued GPU demand, GPUs busy, and work delivered against "
                  "the fluid bound; one colour and line style per policy.",
     "floor-{policy}.png": "The floor at the instant of peak facility power under {policy}: "
-                          "each cell a rack (idle, busy at full cap, or throttled below it; "
-                          "pale when only part of its GPUs are busy), the bars under each "
-                          "hall its power rows against their own limits; red, with a cross, "
-                          "where a limit is broken.",
+                          "the facility against its limit on top; per hall, each cell a rack "
+                          "(idle, busy at full cap, or throttled below it; pale when only "
+                          "part of its GPUs are busy), and under it the hall's power rows, "
+                          "switchboard and cooling plant against their own limits; red, with "
+                          "a cross, where a limit is broken (a red frame: the hall's own).",
     "jct-cdf.png": "Wait and job completion time of every job that arrived, as the "
                    "fraction of those jobs; jobs not started (or not done) by the end of "
                    "the run keep each curve below 1 (censoring).",
