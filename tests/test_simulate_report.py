@@ -171,6 +171,8 @@ def test_cli_writes_a_self_contained_report(tmp_path, capsys):
     assert "--load-scale 1.2" in run["command_line"]
     summary = (out / "summary.md").read_text()
     assert "![power.png](power.png)" in summary and "## Terms" in summary
+    # a 55 kW site in kW, not "0.1 / 0" MW
+    assert "| peak facility kW / limit |" in summary and "| energy (kWh) |" in summary
     assert "## Caveats" in summary and "censored" in summary
     rows = list(csv.DictReader((out / "jobs.csv").open()))
     arrived = {p: report["results"][p]["jobs"]["arrived"] for p in ("fifo", "oblivious")}
@@ -238,3 +240,20 @@ def test_prepare_out_raises_a_typed_error(tmp_path):
     assert err.value.field == "out"
     assert prepare_out(str(tmp_path / "full"), force=True) == (tmp_path / "full", False)
     assert prepare_out(str(tmp_path / "empty")) == (tmp_path / "empty", True)
+
+
+def test_the_frontier_gangs_fate_is_in_the_summary():
+    from dataclasses import replace
+
+    from gpusched.simulate.report import frontier_fate, frontier_lines, summary_markdown
+    jobs = [HOL[0], replace(HOL[1], kind="frontier"), HOL[2]]
+    results = [simulate(site(), jobs, "fifo", keep_jobs=True)]
+    (fate,) = frontier_fate(results)
+    assert (fate["job"], fate["gpus"], fate["state"], fate["why"]) == ("j2", 16, "done", "gpus")
+    assert (fate["submit"], fate["start"], fate["wait"]) == ("0.03 h", "0.28 h", "0.25 h")
+    assert frontier_lines(results) == [
+        "j2 (16 GPUs, submitted at 0.03 h) under fifo: started at 0.28 h after waiting "
+        "0.25 h (gpus), done at 0.42 h"]
+    summary = summary_markdown(results, {"trace": "t", "jobs": 3, "horizon_h": 1,
+                                         "load_scale": 1})
+    assert "## Frontier gangs" in summary and "| fifo | j2 | 16 |" in summary

@@ -40,7 +40,7 @@ from ..spec import PRESETS, Cluster
 from ..errors import OutputError, SpecError, TraceError
 from . import SimulationResult, simulate
 from .records import jobs_csv
-from .report import report_html, summary_markdown, summary_table
+from .report import frontier_lines, report_html, summary_markdown, summary_table
 from .policies import POLICIES, make_policy
 from .synthetic import frontier_gangs, synthetic_jobs
 from .traces import (BUNDLED_TRACES, DEFAULT_TRACE, TraceJob, fit_load, load_trace,
@@ -296,6 +296,9 @@ def _run(args: argparse.Namespace, policies: list[str], out: Path) -> int:
     for name, text in texts.items():
         write_atomic(out / name, text.encode("utf-8"))
     print(summary_table(results))
+    fate = frontier_lines(results)
+    if fate:
+        print("\nfrontier gangs:\n" + "\n".join(f"  {line}" for line in fate))
     print(f"\nwrote {out}/: {', '.join(names)}\nopen {out / 'report.html'}")
     return 0
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from . import SimulationResult
 
 __all__ = ["Row", "metric_rows", "summary_table", "summary_markdown", "report_html",
-           "wait_reasons", "frontier_fate", "CAVEATS", "WAIT_REASON_TEXT", "PICTURES"]
+           "wait_reasons", "frontier_fate", "frontier_lines", "CAVEATS", "WAIT_REASON_TEXT", "PICTURES"]
 
 #: What each wait reason of jobs.csv means (gpusched.simulate.waits decides them).
 WAIT_REASON_TEXT = {
@@ -245,6 +245,21 @@ def frontier_fate(results: "Sequence[SimulationResult]") -> list[dict[str, Any]]
                         "why": rec["wait_reason"] or "-",
                         "limit": rec["wait_limit"] or ""})
     return out
+
+
+def frontier_lines(results: "Sequence[SimulationResult]") -> list[str]:
+    """One line per frontier gang and policy, for the terminal."""
+    lines = []
+    for f in frontier_fate(results):
+        why = f" ({f['why']}{', ' + f['limit'] if f['limit'] else ''})" if f["why"] != "-" else ""
+        if f["state"] == "queued":
+            fate = f"still queued at the end after {f['wait']}{why}"
+        else:
+            fate = (f"started at {f['start']} after waiting {f['wait']}{why}, "
+                    + (f"done at {f['end']}" if f["state"] == "done" else "running at the end"))
+        lines.append(f"{f['job']} ({f['gpus']:,} GPUs, submitted at {f['submit']}) under "
+                     f"{f['policy']}: {fate}")
+    return lines
 
 
 def _setup(results: "Sequence[SimulationResult]", info: Mapping[str, Any]) -> str:
