@@ -62,7 +62,13 @@ def job_records(all_jobs: "Iterable[SimJob]", cluster: "Cluster", waits: "WaitTr
         by_reason = waits.seconds_by_reason(j.id)
         waited = sum(by_reason.values())
         reason = max(WAIT_REASONS, key=lambda r: by_reason[r]) if waited > 0 else ""
-        pods = sorted({int(node_pod[n]) for n in j.nodes})
+        nodes = j.nodes
+        if nodes:  # most jobs of a long run never start: no hostlist to write
+            pods = compress_hostlist(pod_names[p] for p in sorted({int(node_pod[n])
+                                                                   for n in nodes}))
+            hostlist = compress_hostlist(names[n] for n in nodes)
+        else:
+            pods = hostlist = ""
         out.append({
             "id": j.id, "kind": j.spec.kind, "state": state, "submit_s": submit,
             "start_s": j.start_s if started else None,
@@ -70,9 +76,7 @@ def job_records(all_jobs: "Iterable[SimJob]", cluster: "Cluster", waits: "WaitTr
             "wait_s": (j.start_s if started else end_s) - submit,
             "wait_censored": int(not started),
             "jct_s": j.finish_s - submit if state == "done" else None,
-            "gpus": j.gpus, "nodes": len(j.nodes), "pods": compress_hostlist(
-                pod_names[p] for p in pods),
-            "hostlist": compress_hostlist(names[n] for n in j.nodes),
+            "gpus": j.gpus, "nodes": len(nodes), "pods": pods, "hostlist": hostlist,
             "first_cap_w": j.first_cap_w or None, "cap_w": j.cap_w or None,
             "wait_reason": reason,
             "wait_limit": waits.binding_by_job.get(j.id, "") if by_reason["power"] else "",

@@ -126,6 +126,8 @@ class WaitTracker:
         shape = self._shape_of.pop(sim_job.id)
         self._count[shape] -= 1
         waited = self._clock[shape] - entered
+        if not waited.any():
+            return  # it never waited (most jobs of an uncontended start)
         before = self.wait_by_job.get(sim_job.id)
         self.wait_by_job[sim_job.id] = waited if before is None else before + waited
         seconds_by_kind = waited[4:]
@@ -179,6 +181,6 @@ class WaitTracker:
         waited = self.wait_by_job.get(job_id)
         if waited is None:
             return dict.fromkeys(WAIT_REASONS, 0.0)
-        return {"gpus": float(waited[0]), "fragmentation": float(waited[1]),
-                "power": float(waited[4:].sum()), "reservation": float(waited[2]),
-                "priority": float(waited[3])}
+        w = waited.tolist()
+        return {"gpus": w[0], "fragmentation": w[1], "power": sum(w[4:]),
+                "reservation": w[2], "priority": w[3]}
