@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from .._atomic import write_atomic
 from ..bound import FluidBound
 from ..spec import PRESETS, Cluster
@@ -273,7 +272,10 @@ def _run(args: argparse.Namespace, policies: list[str], out: Path) -> int:
     bound = FluidBound(cluster)  # one cache of bound LPs for every policy of the run
     for name in policies:
         results.append(_run_one(cluster, jobs, name, horizon_s, not args.no_progress, bound))
-    run_info = {"gpusched_version": __version__, "command_line": command_line(args, out),
+    # the package's face sits above this layer, so its __version__ is read from the
+    # package object, which Python imported before any of its submodules
+    version = getattr(sys.modules.get("gpusched"), "__version__", "unknown")
+    run_info = {"gpusched_version": version, "command_line": command_line(args, out),
                 "seed": args.seed,
                 "utc_time": started_utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "python": platform.python_version(), "out": str(out)}
