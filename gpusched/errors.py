@@ -38,6 +38,7 @@ __all__ = [
     "UsageError",
     "ServiceUnreachableError",
     "PreemptionError",
+    "OutputError",
 ]
 
 
@@ -175,3 +176,7 @@ class ServiceUnreachableError(ServiceError, ConnectionError):
 class PreemptionError(GpuschedError, ValueError):
     """A preemption plan was asked for a job it cannot be made for (already placed, a
     bad argument), or no set of cap-downs and evictions lets the job start."""
+
+class OutputError(GpuschedError, ValueError):
+    """An output path cannot be used: not a directory, not writable, or it holds an
+    earlier run's files and overwriting was not asked for (``gpusched simulate --out``)."""

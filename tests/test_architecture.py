@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # _version holds __version__ alone, so `gpusched --version` need not import the face;
     # _units picks kW or MW for the CLI's and the simulator's tables
     ("base", ("gpusched.errors", "gpusched._atomic", "gpusched._checks", "gpusched.job",
-              "gpusched.power", "gpusched._version", "gpusched._units")),
+              "gpusched.power", "gpusched._version", "gpusched._units",
+              "gpusched.hostlist")),
     ("spec", ("gpusched.spec", "gpusched.cluster")),
     ("engine", ("gpusched.engine", "gpusched._site", "gpusched.explanation", "gpusched._engine_py", "gpusched._engine_c",
                 "gpusched._core", "gpusched.state")),

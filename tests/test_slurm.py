@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gpusched
+import gpusched.hostlist
 from gpusched.adapters import slurm
 from gpusched.adapters.slurm import (cluster_from_topology, compress_hostlist,
                                      expand_hostlist, hostlist_size, load_overlay,
@@ -114,14 +115,14 @@ def test_a_hostlist_past_the_bound_is_refused_before_it_is_built(expr, hosts):
 def test_the_count_comes_first_under_a_small_bound(monkeypatch, expr):
     # The same bug at a size a test can afford on the code before the fix: with a bound
     # of 1,000, that code built 998,001 (then 59,940) names before refusing.
-    monkeypatch.setattr(slurm.hostlists, "MAX_HOSTS", 1000)
+    monkeypatch.setattr(gpusched.hostlist, "MAX_HOSTS", 1000)
     error, peak = peak_bytes(slurm.expand_hostlist, expr)
     assert isinstance(error, SpecError) and "at most 1,000 are read" in str(error), error
     assert peak < name_bytes_bound(0, expr)
 
 
 def test_a_hostlist_at_the_bound_expands(monkeypatch):
-    monkeypatch.setattr(slurm.hostlists, "MAX_HOSTS", 1000)
+    monkeypatch.setattr(gpusched.hostlist, "MAX_HOSTS", 1000)
     names = slurm.expand_hostlist("r[1-10]n[001-050],login[1-500]")
     assert len(names) == 1000 and names[0] == "r1n001" and names[-1] == "login500"
 
@@ -372,7 +373,7 @@ def test_topology_numbers_are_ascii_digits_only(text, words):
 def test_the_whole_file_shares_one_host_budget(monkeypatch):
     # Each line under the bound, the lines together past it: refused before the third
     # line's names are built.
-    monkeypatch.setattr(slurm.hostlists, "MAX_HOSTS", 100)
+    monkeypatch.setattr(gpusched.hostlist, "MAX_HOSTS", 100)
     text = "".join(f"SwitchName=s{i} Nodes=p{i}n[1-40]\n" for i in range(3))
     with pytest.raises(SpecError, match="with the 80 of the lines above is more than 100"
                        ) as info:
@@ -386,7 +387,7 @@ def test_the_whole_file_shares_one_host_budget(monkeypatch):
     ("rows", "overlay.rows[1].nodes"),
 ])
 def test_the_overlay_hostlists_share_a_host_budget(monkeypatch, tree_overlay, lists, field):
-    monkeypatch.setattr(slurm.hostlists, "MAX_HOSTS", 100)
+    monkeypatch.setattr(gpusched.hostlist, "MAX_HOSTS", 100)
     topology = read_topology(SLURM / "tree.conf")
     if lists == "rack_groups":
         overlay = {**tree_overlay, "rack_groups": [{"nodes": "dgx[0001-0064]", "feed_w": 1},

@@ -27,6 +27,7 @@ from .events import Simulator
 from .failures import EnvelopeWindow, FailureModel, SiteEvents, check_site_options
 from .metrics import Recorder, summarise_jobs
 from .policies import POLICIES, Policy, make_policy
+from .records import job_records
 from .synthetic import frontier_gangs, synthetic_jobs
 from .traces import Trace, TraceJob, fit_load, load_trace, repeat_to_horizon, scale_trace
 
@@ -53,6 +54,8 @@ class SimulationResult:
         ``bound_gpus`` (the fluid bound of the jobs present, gpusched.bound).
     rack_power_at_peak_w : ndarray of int64
         Rack powers at the instant of peak facility power (for the floor map).
+    node_free_at_peak : ndarray of int64
+        Free GPUs of each node at that instant.
     jct_s : ndarray
         Completion times (finish - submit) of the jobs done, in seconds.
     """
@@ -65,6 +68,8 @@ class SimulationResult:
     rack_power_at_peak_w: np.ndarray
     jct_s: np.ndarray
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    node_free_at_peak: np.ndarray | None = None
+    ever_violated_rows: np.ndarray | None = None
 
     def to_dict(self, series_points: int = 400) -> dict[str, Any]:
         """JSON-ready: the metrics plus the series thinned to about ``series_points``."""
@@ -136,7 +141,8 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
     sim.run()
     wall = time.perf_counter() - wall
     end_s = sim.now
-    job_summary = summarise_jobs(sim.all_jobs)
+    recorder.waits.finish(sim.queue, end_s)  # jobs still queued waited until the end
+    job_summary = summarise_jobs(sim.all_jobs, end_s)
     metrics = {
         "jobs": job_summary,
         "totals": recorder.totals(end_s),
@@ -151,12 +157,7 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
         metrics["site"] = site.metrics(end_s)
     series = {k: np.asarray(v) for k, v in recorder.series.items()}
     jct = np.array([j.finish_s - j.spec.submit_s for j in sim.done])
-    records = []
-    if keep_jobs:
-        records = [{"id": j.id, "gpus": j.gpus, "submit_s": j.spec.submit_s,
-                    "start_s": None if math.isnan(j.start_s) else j.start_s,
-                    "finish_s": None if math.isnan(j.finish_s) else j.finish_s,
-                    "first_cap_w": j.first_cap_w or None, "cap_w": j.cap_w or None}
-                   for j in sim.all_jobs]
+    records = job_records(sim.all_jobs, cluster, recorder.waits, end_s) if keep_jobs else []
     return SimulationResult(pol.name, cluster, end_s, metrics, series,
-                            recorder.rack_power_at_peak_w, jct, records)
+                            recorder.rack_power_at_peak_w, jct, records,
+                            recorder.node_free_at_peak, recorder.ever_violated.copy())

@@ -3,23 +3,43 @@
 With no arguments it runs the embedded default: colossus-100k at 90 MW, the bundled
 ms-itp-2021 cluster04 window (gangs x4, arrivals compressed to offer 1.6x the site's
 GPUs), plus frontier pretraining gangs, over 16 simulated hours, under ``optimize`` and
-``fifo`` side by side.  It writes ``report.json``, ``summary.md`` and PNGs to ``--out``.
+``fifo`` side by side.
+
+It writes ``report.html`` (everything, self-contained), ``report.json``, ``summary.md``,
+``jobs.csv`` (one line per job and policy) and the PNGs into one directory per run:
+
+- without ``--out``, a new numbered directory ``gpusched-out/run-NNN`` (the next free
+  number), so runs never overwrite each other;
+- with ``--out DIR``, that directory, which must be missing or empty; an earlier run's
+  (or anything else's) files there are refused unless ``--force``, which replaces the
+  files of the same names and leaves the others.
+
+The output is checked (and created) before any work, so a bad ``--out`` fails at once
+with a one-line error; a run that fails afterwards removes the directory it created if
+it left it empty.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from .._units import energy_unit, power_unit
+from .._atomic import write_atomic
 from ..bound import FluidBound
 from ..spec import PRESETS, Cluster
-from ..errors import SpecError, TraceError
+from ..errors import OutputError, SpecError, TraceError
 from . import SimulationResult, simulate
+from .records import jobs_csv
+from .report import frontier_lines, report_html, summary_markdown, summary_table
 from .policies import POLICIES, make_policy
 from .synthetic import frontier_gangs, synthetic_jobs
 from .failures import (LLAMA3_RATE_PER_GPU_H, EnvelopeWindow, FailureModel,
@@ -27,7 +47,11 @@ from .failures import (LLAMA3_RATE_PER_GPU_H, EnvelopeWindow, FailureModel,
 from .traces import (BUNDLED_TRACES, DEFAULT_TRACE, TraceJob, fit_load, load_trace,
                      offered_load_gpus, repeat_to_horizon)
 
-__all__ = ["add_arguments", "run", "build_workload", "summary_table", "summary_markdown"]
+__all__ = ["add_arguments", "run", "build_workload", "summary_table", "summary_markdown",
+           "prepare_out", "DEFAULT_OUT_ROOT"]
+
+#: Where runs without ``--out`` go, one numbered directory each.
+DEFAULT_OUT_ROOT = "gpusched-out"
 
 # shown under `gpusched simulate --help` (gpusched.cli reads EXAMPLES)
 EXAMPLES = """
@@ -57,8 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICIES,
                         help=f"comma-separated policies from {', '.join(POLICIES)} "
                              f"(default: {DEFAULT_POLICIES})")
-    parser.add_argument("--out", default="gpusched-out",
-                        help="directory for report.json, summary.md and the PNGs")
+    parser.add_argument("--out", default=None,
+                        help="directory for report.html, report.json, summary.md, jobs.csv "
+                             "and the PNGs; it must be missing or empty unless --force "
+                             f"(default: a new {DEFAULT_OUT_ROOT}/run-NNN per run)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty --out, replacing files of the same "
+                             "names")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the frontier gangs and of the synthetic workload")
     parser.add_argument("--load-scale", type=float, default=DEFAULT_LOAD,
@@ -148,144 +177,6 @@ def build_workload(cluster: Cluster, *, trace: str = DEFAULT_TRACE, horizon_s: f
     return jobs, info
 
 
-def _fmt(value: Any, spec: str = ",.0f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _rows(results: list[SimulationResult]) -> list[tuple[str, list[str]]]:
-    def pick(r: SimulationResult, *path: str) -> Any:
-        value: Any = r.metrics
-        for key in path:
-            value = value[key]
-        return value
-
-    # kW and kWh on a site that draws under 1 MW at full power (tiny: 67 kW), else MW
-    cluster = results[0].cluster
-    unit, per = power_unit(float(cluster.full_rack_power_w(cluster.power.cap_max_w).sum()))
-    e_unit, e_per = energy_unit(max(r.metrics["totals"]["energy_mwh"] or 0 for r in results)
-                                * 1e6)
-    digits = 0 if unit == "MW" else 1
-
-    def peak(r: SimulationResult) -> str:
-        f = r.metrics["peaks"]["facility"]
-        return f"{f['peak_w'] / per:,.1f} / {f['limit_w'] / per:,.{digits}f}"
-
-    def hall(r: SimulationResult) -> str:
-        h = max(r.metrics["peaks"]["halls"].values(), key=lambda v: v["peak_over_limit"])
-        return f"{h['peak_w'] / per:,.1f} / {h['limit_w'] / per:,.{digits}f}"
-
-    def viol(r: SimulationResult) -> str:
-        v = r.metrics["violations"]
-        if not v["row_seconds"]:
-            return "0"
-        return (f"{v['row_seconds']:,.0f} row-s, max +{v['max_excess_w'] / per:.2f} {unit} "
-                f"({v['max_excess_row']})")
-
-    def energy(r: SimulationResult) -> str:
-        mwh = r.metrics["totals"]["energy_mwh"]
-        return "-" if mwh is None else f"{mwh * 1e6 / e_per:,.{0 if e_unit == 'MWh' else 1}f}"
-
-    return [
-        ("jobs done", [_fmt(pick(r, "jobs", "done")) for r in results]),
-        ("jobs queued at end", [_fmt(pick(r, "jobs", "queued_at_end")) for r in results]),
-        ("JCT mean / p50 / p99 (h)", [
-            f"{_fmt(pick(r, 'jobs', 'jct', 'mean_h'), '.2f')} / "
-            f"{_fmt(pick(r, 'jobs', 'jct', 'p50_h'), '.2f')} / "
-            f"{_fmt(pick(r, 'jobs', 'jct', 'p99_h'), '.2f')}" for r in results]),
-        ("wait mean / p50 / p99 (h)", [
-            f"{_fmt(pick(r, 'jobs', 'wait', 'mean_h'), '.2f')} / "
-            f"{_fmt(pick(r, 'jobs', 'wait', 'p50_h'), '.2f')} / "
-            f"{_fmt(pick(r, 'jobs', 'wait', 'p99_h'), '.2f')}" for r in results]),
-        ("GPU utilisation", [f"{pick(r, 'totals', 'utilisation'):.1%}" for r in results]),
-        ("delivered GPU-hours x s", [_fmt(pick(r, "totals", "delivered_gpu_hours"))
-                                     for r in results]),
-        ("fluid bound GPU-hours x s", [_fmt(pick(r, "totals", "bound_gpu_hours"))
-                                       for r in results]),
-        ("fraction of bound (saturated)", [
-            f"{_fmt(pick(r, 'totals', 'fraction_of_bound'), '.1%')} "
-            f"({_fmt(pick(r, 'totals', 'fraction_of_bound_saturated'), '.1%')})"
-            for r in results]),
-        ("mean s(cap) of busy GPUs", [_fmt(pick(r, "totals", "mean_speed"), ".3f")
-                                      for r in results]),
-        (f"energy ({e_unit})", [energy(r) for r in results]),
-        (f"peak facility {unit} / limit", [peak(r) for r in results]),
-        (f"peak hall {unit} / limit", [hall(r) for r in results]),
-        ("fragmented GPUs (mean)", [_fmt(pick(r, "totals", "fragmented_gpus_mean"), ",.0f")
-                                    for r in results]),
-        ("row violations", [viol(r) for r in results]),
-        ("wall time (s)", [_fmt(r.metrics["wall_s"], ".1f") for r in results]),
-    ] + _site_rows(results)
-
-
-def _site_rows(results: list[SimulationResult]) -> list[tuple[str, list[str]]]:
-    """Rows for failures, spares and the envelope, when the run had any."""
-    sites = [r.metrics.get("site") for r in results]
-    if not any(sites):
-        return []
-
-    def col(fn: Any) -> list[str]:
-        return [fn(s) if s else "-" for s in sites]
-
-    rows = [("interruptions / jobs hit", col(lambda s: f"{s['interruptions']} / "
-                                                   f"{s['jobs_hit']}")),
-            ("repairs (into spares) / requeues", col(
-                lambda s: f"{s['repairs']} ({s['repairs_into_spares']}) / {s['requeues']}")),
-            ("time to resume p50 / p99 (min)", col(
-                lambda s: f"{_fmt(s['resume_min_p50'], '.1f')} / "
-                          f"{_fmt(s['resume_min_p99'], '.1f')}")),
-            ("work lost (GPU-h)", col(lambda s: _fmt(s["work_lost_gpu_h"], ",.1f"))),
-            ("spares: GPUs / MW held (mean)", col(
-                lambda s: f"{_fmt(s['spare_gpus_mean'], ',.0f')} / "
-                          f"{_fmt(s['spare_held_mw_mean'], '.2f')}"))]
-    if any(s and s["envelope"] for s in sites):
-        rows += [("MW-s over the envelope", col(lambda s: _fmt(s["over_envelope_mw_s"],
-                                                                 ",.1f"))),
-                 ("work during the event (GPU-h x s)", col(
-                     lambda s: _fmt(s["event_delivered_gpu_h"], ",.0f"))),
-                 ("envelope evictions", col(lambda s: _fmt(s["envelope_evictions"], ",d")))]
-    return rows
-
-
-def summary_table(results: list[SimulationResult]) -> str:
-    """A plain-text table, one column per policy (what the CLI prints)."""
-    rows = _rows(results)
-    width = max(len(name) for name, _ in rows) + 2
-    cols = [max(len(r.policy), *(len(v[i]) for _, v in rows)) + 2 for i, r in
-            enumerate(results)]
-    lines = ["".ljust(width) + "".join(r.policy.rjust(w) for r, w in zip(results, cols))]
-    for name, values in rows:
-        lines.append(name.ljust(width) + "".join(v.rjust(w) for v, w in zip(values, cols)))
-    return "\n".join(lines)
-
-
-def summary_markdown(results: list[SimulationResult], info: dict[str, Any]) -> str:
-    """summary.md: the setup in one paragraph, then the table."""
-    cluster = results[0].cluster
-    head = (f"# gpusched simulate\n\n{cluster.name}: {cluster.num_gpus:,} GPUs, facility "
-            f"limit {results[0].metrics['peaks']['facility']['limit_w'] / 1e6:g} MW. "
-            f"Workload: {info.get('trace')} ({info.get('jobs'):,} jobs over "
-            f"{info.get('horizon_h'):g} simulated hours, offered load "
-            f"{info.get('load_scale'):g}x the GPUs")
-    if info.get("kind") == "trace":
-        head += (f", gangs x{info['gang_scale']:g}, arrivals x{info['arrival_scale']:g}, "
-                 f"frontier gangs {info['frontier_gangs']}")
-    head += "); every job accepts caps 350..700 W.\n\n"
-    rows = _rows(results)
-    table = ["| | " + " | ".join(r.policy for r in results) + " |",
-             "|---|" + "---|" * len(results)]
-    table += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
-    notes = []
-    for r in results:
-        v = r.metrics["violations"]
-        if v["row_seconds"]:
-            notes.append(f"- `{r.policy}` would have broken {v['rows_ever_violated']} rows of "
-                         f"A·P <= b for {v['row_seconds']:,.0f} row-seconds in total; worst "
-                         f"{v['max_excess_row']} at {v['max_load_over_limit']:.1%} of its "
-                         f"limit; excess energy {v['excess_kwh']:,.0f} kWh "
-                         f"(by kind: {v['row_seconds_by_kind']}).")
-    return head + "\n".join(table) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
-
-
 def _cluster(args: argparse.Namespace) -> Cluster:
     if args.facility_mw is not None:
         if args.cluster != "colossus-100k":
@@ -294,6 +185,104 @@ def _cluster(args: argparse.Namespace) -> Cluster:
                             field="facility_mw")
         return Cluster.preset("colossus-100k", facility_mw=args.facility_mw)
     return Cluster.resolve(args.cluster)
+
+
+def _probe(directory: Path, shown: str) -> None:
+    """Fail now, not after the run, if files cannot be created in ``directory``."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gpusched-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"--out {shown}: cannot write there ({exc.strerror or exc})",
+                          field="out") from None
+
+
+def prepare_out(out: str | None, force: bool = False) -> tuple[Path, bool]:
+    """The run's output directory, created now; and whether this call created it.
+
+    ``out`` None: the next free ``gpusched-out/run-NNN``.  Otherwise ``out`` must be a
+    directory that is missing (it is created, parents too) or empty, or ``force``.
+    """
+    if out is None:
+        root = Path(DEFAULT_OUT_ROOT)
+        if root.exists() and not root.is_dir():
+            raise OutputError(f"{root} exists and is not a directory; move it, or give "
+                              "--out DIR", field="out")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {root}: {exc.strerror or exc}; give --out DIR",
+                              field="out") from None
+        taken = [int(p.name[4:]) for p in root.glob("run-*") if p.name[4:].isdigit()]
+        number = max(taken, default=0) + 1
+        while True:  # another run may take a number between the glob and the mkdir
+            path = root / f"run-{number:03d}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                number += 1
+                continue
+            except OSError as exc:
+                raise OutputError(f"cannot create {path}: {exc.strerror or exc}; give "
+                                  "--out DIR", field="out") from None
+            _probe(path, str(path))
+            return path, True
+    if not str(out).strip():
+        raise OutputError("--out is empty; give a directory", field="out")
+    path = Path(out)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise OutputError(f"--out {out} is not a directory (it is a file); give a "
+                              "directory, missing or empty", field="out")
+        try:
+            entries = next(os.scandir(path), None) is not None
+        except OSError as exc:
+            raise OutputError(f"--out {out}: cannot read it ({exc.strerror or exc})",
+                              field="out") from None
+        if entries and not force:
+            raise OutputError(f"--out {out} is not empty (an earlier run?); give a new "
+                              "directory, or --force to replace the files of the same "
+                              "names", field="out")
+        _probe(path, str(out))
+        return path, False
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot create it ({exc.strerror or exc})",
+                          field="out") from None
+    _probe(path, str(out))
+    return path, True
+
+
+_REPLAYED = ("cluster", "facility_mw", "trace", "policy", "seed", "load_scale", "gang_scale",
+             "frontier", "hours")
+
+
+def command_line(args: argparse.Namespace, out: Path) -> str:
+    """The command that repeats this run, every option spelled out."""
+    words = ["gpusched", "simulate"]
+    for name in _REPLAYED:
+        value = getattr(args, name, None)
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    words += ["--out", str(out)]
+    words += [f"--{flag.replace('_', '-')}" for flag in ("skip_bad", "no_plots")
+              if getattr(args, flag, False)]
+    # a site that changes: spelled out only when the run had it
+    if getattr(args, "failures", False) or getattr(args, "failure_rate", None) is not None:
+        words.append("--failures")
+        for name in ("failure_rate", "node_back_h", "checkpoint_min", "restart_min"):
+            value = getattr(args, name, None)
+            if value is not None:
+                words += [f"--{name.replace('_', '-')}", str(value)]
+    for name in ("spares", "envelope", "demand_response"):
+        value = getattr(args, name, None)
+        if value:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    if getattr(args, "no_envelope_plan", False):
+        words.append("--no-envelope-plan")
+    return shlex.join(words)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -305,6 +294,20 @@ def run(args: argparse.Namespace) -> int:
         make_policy(name)  # unknown names fail before any work
     if not args.hours > 0:
         raise SpecError(f"--hours={args.hours} must be positive", field="hours")
+    out, created = prepare_out(args.out, getattr(args, "force", False))
+    try:
+        return _run(args, policies, out)
+    except BaseException:
+        if created:
+            try:
+                out.rmdir()  # only if the failed run left it empty
+            except OSError:
+                pass
+        raise
+
+
+def _run(args: argparse.Namespace, policies: list[str], out: Path) -> int:
+    started_utc = datetime.datetime.now(datetime.timezone.utc)
     cluster = _cluster(args)
     horizon_s = args.hours * 3600
     site = site_options(args, cluster)
@@ -316,26 +319,44 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {info['skipped_lines']} bad trace line(s), e.g. "
               f"{info['skipped_examples'][0]}", file=sys.stderr)
     print(f"{cluster.name}: {cluster.num_gpus:,} GPUs; {len(jobs):,} jobs over "
-          f"{args.hours:g} h; policies {', '.join(policies)}", file=sys.stderr)
+          f"{args.hours:g} h; policies {', '.join(policies)}; writing to {out}",
+          file=sys.stderr)
     results = []
     started = time.perf_counter()
     bound = FluidBound(cluster)  # one cache of bound LPs for every policy of the run
     for name in policies:
         results.append(_run_one(cluster, jobs, name, horizon_s, not args.no_progress, bound,
                                 site))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"cluster": cluster.summary(), "workload": info,
-              "results": {r.policy: r.to_dict() for r in results},
-              "wall_s": round(time.perf_counter() - started, 2)}
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    (out / "summary.md").write_text(summary_markdown(results, info))
-    written = [out / "report.json", out / "summary.md"]
+    # the package's face sits above this layer, so its __version__ is read from the
+    # package object, which Python imported before any of its submodules
+    version = getattr(sys.modules.get("gpusched"), "__version__", "unknown")
+    run_info = {"gpusched_version": version, "command_line": command_line(args, out),
+                "seed": args.seed,
+                "utc_time": started_utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "python": platform.python_version(), "out": str(out)}
+    pictures: dict[str, bytes] = {}
     if not args.no_plots:
         from .plots import write_plots
-        written += write_plots(results, out)
+        for path in write_plots(results, out):
+            pictures[path.name] = path.read_bytes()
+    names = ["report.html", "report.json", "summary.md", "jobs.csv", *pictures]
+    report = {"run": run_info, "cluster": cluster.summary(), "workload": info,
+              "files": names,
+              "results": {r.policy: r.to_dict() for r in results},
+              "wall_s": round(time.perf_counter() - started, 2)}
+    texts = {
+        "report.json": json.dumps(report, indent=1, default=float) + "\n",
+        "summary.md": summary_markdown(results, info, run_info, list(pictures)),
+        "jobs.csv": jobs_csv(results),
+        "report.html": report_html(results, info, run_info, pictures, names),
+    }
+    for name, text in texts.items():
+        write_atomic(out / name, text.encode("utf-8"))
     print(summary_table(results))
-    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    fate = frontier_lines(results)
+    if fate:
+        print("\nfrontier gangs:\n" + "\n".join(f"  {line}" for line in fate))
+    print(f"\nwrote {out}/: {', '.join(names)}\nopen {out / 'report.html'}")
     return 0
 
 
@@ -364,7 +385,8 @@ def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: flo
              site: dict[str, Any] | None = None) -> SimulationResult:
     site = site or {}
     if not show_progress:
-        return simulate(cluster, jobs, policy, horizon_s=horizon_s, bound=bound, **site)
+        return simulate(cluster, jobs, policy, horizon_s=horizon_s, bound=bound, keep_jobs=True,
+                        **site)
     from tqdm import tqdm
 
     hours = horizon_s / 3600
@@ -376,4 +398,4 @@ def _run_one(cluster: Cluster, jobs: list[TraceJob], policy: str, horizon_s: flo
             bar.refresh()
 
         return simulate(cluster, jobs, policy, horizon_s=horizon_s, progress=progress,
-                        bound=bound, **site)
+                        bound=bound, keep_jobs=True, **site)

@@ -101,6 +101,7 @@ class SimJob:
     restart_due_s: float | None = None
     preemptions: int = 0        # times a preemption plan evicted it
     lost_gpu_s: float = 0.0     # GPU-seconds of work those evictions threw away
+    nodes: tuple[int, ...] = ()  # of its placement, once started
 
     @property
     def id(self) -> str:
@@ -116,7 +117,9 @@ class Simulator:
 
     Policies act through :meth:`start`, :meth:`set_cap`, :meth:`sync_caps` and
     :meth:`request_round`, and read :attr:`engine`, :attr:`queue` (waiting jobs in
-    arrival order) and :attr:`running`.
+    arrival order) and :attr:`running`.  Whatever puts a job into :attr:`queue` tells
+    the recorder (``recorder.job_queued``) and :meth:`start` tells it the job left, so
+    the run knows how long, and why, each job waited (gpusched.simulate.waits).
     """
 
     def __init__(self, cluster: "Cluster", jobs: list[TraceJob], policy: "Policy",
@@ -179,6 +182,8 @@ class Simulator:
             sim_job.start_s = self.now
             sim_job.first_cap_w = placement.cap_w
             sim_job.work_left_s = sim_job.spec.duration_s
+        sim_job.nodes = tuple(placement.nodes)
+        self.recorder.job_started(sim_job, self.now)
         sim_job.cap_w = placement.cap_w
         sim_job.speed = self._speed(sim_job, placement.cap_w)
         sim_job.last_s = sim_job.resumed_s = self.now
@@ -337,6 +342,7 @@ class Simulator:
                     self._finish(payload)
                 elif kind == ARRIVAL:
                     self.queue.append(payload)
+                    self.recorder.job_queued(payload, now)
                     self._present(payload, 1)
                 elif kind == ROUND:
                     self.round_pending = False

@@ -439,6 +439,7 @@ class SiteEvents:
                     else:   # at least one cold node: it must be readied first
                         restart_s += failures.cold_node_s
                     sim.set_cap(sim_job, placement.cap_w)
+                    sim_job.nodes = tuple(placement.nodes)
                 sim_job.restart_due_s = sim.now + restart_s
                 sim.events.push(sim_job.restart_due_s, RESUME, sim_job, sim_job.version)
         if self._active and self.envelope_plan and sim.policy.power_aware:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..bound import FluidBound
 from ..spec import COEF_SCALE
+from .waits import WaitTracker
 
 if TYPE_CHECKING:
     from ..spec import Cluster
@@ -71,6 +72,9 @@ class Recorder:
         self.frag_gpu_s = 0.0
         self.peak_facility_w = -1.0
         self.rack_power_at_peak_w = cluster.idle_rack_power_w.astype(np.int64)
+        #: free GPUs of each node at that instant (the floor map tells busy from idle)
+        self.node_free_at_peak = np.full(cluster.num_nodes, cluster.gpus_per_node,
+                                         dtype=np.int64)
         self.peak_time_s = 0.0
         self.max_frag_gpus = 0
         self._last_t: float | None = None
@@ -79,7 +83,18 @@ class Recorder:
         self.series: dict[str, list[Any]] = {"t_s": [], "facility_w": [], "busy_gpus": [],
                                              "work_gpus": [], "frag_gpus": [],
                                              "violated_rows": [], "hall_w": [],
-                                             "bound_gpus": []}
+                                             "bound_gpus": [], "queued_gpus": [],
+                                             "queued_jobs": []}
+        #: Why each job waits (gpusched.simulate.waits), read at every sample.
+        self.waits = WaitTracker(cluster)
+
+    def job_queued(self, sim_job: "SimJob", t: float) -> None:
+        """The event loop: ``sim_job`` joined the queue at ``t``."""
+        self.waits.queued(sim_job, t)
+
+    def job_started(self, sim_job: "SimJob", t: float) -> None:
+        """The event loop: ``sim_job`` left the queue and started at ``t``."""
+        self.waits.left(sim_job, t)
 
     def sample(self, t: float, sim: "Simulator") -> None:
         """Account for the state since the last sample, then take the state at ``t``."""
@@ -101,6 +116,7 @@ class Recorder:
                     self.excess_ws += excess_w * dt
                     self.violation_row_s_by_kind += viol_kinds * dt  # type: ignore[operator]
         self._last_t = t
+        self.waits.classify(t, sim)
         present_changed = sim.present_version != self._present_seen
         if present_changed:
             self._present_seen = sim.present_version
@@ -133,10 +149,16 @@ class Recorder:
             self.peak_facility_w = facility_w
             self.rack_power_at_peak_w = rack_w.copy()
             self.peak_time_s = t
+            peak_changed = True
+        else:
+            peak_changed = False
+        node_free = engine.node_free_gpus()
+        if peak_changed:
+            self.node_free_at_peak = np.array(node_free, dtype=np.int64)
         free = engine.free_gpus()
         busy = self.cluster.num_gpus - free
         # free GPUs on nodes that are partly used: no 8-GPU job can go there
-        frag = free - self._G * int(np.count_nonzero(engine.node_free_gpus() == self._G))
+        frag = free - self._G * int(np.count_nonzero(node_free == self._G))
         self.max_frag_gpus = max(self.max_frag_gpus, frag)
         work = max(0.0, sim.rate_gpus)
         hall_w = load[self.hall_rows] / COEF_SCALE
@@ -152,6 +174,9 @@ class Recorder:
         s["violated_rows"].append(n_viol)
         s["hall_w"].append(hall_w)
         s["bound_gpus"].append(self._bound_now)
+        # jobs present = queued + running, so what waits is their GPUs less the busy ones
+        s["queued_gpus"].append(sum(sim.present_gpus.values()) - busy)
+        s["queued_jobs"].append(len(sim.queue))
         self._last = (facility_w, busy, work, frag, n_viol, excess_w, viol_kinds)
 
     # ---- summaries ------------------------------------------------------------------
@@ -232,18 +257,34 @@ def _stats_h(values: np.ndarray) -> dict[str, float | None]:
             "p99_h": round(float(np.percentile(values, 99)) / 3600, 3)}
 
 
-def summarise_jobs(all_jobs: "list[SimJob]") -> dict[str, Any]:
-    """Counts, JCT (finish - submit) of done jobs and wait (start - submit) of started ones."""
+def summarise_jobs(all_jobs: "list[SimJob]", end_s: float | None = None) -> dict[str, Any]:
+    """Counts, JCT (finish - submit) of the jobs done, and waits with censoring.
+
+    ``wait`` is over every job that arrived: a job still queued at ``end_s`` counts as
+    waiting until then (right-censored: its true wait is longer, so the statistics are
+    lower bounds, and ``censored`` says how many).  ``wait_started`` is over the jobs
+    that started only, the figure reported before issue 17, which leaves the longest
+    waits out.  Without ``end_s``, ``wait`` is that one too.
+    """
     done = [j for j in all_jobs if not math.isnan(j.finish_s)]
     started = [j for j in all_jobs if not math.isnan(j.start_s)]
     jct = np.array([j.finish_s - j.spec.submit_s for j in done])
-    wait = np.array([j.start_s - j.spec.submit_s for j in started])
+    wait_started = np.array([j.start_s - j.spec.submit_s for j in started])
+    queued = len(all_jobs) - len(started)
+    if end_s is None:
+        wait_all, censored = wait_started, None
+    else:
+        wait_all = np.array([(end_s if math.isnan(j.start_s) else j.start_s) - j.spec.submit_s
+                             for j in all_jobs])
+        censored = queued
     caps = np.array([j.first_cap_w for j in started], dtype=float)
     gpus = np.array([j.gpus for j in started], dtype=float)
     return {"arrived": len(all_jobs), "started": len(started), "done": len(done),
             "running_at_end": len(started) - len(done),
-            "queued_at_end": len(all_jobs) - len(started),
-            "jct": _stats_h(jct), "wait": _stats_h(wait),
+            "queued_at_end": queued,
+            "jct": _stats_h(jct),
+            "wait": {**_stats_h(wait_all), "jobs": int(len(wait_all)), "censored": censored},
+            "wait_started": _stats_h(wait_started),
             "start_cap_w_gpu_mean": round(float((caps * gpus).sum() / gpus.sum()), 1)
             if len(gpus) else None,
             "by_class": _by_class(all_jobs)}

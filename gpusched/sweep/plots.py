@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .._atomic import write_atomic  # noqa: E402
-from ..simulate.plots import _color  # noqa: E402  (one colour per policy everywhere)
+from ..simulate.plots import policy_color as _color  # noqa: E402  (one per policy)
 from .spec import SweepSpec  # noqa: E402
 from .tables import METRICS, summarise  # noqa: E402
 

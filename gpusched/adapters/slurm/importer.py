@@ -65,7 +65,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ...spec import Cluster
 from ...errors import SpecError
 from ...job import Placement
-from . import hostlists
+from ... import hostlist as hostlists
 from .hostlists import _ASCII_NUMBER, _MAX_DIGITS, compress_hostlist, expand_hostlist, hostlist_size
 
 __all__ = ["Topology", "parse_topology", "read_topology", "load_overlay",

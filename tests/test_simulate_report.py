@@ -1,0 +1,259 @@
+"""What `gpusched simulate` writes (issue 17, parts 3-5): jobs.csv and why jobs waited,
+censored waits, report.html, report.json's run record, the pictures, and --out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from gpusched import Cluster
+from gpusched.cli import main
+from gpusched.simulate import TraceJob, simulate
+from gpusched.simulate.cli import prepare_out
+from gpusched.simulate.plots import OKABE_ITO, write_plots
+from gpusched.simulate.records import JOB_COLUMNS, jobs_csv
+from gpusched.errors import OutputError
+
+BIG = 1e9
+
+
+def site(nodes: int = 2, facility_w: float = BIG) -> Cluster:
+    """One air rack of ``nodes`` 8-GPU nodes; only the facility limit is set."""
+    return Cluster.from_dict({
+        "name": f"test-{nodes}", "facility": {"name": "facility", "it_limit_w": facility_w},
+        "halls": [{"name": "hall-1", "switchboard_w": BIG, "cooling_w": BIG}],
+        "rows": [{"name": "row-1", "hall": "hall-1", "busway_w": BIG}],
+        "pods": [{"name": "pod-1"}],
+        "racks": [{"name": "rack-1", "row": "row-1", "pod": "pod-1", "kind": "air",
+                   "nodes": nodes, "feed_w": BIG, "air_cooling_w": BIG}],
+    })
+
+
+def rigid(job_id: str, submit_s: float, duration_s: float, gpus: int) -> TraceJob:
+    return TraceJob(job_id, submit_s, duration_s, gpus, min_cap_w=700, max_cap_w=700)
+
+
+def by_id(result) -> dict:
+    return {j["id"]: j for j in result.jobs}
+
+
+# Two nodes.  j1 (8 GPUs) runs 0..1000.  j2 (16 GPUs, arrives 100) needs both nodes.
+# j3 (8 GPUs, arrives 200, 300 s) fits on the free node.
+#  fifo: j2 waits 100..1000 for GPUs; j3 waits behind the blocked head (priority) from
+#        200 to 1000, then for GPUs (j2 holds both nodes) until 1500.
+#  backfill: j3 ends (500) before j2's reservation (1000): it runs 200..500 at once.
+HOL = [rigid("j1", 0, 1000, 8), rigid("j2", 100, 500, 16), rigid("j3", 200, 300, 8)]
+
+
+def test_fifo_records_and_why_each_job_waited_by_hand():
+    result = simulate(site(), HOL, "fifo", keep_jobs=True)
+    jobs = by_id(result)
+    j1, j2, j3 = jobs["j1"], jobs["j2"], jobs["j3"]
+    assert (j1["start_s"], j1["finish_s"], j1["wait_s"], j1["wait_reason"]) == (0, 1000, 0, "")
+    assert (j2["start_s"], j2["finish_s"], j2["wait_s"]) == (1000, 1500, 900)
+    assert j2["wait_reason"] == "gpus" and j2["wait_gpus_s"] == 900
+    assert (j3["start_s"], j3["finish_s"], j3["wait_s"]) == (1500, 1800, 1300)
+    assert j3["wait_priority_s"] == 800 and j3["wait_gpus_s"] == 500
+    assert j3["wait_reason"] == "priority"
+    for j in jobs.values():   # the reasons add up to the wait, and nothing is censored
+        assert sum(j[f"wait_{r}_s"] for r in ("gpus", "fragmentation", "power",
+                                              "reservation", "priority")) == j["wait_s"]
+        assert j["state"] == "done" and j["wait_censored"] == 0 and j["cap_w"] == 700
+    assert j2["nodes"] == 2 and j2["hostlist"] == "rack-1-n[0-1]" and j2["pods"] == "pod-1"
+    assert j3["jct_s"] == 1600
+
+
+def test_backfill_starts_the_short_job_and_the_head_waits_for_gpus():
+    jobs = by_id(simulate(site(), HOL, "backfill", keep_jobs=True))
+    assert (jobs["j3"]["start_s"], jobs["j3"]["wait_s"]) == (200, 0)
+    assert jobs["j2"]["wait_reason"] == "gpus" and jobs["j2"]["wait_s"] == 900
+
+
+def test_censoring_a_job_still_queued_waits_until_the_horizon():
+    result = simulate(site(), HOL, "fifo", horizon_s=1200, keep_jobs=True)
+    jobs = by_id(result)
+    assert jobs["j2"]["state"] == "running" and jobs["j2"]["finish_s"] is None
+    assert jobs["j2"]["jct_s"] is None and jobs["j2"]["wait_censored"] == 0
+    j3 = jobs["j3"]
+    assert j3["state"] == "queued" and j3["start_s"] is None and j3["wait_censored"] == 1
+    assert j3["wait_s"] == 1000                     # 200 .. the horizon at 1200
+    assert (j3["wait_priority_s"], j3["wait_gpus_s"]) == (800, 200)
+    w = result.metrics["jobs"]
+    assert w["wait"]["censored"] == 1 and w["wait"]["jobs"] == 3
+    assert w["wait"]["mean_h"] == pytest.approx((0 + 900 + 1000) / 3 / 3600, abs=1e-3)
+    assert w["wait_started"]["mean_h"] == pytest.approx((0 + 900) / 2 / 3600, abs=1e-3)
+    # queued GPU demand: 16 (j2) from 100, 24 with j3 from 200, 8 after j2 starts
+    t, q = result.series["t_s"], result.series["queued_gpus"]
+    assert [int(q[np.searchsorted(t, x, side="right") - 1]) for x in (50, 150, 500, 1100)] \
+        == [0, 16, 24, 8]
+
+
+def test_a_power_limit_is_named_as_the_reason():
+    # one node busy at 700 W: 8,400 + 2,070 idle; both busy: 16,800 > 12,000
+    jobs = [rigid("a", 0, 1000, 8), rigid("b", 100, 100, 8)]
+    rec = by_id(simulate(site(facility_w=12_000), jobs, "fifo", keep_jobs=True))["b"]
+    assert rec["wait_reason"] == "power" and rec["wait_power_s"] == 900
+    assert rec["wait_limit"].startswith("facility: ")
+
+
+def test_free_gpus_on_the_wrong_nodes_are_fragmentation():
+    # three 6-GPU jobs leave 2 GPUs free on each of 3 nodes: 6 free, no 4 on one node
+    jobs = [rigid(f"s{i}", 0, 1000, 6) for i in range(3)] + [rigid("four", 100, 100, 4)]
+    rec = by_id(simulate(site(nodes=3), jobs, "fifo", keep_jobs=True))["four"]
+    assert rec["wait_reason"] == "fragmentation" and rec["wait_fragmentation_s"] == 900
+
+
+def test_jobs_csv_has_one_line_per_job_and_policy():
+    results = [simulate(site(), HOL, p, keep_jobs=True) for p in ("fifo", "backfill")]
+    rows = list(csv.DictReader(io.StringIO(jobs_csv(results))))
+    assert tuple(rows[0]) == JOB_COLUMNS
+    assert [(r["policy"], r["job"]) for r in rows] == [
+        (p, j) for p in ("fifo", "backfill") for j in ("j1", "j2", "j3")]
+    j3 = rows[2]
+    assert (j3["start_s"], j3["end_s"], j3["wait_reason"], j3["state"]) == \
+        ("1500.0", "1800.0", "priority", "done")
+
+
+# ---- the pictures --------------------------------------------------------------------
+
+def vermillion_pixels(path) -> int:
+    image = mpimg.imread(path)[..., :3]
+    target = np.array([int(OKABE_ITO["vermillion"][i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int(np.count_nonzero(np.abs(image - target).max(axis=2) < 0.03))
+
+
+def test_the_oblivious_floor_map_shows_its_violations_in_red(tmp_path, tiny):
+    jobs = [TraceJob(f"j{i}", 60.0 * i, 3600.0, g, min_cap_w=350)
+            for i, g in enumerate([16, 16, 16, 16])]
+    results = [simulate(tiny, jobs, p, keep_jobs=True) for p in ("fifo", "oblivious")]
+    assert results[1].metrics["violations"]["row_seconds"] > 0
+    paths = {p.name: p for p in write_plots(results, tmp_path)}
+    assert set(paths) == {"power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png"}
+    # fifo's map has red only in its legend's swatch; oblivious's, on racks and rows too
+    assert vermillion_pixels(paths["floor-oblivious.png"]) > \
+        vermillion_pixels(paths["floor-fifo.png"]) + 5000
+
+
+# ---- the CLI: report.html, report.json, --out ------------------------------------------
+
+def run_cli(out, *extra) -> int:
+    # the bundled trace at 1.2x on tiny: oblivious breaks rows, fifo waits
+    return main(["simulate", "--cluster", "tiny", "--hours", "3", "--load-scale", "1.2",
+                 "--policy", "fifo,oblivious", "--no-progress", *(["--out", str(out)]
+                                                                   if out else []), *extra])
+
+
+def test_cli_writes_a_self_contained_report(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli(out) == 0
+    assert "open " + str(out / "report.html") in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+    for name in ("power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"<figure id='{name}'>" in page
+    assert page.count("src='data:image/png;base64,") == 4
+    for words in ("wait mean / p50 / p99 (h), all jobs*", "censored", "Why jobs waited",
+                  "Caveats", "fifo", "oblivious would have broken", "command_line"):
+        assert words in page
+    report = json.loads((out / "report.json").read_text())
+    run = report["run"]
+    assert run["seed"] == 0 and run["gpusched_version"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", run["utc_time"])
+    assert run["command_line"].startswith("gpusched simulate --cluster tiny ")
+    assert "--load-scale 1.2" in run["command_line"]
+    summary = (out / "summary.md").read_text()
+    assert "![power.png](power.png)" in summary and "## Terms" in summary
+    # a 55 kW site in kW, not "0.1 / 0" MW
+    assert "| peak facility kW / limit |" in summary and "| energy (kWh) |" in summary
+    assert "## Caveats" in summary and "censored" in summary
+    rows = list(csv.DictReader((out / "jobs.csv").open()))
+    arrived = {p: report["results"][p]["jobs"]["arrived"] for p in ("fifo", "oblivious")}
+    assert len(rows) == sum(arrived.values())
+    assert {r["state"] for r in rows} <= {"done", "running", "queued"}
+
+
+def test_the_command_line_in_report_json_repeats_the_run(tmp_path):
+    first = tmp_path / "a"
+    assert run_cli(first, "--no-plots", "--seed", "4") == 0
+    command = json.loads((first / "report.json").read_text())["run"]["command_line"]
+    words = command.split()[1:]
+    again = tmp_path / "b"
+    words[words.index("--out") + 1] = str(again)
+    assert main(words + ["--no-progress"]) == 0
+    a, b = ((d / "jobs.csv").read_text() for d in (first, again))
+    assert a == b
+
+
+def test_a_run_never_overwrites_an_earlier_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(None, "--no-plots") == 0
+    assert run_cli(None, "--no-plots") == 0
+    runs = sorted(p.name for p in (tmp_path / "gpusched-out").iterdir())
+    assert runs == ["run-001", "run-002"]
+    out = tmp_path / "gpusched-out" / "run-001"
+    before = (out / "jobs.csv").read_bytes()
+    capsys.readouterr()
+    assert run_cli(out, "--no-plots") == 2          # not empty: refused
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--force" in err and "Traceback" not in err
+    assert (out / "jobs.csv").read_bytes() == before
+    (out / "jobs.csv").write_text("mine")
+    assert run_cli(out, "--no-plots", "--force") == 0
+    assert (out / "jobs.csv").read_text().startswith("policy,job,")
+
+
+@pytest.mark.parametrize("out, words", [
+    ("/proc/nope", "--out /proc/nope: cannot create it"),
+    ("/etc/passwd", "--out /etc/passwd is not a directory"),
+    ("/etc/passwd/sub", "--out /etc/passwd/sub: cannot create it"),
+    ("", "--out is empty"),
+])
+def test_a_bad_out_is_refused_before_any_work(tmp_path, capsys, out, words):
+    # the trace does not exist either: the --out error must come first, with no traceback
+    code = main(["simulate", "--cluster", "tiny", "--trace", str(tmp_path / "none.csv"),
+                 "--out", out, "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_run_removes_the_directory_it_created(tmp_path, capsys):
+    out = tmp_path / "new"
+    assert main(["simulate", "--cluster", "tiny", "--trace", str(tmp_path / "none.csv"),
+                 "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()
+
+
+def test_prepare_out_raises_a_typed_error(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(OutputError) as err:
+        prepare_out(str(tmp_path / "full"))
+    assert err.value.field == "out"
+    assert prepare_out(str(tmp_path / "full"), force=True) == (tmp_path / "full", False)
+    assert prepare_out(str(tmp_path / "empty")) == (tmp_path / "empty", True)
+
+
+def test_the_frontier_gangs_fate_is_in_the_summary():
+    from dataclasses import replace
+
+    from gpusched.simulate.report import frontier_fate, frontier_lines, summary_markdown
+    jobs = [HOL[0], replace(HOL[1], kind="frontier"), HOL[2]]
+    results = [simulate(site(), jobs, "fifo", keep_jobs=True)]
+    (fate,) = frontier_fate(results)
+    assert (fate["job"], fate["gpus"], fate["state"], fate["why"]) == ("j2", 16, "done", "gpus")
+    assert (fate["submit"], fate["start"], fate["wait"]) == ("0.03 h", "0.28 h", "0.25 h")
+    assert frontier_lines(results) == [
+        "j2 (16 GPUs, submitted at 0.03 h) under fifo: started at 0.28 h after waiting "
+        "0.25 h (gpus), done at 0.42 h"]
+    summary = summary_markdown(results, {"trace": "t", "jobs": 3, "horizon_h": 1,
+                                         "load_scale": 1})
+    assert "## Frontier gangs" in summary and "| fifo | j2 | 16 |" in summary
