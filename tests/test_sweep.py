@@ -51,12 +51,15 @@ BAD_SPECS = [
     # (name, sweep dict, field, words in the message)
     ("unknown option", {"grid": {"polcy": ["fifo"]}}, "grid.polcy",
      ("unknown simulate option", "policy")),
-    ("planned option", {"grid": {"failure_rate": [0.01]}}, "grid.failure_rate",
-     ("node failures", "does not simulate yet")),
-    ("planned option in base", {"base": {"spare_policy": "two-per-pod"}},
-     "base.spare_policy", ("spare nodes",)),
+    ("renamed option", {"grid": {"failures": [0.01]}}, "grid.failures",
+     ("not a sweep option", "'failure_rate'")),
+    ("renamed option in base", {"base": {"spare_policy": "two-per-pod"}},
+     "base.spare_policy", ("'spares'",)),
+    ("a negative failure rate", {"grid": {"failure_rate": [-1e-5]}}, "grid.failure_rate",
+     (">= 0",)),
+    ("fractional spares", {"base": {"spares": 1.5}}, "base.spares", ("whole number",)),
     ("planned option in a point", {"points": [{"envelope": "curtail-25"}]},
-     "points[0].envelope", ("envelopes",)),
+     "points[0].envelope", ("'demand_response'",)),
     ("bad policy", {"grid": {"policy": ["fifo", "best"]}}, "grid.policy",
      ("one policy of", "backfill")),
     ("comma policies", {"base": {"policy": "fifo,optimize"}}, "base.policy",
@@ -111,7 +114,7 @@ def test_a_bad_sweep_file_names_the_key(data, field, words):
 def test_a_bad_file_changes_nothing_on_disk(tmp_path):
     out = tmp_path / "out"
     spec = tmp_path / "bad.toml"
-    spec.write_text('[grid]\nfailure_rate = [0.01]\n')
+    spec.write_text('[grid]\nfailures = [0.01]\n')
     assert main(["sweep", str(spec), "--out", str(out)]) == 2
     assert not out.exists()
     spec.write_text("[grid\n")
@@ -160,20 +163,33 @@ def test_a_simulate_keyword_the_table_lacks_is_passed_through(monkeypatch):
     real = sim.simulate
     seen = []
 
-    def simulate(*args, failure_rate=0.0, **kwargs):
-        seen.append(failure_rate)
+    def simulate(*args, heat_recirculation=0.0, **kwargs):
+        seen.append(heat_recirculation)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sim, "simulate", simulate)
     spec = parse_spec({"base": {"cluster": "tiny", "trace": "synthetic", "hours": 1,
-                                "policy": "fifo"}, "grid": {"failure_rate": [0.0, 0.02]}})
-    assert [r.config["failure_rate"] for r in spec.runs()] == [0.0, 0.02]
+                                "policy": "fifo"}, "grid": {"heat_recirculation": [0.0, 0.02]}})
+    assert [r.config["heat_recirculation"] for r in spec.runs()] == [0.0, 0.02]
     from gpusched.sweep.runner import run_one
 
     answers = [run_one({"id": r.id, "config": r.config, "version": r.identity["gpusched"],
                         "timeout_s": 60, "cluster_spec": None}) for r in spec.runs()]
     assert [a["status"] for a in answers] == ["ok", "ok"]
     assert seen == [0.0, 0.02]
+
+
+def test_failures_spares_and_a_demand_response_are_sweep_options():
+    from gpusched.sweep.runner import run_one
+
+    spec = parse_spec({"base": {"cluster": "tiny", "trace": "synthetic", "hours": 6,
+                                "policy": "fifo", "failure_rate": 5e-3,
+                                "demand_response": 1.0},
+                       "grid": {"spares": [0, 1]}})
+    rows = [run_one({"id": r.id, "config": r.config, "version": r.identity["gpusched"],
+                     "timeout_s": 120, "cluster_spec": None})["metrics"] for r in spec.runs()]
+    assert [r["spare_gpus_mean"] > 0 for r in rows] == [False, True]
+    assert all(r["jobs_hit"] is not None and r["over_envelope_mw_s"] == 0 for r in rows)
 
 
 # ---- running ------------------------------------------------------------------------

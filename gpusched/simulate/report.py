@@ -216,6 +216,8 @@ def site_rows(results: "Sequence[SimulationResult]") -> list[Row]:
     sites = [r.metrics.get("site") for r in results]
     if not any(sites):
         return []
+    unit, scale = _units(results)   # kW on a small site
+    per_mw = 1e6 / scale
 
     def col(fn: Any) -> list[str]:
         return [fn(s) if s else "-" for s in sites]
@@ -235,15 +237,16 @@ def site_rows(results: "Sequence[SimulationResult]") -> list[Row]:
         Row("work lost (GPU-h)", col(lambda s: _fmt(s["work_lost_gpu_h"], ",.1f")),
             "GPU-hours redone (the work since the last checkpoint) plus GPU-hours held "
             "without progress (degraded, or restarting)"),
-        Row("spares: GPUs / MW held (mean)",
+        Row(f"spares: GPUs / {unit} held (mean)",
             col(lambda s: f"{_fmt(s['spare_gpus_mean'], ',.0f')} / "
-                          f"{_fmt(s['spare_held_mw_mean'], '.2f')}"),
+                          f"{_fmt(s['spare_held_mw_mean'] * per_mw, ',.2f')}"),
             "GPUs of the hot spare nodes, and the watts their busy power holds in the "
             "rows, time-weighted means"),
     ]
     if any(s and s["envelope"] for s in sites):
         rows += [
-            Row("MW-s over the envelope", col(lambda s: _fmt(s["over_envelope_mw_s"], ",.1f")),
+            Row(f"{unit}-s over the envelope",
+                col(lambda s: _fmt(s["over_envelope_mw_s"] * per_mw, ",.1f")),
                 "integral of the excess over the live limits while an envelope window is "
                 "open (zero once its plan is applied)"),
             Row("work during the event (GPU-h x s)",

@@ -84,6 +84,10 @@ def metrics_row(result: Any, info: dict[str, Any]) -> dict[str, Any]:
         "violation_row_seconds": viol["row_seconds"],
         "rows_ever_violated": viol["rows_ever_violated"],
         "rounds_stopped_by_time_limit": m["policy_info"].get("rounds_stopped_by_time_limit"),
+        # a site that changes: empty when the run had no failures, spares or envelope
+        **{key: (m.get("site") or {}).get(key) for key in (
+            "jobs_hit", "resume_min_p50", "work_lost_gpu_h", "spare_gpus_mean",
+            "over_envelope_mw_s")},
     }
 
 
@@ -113,6 +117,20 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _site_keywords(config: dict[str, Any], cluster: Any) -> dict[str, Any]:
+    """simulate()'s failure, spare and envelope keywords from a run's options."""
+    from ..simulate.failures import FailureModel, demand_response
+
+    out: dict[str, Any] = {"spares": config.get("spares", 0),
+                           "envelope_plan": config.get("envelope_plan", True)}
+    if config.get("failure_rate"):
+        out["failures"] = FailureModel(rate_per_gpu_h=float(config["failure_rate"]),
+                                       seed=int(config["seed"]))
+    if config.get("demand_response") is not None:
+        out["envelope"] = demand_response(cluster, float(config["demand_response"]))
+    return out
+
+
 def _simulate(task: dict[str, Any], deadline: float) -> dict[str, Any]:
     from ..bound import FluidBound
     from ..simulate import simulate
@@ -136,6 +154,7 @@ def _simulate(task: dict[str, Any], deadline: float) -> dict[str, Any]:
                                 skip_bad=config["skip_bad"])
     check_clock()
     extra = {k: v for k, v in config.items() if k not in OPTIONS}  # simulate() keywords
+    extra.update(_site_keywords(config, cluster))
     sim_started = time.perf_counter()
     result = simulate(cluster, jobs, make_policy(config["policy"]), horizon_s=horizon_s,
                       progress=check_clock, bound=FluidBound(cluster), **extra)

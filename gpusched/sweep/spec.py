@@ -27,7 +27,7 @@ A key of ``base``, ``grid`` or ``points`` is a simulate option: a row of :data:`
 or a keyword parameter of :func:`gpusched.simulate.simulate` that the table does not
 list yet (passed through as given, so an option the simulator gains is sweepable at
 once).  Anything else is refused with a :class:`~gpusched.errors.SweepError` naming the
-key; :data:`PLANNED` names the options a later gpusched will add, so their error says so.
+key; :data:`PLANNED` maps names a sweep might reach for to the option to use instead.
 """
 
 from __future__ import annotations
@@ -98,6 +98,10 @@ def _policy(value: Any) -> str | None:
            f"with a grid)"
 
 
+def _non_negative(value: Any) -> str | None:
+    return None if _finite(value) and value >= 0 else "must be a number >= 0"
+
+
 def _scale(value: Any) -> str | None:
     return None if _finite(value) and 0 < value <= 100 else "must be in (0, 100]"
 
@@ -141,6 +145,14 @@ def _options() -> dict[str, Option]:
         Option("seed", 0, "workload", _int, "seed of the frontier gangs and synthetic mix"),
         Option("skip_bad", False, "workload", _flag, "skip bad trace lines"),
         Option("policy", "optimize", "policy", _policy, "one policy per run"),
+        # a site that changes (gpusched.simulate.failures)
+        Option("failure_rate", 0.0, "site", _non_negative,
+               "node interruptions per GPU-hour (0: none; Llama 3's rate is 1.97e-5)"),
+        Option("spares", 0, "simulate", _non_negative_int, "hot spare nodes per pod"),
+        Option("demand_response", None, "site", _non_negative,
+               "hour at which the facility limit is cut by 25 % for 3 h (none by default)"),
+        Option("envelope_plan", True, "simulate", _flag,
+               "bring the site back under an envelope at once (false: hold new starts only)"),
     ]
     return {o.key: o for o in rows}
 
@@ -150,19 +162,19 @@ def _options() -> dict[str, Option]:
 #: ``simulate()``: see :func:`passthrough_keys`).
 OPTIONS: dict[str, Option] = _options()
 
-#: Options the simulator does not have yet, and what will bring them: a sweep that
-#: names one is refused with this text rather than run without it.
+#: Names a sweep might reach for that are spelled otherwise here: a sweep that names one
+#: is refused with the option to use instead (simulate's ``failures`` and ``envelope``
+#: keywords take objects, which a sweep file builds from these options).
 PLANNED: dict[str, str] = {
-    "failure_rate": "node failures",
-    "failures": "node failures",
-    "spare_policy": "spare nodes",
-    "spares": "spare nodes",
-    "envelope": "power envelopes (curtailment over time)",
-    "curtailment": "power envelopes (curtailment over time)",
+    "failures": "failure_rate",
+    "spare_policy": "spares",
+    "envelope": "demand_response",
+    "curtailment": "demand_response",
 }
 
 # simulate() keywords a sweep sets itself (or that make no sense per run)
-_SIMULATE_OWN = {"cluster", "jobs", "policy", "horizon_s", "progress", "keep_jobs", "bound"}
+_SIMULATE_OWN = {"cluster", "jobs", "policy", "horizon_s", "progress", "keep_jobs", "bound",
+                 "failures", "envelope"}
 
 
 def passthrough_keys() -> set[str]:
@@ -188,9 +200,8 @@ def _check_option(key: Any, value: Any, where: str, passthrough: set[str]) -> No
         return
     known = ", ".join(sorted(OPTIONS) + sorted(passthrough))
     if key in PLANNED:
-        raise SweepError(f"{key!r} needs {PLANNED[key]}, which this gpusched "
-                         f"({version()}) does not simulate yet; options are {known}",
-                         field=path)
+        raise SweepError(f"{key!r} is not a sweep option: use {PLANNED[key]!r} "
+                         f"({OPTIONS[PLANNED[key]].help}); options are {known}", field=path)
     raise SweepError(f"unknown simulate option {key!r}; options are {known}", field=path)
 
 

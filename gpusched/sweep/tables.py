@@ -43,6 +43,11 @@ METRICS: dict[str, str] = {
     "violation_row_seconds": "row-seconds over a limit (oblivious only)",
     "rows_ever_violated": "rows ever over their limit",
     "rounds_stopped_by_time_limit": "optimize rounds cut by the wall-clock safety net",
+    "jobs_hit": "running jobs hit by a node failure",
+    "resume_min_p50": "median time from a failure to the hit job running again (min)",
+    "work_lost_gpu_h": "GPU-hours redone or held without progress after failures",
+    "spare_gpus_mean": "GPUs held as hot spares (time-weighted mean)",
+    "over_envelope_mw_s": "MW-seconds over the envelope's live limits",
 }
 
 #: Columns that depend on the machine and its load, not on the configuration: left
