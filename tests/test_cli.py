@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from gpusched.hostlist import expand_hostlist
+
 from gpusched.cli import COMMANDS, EXIT_CODES, _PLUGGED, main
 from gpusched.state import encode_state, read_state
 from tests.support.cli_sites import T0_S, write_site
@@ -304,6 +306,12 @@ BAD_ARGUMENTS: list[tuple[list[str], int, str, str]] = [
     (["serve", "--state", "{dir}", "--kube-api", "http://127.0.0.1:9", "--kube-token-file",
       "{missing}"], 2, "FileNotFoundError", "missing"),
     (["serve", "--cluster", "nope", "--state", "{dir}"], 2, "SpecError", "neither a preset"),
+    (["drain", "--state", "{st}"], 2, "UsageError", "name the nodes to drain"),
+    (["drain", "--state", "{st}", "nope-1"], 2, "UnknownNodeError", "'nope-1'"),
+    (["drain", "--state", "{st}", "99"], 2, "UnknownNodeError", "0..7"),
+    (["fail", "--state", "{st}", "--domain", "nowhere"], 2, "DomainError", "'nowhere'"),
+    (["fail", "--state", "{st}", "rack-1-n[0-1", ], 2, "SpecError", "without ']'"),
+    (["restore", "--state", "{missing}", "0"], 2, "UsageError", "does not exist"),
     (["sweep"], 2, "UsageError", "required: spec"),
     (["sweep", "{missing}"], 2, "SweepError", "no sweep file"),
     (["sweep", "{bad}"], 2, "SweepError", ""),
@@ -473,3 +481,28 @@ def test_the_views_and_job_commands_over_a_running_service(server, monkeypatch, 
     assert "HTTP 404" in err
     status, out, _ = run_cli(capsys, "jobs", "--server", server)
     assert status == 0 and out.splitlines()[1].startswith("a ")
+
+
+def test_node_commands_fail_drain_and_restore_a_state_file(site, capsys):
+    assert main(["jobs", "--state", "st.json", "--json"]) == 0
+    jobs = json.loads(capsys.readouterr().out)["jobs"]
+    victim = jobs[0]
+    node = victim["hostlist"].split(",")[0]
+    first = expand_hostlist(node)[0]
+    assert main(["fail", "--state", "st.json", first, "--json"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["jobs_hit"] == [victim["job_id"]]
+    assert main(["jobs", "--state", "st.json", "--json"]) == 0
+    states = {j["job_id"]: j["state"] for j in json.loads(capsys.readouterr().out)["jobs"]}
+    assert states[victim["job_id"]] == "degraded (lost 1 node)"
+    assert main(["status", "--state", "st.json", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["down"] == 8
+    # retries are safe: a second fail hits nothing, restoring twice changes nothing
+    assert main(["fail", "--state", "st.json", first, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs_hit"] == []
+    assert main(["restore", "--state", "st.json", first]) == 0
+    assert "1 node(s) changed" in capsys.readouterr().out
+    assert main(["restore", "--state", "st.json", first]) == 0
+    assert "already so" in capsys.readouterr().out
+    assert main(["drain", "--state", "st.json", "7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] == ["rack-4-n1"]

@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release": ("gpusched.cli.release", "release placed jobs, freeing their GPUs and watts"),
     "explain": ("gpusched.cli.explain", "say whether a job fits now, at which cap, and why"),
     "show": ("gpusched.cli.show", "summarise a cluster and place a sample job stream"),
+    "drain": ("gpusched.cli.drain", "take nodes out of placement; running jobs stay"),
+    "fail": ("gpusched.cli.fail", "put nodes or a failure domain down (their jobs degrade)"),
+    "restore": ("gpusched.cli.restore", "bring nodes or a failure domain back up"),
 }
 
 # subcommands of other layers: same protocol, but their optional extras may be missing

@@ -2,7 +2,8 @@
 
 One line a job: its GPUs and nodes (as a Slurm hostlist), the cap it runs at and the
 range it accepts, its priority when jobs carry one, when it was placed (UTC; "-" when
-the source does not record it) and its state: "placed", or "reserved" for a Kubernetes
+the source does not record it) and its state: "placed", "degraded (lost N nodes)" after
+a node failure until it is repaired, or "reserved" for a Kubernetes
 gang whose pods are still binding.  Sorted by id unless --sort says otherwise.
 """
 
@@ -56,6 +57,10 @@ def job_rows(view: SiteView, only: list[str] | None = None, sort: str = "id"
             row["priority"] = priority
         row["since"] = view.placed_at.get(job.id)
         row["state"] = "reserved" if job.id in view.reserved else "placed"
+        lost = view.engine.lost_nodes(job.id)
+        if lost:   # a failure took nodes: it holds what survived until repaired
+            row["state"] = f"degraded (lost {len(lost)} node{'s' if len(lost) > 1 else ''})"
+            row["lost_nodes"] = [names[n] for n in lost]
         if job.id in view.reserved:
             row["detail"] = view.reserved[job.id]
         out.append(row)

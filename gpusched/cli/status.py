@@ -39,10 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _down_gpus(view: SiteView) -> Any:
-    """GPUs per node that are down (drained or failed), or None while the engine has no
-    node states; the DOWN column appears only when this is not None."""
-    down = getattr(view.engine, "node_down_gpus", None)
-    return down() if callable(down) else None
+    """Free GPUs per node that is not up (draining, down, or a hot spare): no job can
+    take them.  None while every node is up, so the DOWN column appears only when some
+    node is not."""
+    codes = view.engine.node_state_codes()
+    if not codes.any():
+        return None
+    return view.engine.node_free_gpus() * (codes != 0)
 
 
 def _load(name: str, load_w: float, limit_w: float, **extra: Any) -> dict[str, Any]:
@@ -57,6 +60,7 @@ def site_status(view: SiteView, top: int = 5) -> dict[str, Any]:
 
     cluster, engine = view.cluster, view.engine
     c = cluster.constraints
+    b = engine.limits_w()   # live limits: a curtailment shows against its new limit
     G = cluster.gpus_per_node
     free_node = engine.node_free_gpus().astype(np.int64)
     rack_free = np.bincount(cluster.node_rack, weights=free_node,
@@ -72,25 +76,25 @@ def site_status(view: SiteView, top: int = 5) -> dict[str, Any]:
     def gpus(racks: Any) -> dict[str, int]:
         total, free = int(rack_gpus[racks].sum()), int(rack_free[racks].sum())
         out = {"gpus": total, "busy": total - free, "free": free}
-        if rack_down is not None:
+        if rack_down is not None:   # free GPUs on nodes that are not up are not free
             down = int(rack_down[racks].sum())
-            out.update(busy=total - free - down, down=down)
+            out.update(free=free - down, down=down)
         return out
 
     halls = []
     for h, hall in enumerate(cluster.hall_names):
         rows_here = [index[n] for n in (f"{hall} switchboard", f"{hall} cooling plant")
                      if n in index]
-        i = max(rows_here, key=lambda r: load[r] / max(c.b[r], 1e-9))
-        halls.append(_load(hall, float(load[i]), float(c.b[i]), limit=c.names[i],
+        i = max(rows_here, key=lambda r: load[r] / max(b[r], 1e-9))
+        halls.append(_load(hall, float(load[i]), float(b[i]), limit=c.names[i],
                            **gpus(cluster.rack_hall == h)))
     rows = []
     for r, row in enumerate(cluster.row_names):
         i = index[f"{row} busway"]
         hall = cluster.hall_names[int(cluster.rack_hall[np.flatnonzero(cluster.rack_row == r)[0]])]
-        rows.append(_load(row, float(load[i]), float(c.b[i]), hall=hall,
+        rows.append(_load(row, float(load[i]), float(b[i]), hall=hall,
                           **gpus(cluster.rack_row == r)))
-    used = load / np.maximum(c.b, 1e-9)
+    used = load / np.maximum(b, 1e-9)
     tight = np.argsort(-used, kind="stable")[:max(0, top)]
     f = c.kinds.index("facility")
     full_w = float(cluster.full_rack_power_w(cluster.power.cap_max_w).sum())
@@ -98,9 +102,9 @@ def site_status(view: SiteView, top: int = 5) -> dict[str, Any]:
         "cluster": cluster.name, "where": view.where, "jobs": len(engine),
         "full_power_w": round(full_w, 1),
         **gpus(np.arange(cluster.num_racks)),
-        "facility": _load(c.names[f], float(load[f]), float(c.b[f])),
+        "facility": _load(c.names[f], float(load[f]), float(b[f])),
         "halls": halls, "rows": rows,
-        "tightest": [_load(c.names[i], float(load[i]), float(c.b[i]), kind=c.kinds[i])
+        "tightest": [_load(c.names[i], float(load[i]), float(b[i]), kind=c.kinds[i])
                      for i in tight],
     }
 

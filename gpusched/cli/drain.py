@@ -1,0 +1,27 @@
+"""gpusched drain: take nodes out of placement; their running jobs stay.
+
+Nodes by hostlist or index; see :mod:`gpusched.cli._nodes`.  Retrying is safe: a node
+already so changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._nodes import add_node_arguments, run_node_command
+
+__all__ = ["add_arguments", "run"]
+
+EXAMPLES = """
+gpusched drain --state st.json 'rack-0001-n[0-3]'
+gpusched drain --state st.json 17 18 --json
+GPUSCHED_TOKEN=s3cret gpusched drain --server http://127.0.0.1:8787 rack-0002-n1
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_node_arguments(parser, domains=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_node_command(args, "drain")
