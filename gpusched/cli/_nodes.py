@@ -11,7 +11,7 @@ unknown.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import UsageError
 from ..hostlist import compress_hostlist, expand_hostlist
@@ -68,14 +68,14 @@ def run_node_command(args: argparse.Namespace, verb: str) -> int:
         engine, names = view.engine, view.cluster.node_names
         changed: list[int] = []
         hit: list[str] = []
-        action = {"drain": engine.drain, "fail": engine.fail,
-                  "restore": engine.restore_nodes}[verb]
-        result = action(nodes) if nodes else []
+        action: Callable[[Any], list[Any]] = {
+            "drain": engine.drain, "fail": engine.fail, "restore": engine.restore_nodes}[verb]
+        result: list[Any] = action(nodes) if nodes else []
         for name in domains:
             if verb == "fail":
-                result = list(result) + engine.fail_domain(name)
+                result += engine.fail_domain(name)
             elif verb == "restore":
-                result = list(result) + engine.restore_domain(name)
+                result += engine.restore_domain(name)
             else:
                 raise UsageError("drain takes nodes, not --domain", field="domain")
         if verb == "fail":
