@@ -68,9 +68,9 @@ def run_node_command(args: argparse.Namespace, verb: str) -> int:
         engine, names = view.engine, view.cluster.node_names
         changed: list[int] = []
         hit: list[str] = []
-        action: Callable[[Any], list[Any]] = {
-            "drain": engine.drain, "fail": engine.fail, "restore": engine.restore_nodes}[verb]
-        result: list[Any] = action(nodes) if nodes else []
+        actions: dict[str, Callable[[Any], Any]] = {
+            "drain": engine.drain, "fail": engine.fail, "restore": engine.restore_nodes}
+        result: list[Any] = list(actions[verb](nodes)) if nodes else []
         for name in domains:
             if verb == "fail":
                 result += engine.fail_domain(name)
