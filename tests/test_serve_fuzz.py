@@ -50,7 +50,7 @@ def _operations():
            "POST /{v}/place",
            "POST /{v}/release", "POST /{v}/batch", "POST /{v}/explain", "POST /{v}/rebalance-caps",
            "POST /{v}/allocate", "POST /{v}/k8s/filter", "POST /{v}/k8s/prioritize",
-           "POST /{v}/k8s/bind", "GET /{v}/k8s/gangs"]
+           "POST /{v}/k8s/bind", "POST /{v}/k8s/preempt", "GET /{v}/k8s/gangs"]
     # v2 answers place, explain, release and placements with hostlists (compact.py);
     # schemathesis leaves out the document's own path, /openapi.json
     operator = ["GET /", "GET /docs", "GET /ui", "GET /ui/{name}",

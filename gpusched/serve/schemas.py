@@ -367,6 +367,21 @@ def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
                            "PodUID": {"type": "string"}, "Node": {"type": "string"}}},
         "ExtenderBindingResult": {"type": "object",
                                   "properties": {"Error": {"type": "string"}}},
+        # the preempt verb (extender/v1 ExtenderPreemptionArgs and ...Result)
+        "ExtenderPreemptionArgs": {
+            "type": "object", "required": ["Pod"],
+            "properties": {"Pod": {"type": "object"},
+                           "NodeNameToVictims": {"type": "object", "nullable": True},
+                           "NodeNameToMetaVictims": {"type": "object", "nullable": True}}},
+        "ExtenderPreemptionResult": {
+            "type": "object",
+            "properties": {"NodeNameToMetaVictims": {
+                "type": "object", "nullable": True,
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"Pods": {"type": "array", "items": {
+                        "type": "object", "properties": {"UID": {"type": "string"}}}},
+                        "NumPDBViolations": {"type": "integer"}}}}}},
         "GangList": {"type": "object", "required": ["gangs"],
                      "properties": {"gangs": {"type": "array", "items": {"type": "object"}}}},
     }
@@ -475,6 +490,12 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
             "/v1/k8s/bind": post("kube-scheduler extender bind verb", "ExtenderBindingArgs",
                                  _reply("ExtenderBindingResult", "ExtenderBindingResult"),
                                  mutating=True, k8s=True),
+            "/v1/k8s/preempt": post("kube-scheduler extender preempt verb: the victims "
+                                    "gpusched's preemption plan chose, per proposed node",
+                                    "ExtenderPreemptionArgs",
+                                    _reply("ExtenderPreemptionResult",
+                                           "ExtenderPreemptionResult"),
+                                    mutating=False, k8s=True),
             "/v1/k8s/gangs": get("gang reservations", _reply("gangs", "GangList")),
         },
         "components": {"schemas": schemas},
