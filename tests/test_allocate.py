@@ -114,7 +114,9 @@ def test_pod_and_job_classes_lose_nothing(seed):
     # the two assertions below need.
     exact = allocate(engine, queue, aggregate=False, mip_rel_gap=1e-4, time_limit_s=8,
                      node_limit=10**9, exact_max_vars=10**9)
-    grouped = allocate(engine, queue, mip_rel_gap=1e-4, time_limit_s=30, node_limit=10**9,
+    # the grouped model is solved to optimality; the clock is only a safety net (at 30 s
+    # a machine busy with other work failed this test while a quiet one solves it in 1 s)
+    grouped = allocate(engine, queue, mip_rel_gap=1e-4, time_limit_s=600, node_limit=10**9,
                        exact_max_vars=10**9)
     assert exact.method == "exact" and exact.stats["pod_classes"] == cluster.num_pods
     assert grouped.status == "optimal" and grouped.stats["pod_classes"] < cluster.num_pods
