@@ -212,7 +212,10 @@ def _one_of(choices: list[Any]) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except RecursionError:   # a body nested thousands deep: parse_json took it, say so
+        return f"a {type(value).__name__} nested too deep to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
