@@ -108,9 +108,15 @@ def test_fail_domain_and_restore_domain(served, tmp_path, array, backend):
 
 def test_v2_node_states_are_counts_and_hostlists(served, array):
     service, client = served
-    client.post("/v1/site/fail-domain", json={"domain": "rack-0003 feed"}, headers=AUTH)
-    client.post("/v2/site/drain", json={"nodes": ["rack-0001-n0", "rack-0001-n1"]},
-                headers=AUTH)
+    down = client.post("/v2/site/fail-domain", json={"domain": "rack-0003 feed"},
+                       headers=AUTH).json()
+    assert down["changed_hostlist"] == "rack-0003-n[0-7]" and down["changed_count"] == 8
+    assert "changed" not in down
+    drained = client.post("/v2/site/drain?nodes=true",
+                          json={"nodes": ["rack-0001-n0", "rack-0001-n1"]},
+                          headers=AUTH).json()
+    assert drained["changed"] == ["rack-0001-n0", "rack-0001-n1"]
+    assert drained["changed_hostlist"] == "rack-0001-n[0-1]"
     reply = client.get("/v2/site/nodes").json()
     assert reply["counts"] == {"up": 54, "draining": 2, "down": 8, "spare": 0}
     assert reply["hostlists"]["down"] == "rack-0003-n[0-7]"

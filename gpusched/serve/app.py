@@ -286,7 +286,12 @@ def create_app(service: PlacementService, *, token: str | None = None,
               "/v2/release": (release_op, True, True, True),
               "/v2/explain": (service.explain, False, False, True),
               "/v2/placements": (service.placements, False, False, False),
-              "/v2/site/nodes": (service.node_report, False, False, False)}
+              "/v2/site/nodes": (service.node_report, False, False, False),
+              "/v2/site/drain": (service.drain, True, True, True),
+              "/v2/site/fail": (service.fail, True, True, True),
+              "/v2/site/restore": (service.restore, True, True, True),
+              "/v2/site/fail-domain": (service.fail_domain, True, True, True),
+              "/v2/site/restore-domain": (service.restore_domain, True, True, True)}
     hostlists = compact.HostlistWriter(service.cluster)
     for route in list(routes):
         if not route.path.startswith("/v1/"):

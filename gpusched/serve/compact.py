@@ -28,8 +28,10 @@ __all__ = ["hostlist", "HostlistWriter", "wants_nodes", "reshaper", "COMPACT_ROU
 API_VERSIONS = {"v1": "full node lists in every reply (unchanged, for existing clients)",
                 "v2": "hostlists; node lists with ?nodes=true"}
 
+SITE_NODE_ROUTES = ("/v2/site/drain", "/v2/site/fail", "/v2/site/restore",
+                    "/v2/site/fail-domain", "/v2/site/restore-domain")
 COMPACT_ROUTES = ("/v2/place", "/v2/explain", "/v2/release", "/v2/placements",
-                  "/v2/site/nodes")
+                  "/v2/site/nodes") + SITE_NODE_ROUTES
 """The v2 routes whose replies differ from v1."""
 
 _YES = {"1", "true", "yes", "on"}
@@ -177,8 +179,21 @@ def reshaper(cluster: Cluster | HostlistWriter, route: str) -> Callable[[Any, An
                        degraded=reply["degraded"])
         return out
 
+    index = {name: i for i, name in enumerate(writer.cluster.node_names)}
+
+    def nodes_changed(reply: dict[str, Any], query: Any) -> dict[str, Any]:
+        # a hall outage changes thousands of nodes: their hostlist, the names on request
+        changed = reply["changed"]
+        out = {k: v for k, v in reply.items() if k != "changed"}
+        out["changed_count"] = len(changed)
+        out["changed_hostlist"] = writer(index[n] for n in changed) if changed else ""
+        if wants_nodes(query):
+            out["changed"] = changed
+        return out
+
     return {"/v2/place": place, "/v2/explain": explain, "/v2/release": release,
-            "/v2/placements": placements, "/v2/site/nodes": node_states}[route]
+            "/v2/placements": placements, "/v2/site/nodes": node_states,
+            **dict.fromkeys(SITE_NODE_ROUTES, nodes_changed)}[route]
 
 
 # ---- the OpenAPI document's v2 half ---------------------------------------------------
@@ -225,10 +240,19 @@ def v2_paths(doc: dict[str, Any]) -> None:
                        "nodes": {"type": "object", "description": "only with ?nodes=true"},
                        "node_names": {"type": "object",
                                       "description": "only with ?nodes=true"}}}
+    nodes_reply = copy.deepcopy(schemas["NodesResponse"])
+    nodes_reply["properties"]["changed"]["description"] = "only with ?nodes=true"
+    nodes_reply["properties"]["changed_count"] = {"type": "integer"}
+    nodes_reply["properties"]["changed_hostlist"] = {
+        "type": "string", "description": "the nodes whose state changed, as a hostlist"}
+    nodes_reply["required"] = [r for r in nodes_reply["required"] if r != "changed"] + [
+        "changed_count", "changed_hostlist"]
+    schemas["CompactNodesResponse"] = nodes_reply
     ref.update({"PlaceResponse": "CompactPlaceResponse",
                 "ReleaseResponse": "CompactReleaseResponse",
                 "PlacementList": "CompactPlacementList",
-                "NodeStates": "CompactNodeStates"})
+                "NodeStates": "CompactNodeStates",
+                "NodesResponse": "CompactNodesResponse"})
     nodes_param = {"name": "nodes", "in": "query", "required": False,
                    "description": "true: list every node by index and name as well",
                    "schema": {"type": "boolean", "default": False}}

@@ -15,7 +15,7 @@ the job controller) to delete.
 
 from __future__ import annotations
 
-import itertools
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +41,6 @@ SITE_OPS = frozenset({"drain", "fail", "restore", "repair", "set-limit", "reset-
 PLANS_KEPT = 8
 """Envelope plans the service keeps for ``apply``; an older id is refused as stale."""
 
-_plan_ids = itertools.count(1)
 
 
 def _site_error(exc: GpuschedError) -> RequestError:
@@ -296,7 +295,8 @@ class SiteOps:
         self.check("EmptyRequest", body)
         from ..plan.envelope import plan_envelope   # scipy: not on the place path
         plan = plan_envelope(self.engine)
-        plan_id = f"plan-{next(_plan_ids)}"
+        # random, not counted: an id from before a restart never names a later plan
+        plan_id = f"plan-{secrets.token_hex(8)}"
         with self.lock:
             self._plans[plan_id] = plan
             while len(self._plans) > PLANS_KEPT:
