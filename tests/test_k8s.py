@@ -768,6 +768,21 @@ def test_a_gang_hit_by_a_failure_is_repaired_and_its_lost_pod_unbound(make, cloc
         restarted.close()
 
 
+def test_a_failed_append_undoes_the_failure_and_the_gang_repair(make, monkeypatch):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    before = (service.engine.snapshot(), service.gangs.dump())
+
+    def disk_full(entry):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(service.journal, "write", disk_full)
+    assert client.post("/v1/site/fail", json={"nodes": reserved[0]}).status_code == 503
+    monkeypatch.undo()
+    assert (service.engine.snapshot(), service.gangs.dump()) == before
+
+
 def test_a_gang_that_cannot_be_repaired_is_released_naming_its_pods(make, tmp_path, clock):
     service, client = make()
     reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]

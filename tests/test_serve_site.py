@@ -249,3 +249,25 @@ def test_openapi_lists_the_site_routes(served):
     assert doc["paths"]["/v1/site/apply"]["post"]["security"] == [{"bearer": []}]
     ok = doc["paths"]["/v2/site/nodes"]["get"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"]["$ref"].endswith("CompactNodeStates")
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/site/fail", {"nodes": [0, 1]}),
+    ("/v1/site/drain", {"nodes": [0]}),
+    ("/v1/site/fail-domain", {"domain": "rack-0001 feed"}),
+    ("/v1/site/set-limit", {"row": "facility IT limit", "watts": 1000}),
+])
+def test_a_failed_append_leaves_the_site_as_it_was(served, monkeypatch, path, body):
+    service, client = served
+    client.post("/v1/place", json={"job": {"id": "a", "gpus": 16}}, headers=AUTH)
+    before = fingerprint(service)
+
+    def disk_full(entry):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(service.journal, "write", disk_full)
+    reply = client.post(path, json=body, headers=AUTH)
+    assert reply.status_code == 503, reply.text
+    monkeypatch.undo()
+    assert fingerprint(service) == before
+    assert service.engine.degraded() == {} and service.engine.changed_limits() == {}

@@ -68,6 +68,12 @@ def replay_site(entry: dict[str, Any], engine: "Engine", gangs: "Extender") -> N
         engine.drain(entry["nodes"])
     elif op == "fail":
         engine.fail(entry["nodes"])
+        for sub in entry.get("gangs", ()):   # the gangs it hit: repaired or released
+            if sub["op"] == "release":
+                engine.release(sub["job_id"])
+                gangs.forget_job(sub["job_id"])
+            else:
+                replay_site(sub, engine, gangs)
     elif op == "restore":
         engine.restore_nodes(entry["nodes"])
     elif op == "repair":
@@ -153,19 +159,24 @@ class SiteOps:
                 self.engine.restore_nodes(nodes)
             after = self.engine.node_states()
             changed = [n for n in nodes if before[n] != after[n]]
-            seq = 0
-            if changed:
-                entry: dict[str, Any] = {"op": op, "nodes": changed}
-                if domain is not None:
-                    entry["domain"] = domain
-                seq = self.record(entry)
             gangs: dict[str, Any] = {}
+            repairs: list[dict[str, Any]] = []
             for job_id in hit:
                 if job_id.startswith(JOB_PREFIX) and \
                         job_id[len(JOB_PREFIX):] in self.gangs.reservations:
-                    outcome, seq_gang = self._repair_gang(job_id)
+                    outcome, sub = self._repair_gang(job_id)
                     gangs[job_id[len(JOB_PREFIX):]] = outcome
-                    seq = max(seq, seq_gang)
+                    repairs.append(sub)
+            seq = 0
+            if changed:
+                # one record for the failure and what it did to gangs: a failed append
+                # then undoes all of it, never leaving a failure without its repairs
+                entry: dict[str, Any] = {"op": op, "nodes": changed}
+                if domain is not None:
+                    entry["domain"] = domain
+                if repairs:
+                    entry["gangs"] = repairs
+                seq = self.record(entry)
         reply = {"changed": [names[n] for n in changed], "unchanged": len(nodes) - len(changed),
                  "jobs_hit": hit, "gangs": gangs}
         return reply, seq
@@ -201,7 +212,8 @@ class SiteOps:
                     self.engine._degraded_job(job_id)
                 except GpuschedError as exc:
                     raise _site_error(exc) from None
-                outcome, seq = self._repair_gang(job_id)
+                outcome, sub = self._repair_gang(job_id)
+                seq = self.record(sub)
                 placement = (self.engine.placement(job_id) if outcome["repaired"]
                              else None)
                 return {"repaired": outcome["repaired"],
@@ -221,8 +233,9 @@ class SiteOps:
         return {"repaired": True, "placement": self._placement_reply(placement),
                 "explanation": None, "gang": None}, seq
 
-    def _repair_gang(self, job_id: str) -> tuple[dict[str, Any], int]:
-        """Repair a Kubernetes gang hit by a failure, or release it (caller has the lock).
+    def _repair_gang(self, job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Repair a Kubernetes gang hit by a failure, or release it (caller has the lock);
+        returns the reply's part and the journal entry, which the caller writes.
 
         Repaired: the reservation's slots on lost nodes move to the new nodes, the pods
         bound on lost nodes are unbooked (they ran on a node that is gone) and the gang
@@ -239,10 +252,9 @@ class SiteOps:
         if placement is None:
             pods = sorted(old.bound)
             self.engine.release(job_id)
-            seq = self.record({"op": "release", "job_id": job_id})
             self.gangs.forget_job(job_id)
             return {"repaired": False, "released": True, "evict_pods": pods,
-                    "why": why.message}, seq
+                    "why": why.message}, {"op": "release", "job_id": job_id}
         per_node = old.gpus_per_pod and placement.gpus_per_node // old.gpus_per_pod
         slots = {names[n]: old.slots.get(names[n], per_node) for n in placement.nodes}
         bound = {pod: node for pod, node in old.bound.items() if node not in lost}
@@ -252,15 +264,13 @@ class SiteOps:
                                                  else self.gangs.clock()
                                                  + self.gangs.timeout_s),
                           complete=len(bound) >= old.size)
-        seq = self.record({"op": "repair", "job_id": job_id, "nodes": list(placement.nodes),
-                           "cap_w": placement.cap_w,
-                           "gang": {**new.meta(), "bound": dict(new.bound),
-                                    "complete": new.complete}})
+        meta = {**new.meta(), "bound": dict(new.bound), "complete": new.complete}
         self.gangs.forget_job(job_id)
-        self.gangs.restore_one({**new.meta(), "bound": dict(new.bound),
-                                "complete": new.complete})
-        return {"repaired": True, "released": False, "unbound_pods": dropped,
-                "new_nodes": sorted(set(slots) - set(old.slots))}, seq
+        self.gangs.restore_one(meta)
+        return ({"repaired": True, "released": False, "unbound_pods": dropped,
+                 "new_nodes": sorted(set(slots) - set(old.slots))},
+                {"op": "repair", "job_id": job_id, "nodes": list(placement.nodes),
+                 "cap_w": placement.cap_w, "gang": meta})
 
     # ---- live limits --------------------------------------------------------------------
 
