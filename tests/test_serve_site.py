@@ -271,3 +271,19 @@ def test_a_failed_append_leaves_the_site_as_it_was(served, monkeypatch, path, bo
     monkeypatch.undo()
     assert fingerprint(service) == before
     assert service.engine.degraded() == {} and service.engine.changed_limits() == {}
+
+
+def test_metrics_and_floor_count_spares_as_up_and_every_gpu_once(served, array):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    service, client = served
+    service.engine.set_spares(1, per="pod")   # no endpoint yet: the engine's API
+    client.post("/v1/site/drain", json={"nodes": [0]}, headers=AUTH)
+    client.post("/v1/site/fail", json={"nodes": [1, 2]}, headers=AUTH)
+    gpus = {s.labels["state"]: s.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            if family.name == "gpusched_gpus" for s in family.samples}
+    assert gpus == {"busy": 0.0, "free": 8.0 * 60, "draining": 8.0, "down": 16.0,
+                    "spare": 8.0}
+    racks = client.get("/v1/floor").json()["racks"]["nodes_not_up"]
+    assert sum(racks) == 3   # the spare (the pod's last node) is not hatched
