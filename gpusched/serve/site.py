@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._engine_py import NODE_STATE_NAMES
-from ..errors import (DomainError, GpuschedError, LimitError, RepairError, StalePlanError,
-                      UnknownJobError, UnknownNodeError, UnknownRowError)
+from ..errors import (DomainError, GpuschedError, LimitError, RepairError, SnapshotError,
+                      StalePlanError, UnknownJobError, UnknownNodeError, UnknownRowError)
 from ..job import Placement
 from .k8s.gangs import Reservation
 from .k8s.wire import JOB_PREFIX
@@ -80,7 +80,7 @@ def replay_site(entry: dict[str, Any], engine: "Engine", gangs: "Extender") -> N
         placement = engine.repair(entry["job_id"])
         if placement is None or list(placement.nodes) != entry["nodes"] \
                 or placement.cap_w != entry["cap_w"]:
-            raise ValueError(f"repair of {entry['job_id']!r} replays to {placement}, not to "
+            raise SnapshotError(f"repair of {entry['job_id']!r} replays to {placement}, not to "
                              f"the journaled nodes {entry['nodes']} at {entry['cap_w']} W")
         if entry.get("gang") is not None:
             gangs.restore_one(entry["gang"])
