@@ -287,3 +287,25 @@ def test_metrics_and_floor_count_spares_as_up_and_every_gpu_once(served, array):
                     "spare": 8.0}
     racks = client.get("/v1/floor").json()["racks"]["nodes_not_up"]
     assert sum(racks) == 3   # the spare (the pod's last node) is not hatched
+
+
+def test_a_repair_record_that_replays_differently_is_refused(served, tmp_path, array,
+                                                             backend):
+    from gpusched.errors import SnapshotError
+    from gpusched.serve.journal import decode_entry, encode_entry
+
+    service, client = served
+    placed = client.post("/v1/place", json={"job": {"id": "a", "gpus": 16}},
+                         headers=AUTH).json()["placement"]
+    client.post("/v1/site/fail", json={"nodes": placed["nodes"][0]}, headers=AUTH)
+    assert client.post("/v1/site/repair", json={"job_id": "a"},
+                       headers=AUTH).json()["repaired"]
+    copy = crash_copy(service, tmp_path, "edited")
+    lines = (copy / "journal.log").read_bytes().splitlines()
+    entry = decode_entry(lines[-1])
+    assert entry["op"] == "repair"
+    entry["nodes"] = [n + 1 for n in entry["nodes"]]   # not what the engine would pick
+    lines[-1] = encode_entry(entry).rstrip(b"\n")
+    (copy / "journal.log").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(SnapshotError, match="repair"):
+        PlacementService(array, copy, backend=backend)
