@@ -481,6 +481,17 @@ def test_the_views_and_job_commands_over_a_running_service(server, monkeypatch, 
     assert "HTTP 404" in err
     status, out, _ = run_cli(capsys, "jobs", "--server", server)
     assert status == 0 and out.splitlines()[1].startswith("a ")
+    # the node commands go to the service's /v1/site endpoints (journaled there)
+    status, out, _ = run_cli(capsys, "fail", "--server", server, "rack-1-n1", "--json")
+    assert status == 0 and json.loads(out) == {"changed": ["rack-1-n1"], "jobs_hit": ["a"]}
+    status, out, _ = run_cli(capsys, "jobs", "--server", server, "--json")
+    assert json.loads(out)["jobs"][0]["state"] == "degraded (lost 1 node)"
+    status, out, _ = run_cli(capsys, "restore", "--server", server, "1")
+    assert status == 0 and out == "restore: 1 node(s) changed: rack-1-n1\n"
+    status, out, _ = run_cli(capsys, "restore", "--server", server, "1")
+    assert status == 0 and "already so" in out
+    status, _, err = run_cli(capsys, "drain", "--server", server, "nope-1")
+    assert status == 2 and "HTTP 404" in err
 
 
 def test_node_commands_fail_drain_and_restore_a_state_file(site, capsys):

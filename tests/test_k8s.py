@@ -741,3 +741,112 @@ def test_preempt_keeps_no_node_when_the_victim_has_equal_priority(make):
     args["Pod"]["metadata"]["annotations"]["gpusched.io/priority"] = str(prio)
     result = client.post("/v1/k8s/preempt", json=args).json()
     assert result == {"NodeNameToMetaVictims": {}}
+
+
+
+
+# ---- a site that changes: nodes not up, gangs hit by a failure (issue 15) ------------
+
+def test_a_draining_or_down_reserved_node_is_never_offered(make):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/site/drain", json={"nodes": [reserved[1]]})
+    result = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()
+    assert reserved[1] not in result["NodeNames"]
+    assert result["NodeNames"] == [n for n in reserved if n != reserved[1]]
+    assert "is draining" in result["FailedNodes"][reserved[1]]
+    args = fixture("prioritize_args.json")
+    args["Pod"] = pod_args("llama-70b-0")["Pod"]
+    scores = {s["Host"]: s["Score"] for s in
+              client.post("/v1/k8s/prioritize", json=args).json()}
+    assert scores.get(reserved[1], 0) == 0
+    assert all(scores[n] == 10 for n in reserved if n != reserved[1] and n in scores)
+    # and with the node objects sent, the same
+    with_nodes = client.post("/v1/k8s/filter",
+                             json=pod_args("llama-70b-0", node_names=False)).json()
+    passed = [item["metadata"]["name"] for item in with_nodes["Nodes"]["items"]]
+    assert reserved[1] not in passed and "is draining" in with_nodes["FailedNodes"][reserved[1]]
+
+
+def test_a_gang_hit_by_a_failure_is_repaired_and_its_lost_pod_unbound(make, clock, tmp_path):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    for i in range(4):
+        nodes = client.post("/v1/k8s/filter", json=pod_args(f"llama-70b-{i}")).json()
+        client.post("/v1/k8s/bind", json=bind_args(f"llama-70b-{i}", nodes["NodeNames"][0]))
+    assert client.get("/v1/k8s/gangs").json()["gangs"][0]["complete"]
+    victim = reserved[2]
+    reply = client.post("/v1/site/fail", json={"nodes": victim}).json()
+    assert reply["jobs_hit"] == [GANG_JOB]
+    outcome = reply["gangs"]["training/llama-70b"]
+    assert outcome["repaired"] and outcome["unbound_pods"] == ["training/llama-70b-2"]
+    (new_node,) = outcome["new_nodes"]
+    names = service.cluster.node_names
+    held = [names[n] for n in service.engine.placement(GANG_JOB).nodes]
+    assert victim not in held and new_node in held and len(held) == 4
+    assert service.engine.degraded() == {}
+    gang = client.get("/v1/k8s/gangs").json()["gangs"][0]
+    assert not gang["complete"] and victim not in gang["slots"]
+    assert "training/llama-70b-2" not in gang["bound"]
+    assert gang["expires_in_s"] == 60   # a full timeout for the pod that replaces it
+    # the recreated pod is offered the new node, and only it
+    again = client.post("/v1/k8s/filter", json=pod_args("llama-70b-2")).json()
+    assert again["NodeNames"] == [new_node]
+    assert client.post("/v1/k8s/bind", json=bind_args("llama-70b-2", new_node)).json() == {
+        "Error": ""}
+    assert client.get("/v1/k8s/gangs").json()["gangs"][0]["complete"]
+    check_engine(service.engine)
+    crash_copy(service, tmp_path / "state", tmp_path / "after-crash")
+    restarted = PlacementService(service.cluster, tmp_path / "after-crash", clock=clock,
+                                 gang_timeout_s=60)
+    try:
+        assert restarted.engine.snapshot() == service.engine.snapshot()
+        assert restarted.gangs.dump() == service.gangs.dump()
+    finally:
+        restarted.close()
+
+
+def test_a_failed_append_undoes_the_failure_and_the_gang_repair(make, monkeypatch):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    before = (service.engine.snapshot(), service.gangs.dump())
+
+    def disk_full(entry):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(service.journal, "write", disk_full)
+    assert client.post("/v1/site/fail", json={"nodes": reserved[0]}).status_code == 503
+    monkeypatch.undo()
+    assert (service.engine.snapshot(), service.gangs.dump()) == before
+
+
+def test_a_gang_that_cannot_be_repaired_is_released_naming_its_pods(make, tmp_path, clock):
+    service, client = make()
+    reserved = client.post("/v1/k8s/filter", json=pod_args("llama-70b-0")).json()["NodeNames"]
+    client.post("/v1/k8s/bind", json=bind_args("llama-70b-0", reserved[0]))
+    # every other node is taken: nowhere to repair into
+    filler = service.engine.free_gpus()
+    assert service.place({"job": {"id": "filler", "gpus": filler}})[0]["placed"]
+    reply = client.post("/v1/site/fail", json={"nodes": [reserved[3]]}).json()
+    outcome = reply["gangs"]["training/llama-70b"]
+    assert outcome == {"repaired": False, "released": True,
+                       "evict_pods": ["training/llama-70b-0"], "why": outcome["why"]}
+    assert outcome["why"]
+    assert GANG_JOB not in service.engine
+    assert client.get("/v1/k8s/gangs").json()["gangs"] == []
+    # no job holds the gang's 4 nodes now (free_gpus counts GPUs no job holds, the down
+    # node's too); the down node stays out of placement
+    assert service.engine.free_gpus() == 4 * 8
+    assert service.engine.node_state(reserved[3]) == "down"
+    assert service.place({"job": {"id": "after", "gpus": 32}})[0]["placed"] is False
+    assert service.place({"job": {"id": "after", "gpus": 24}})[0]["placed"] is True
+    check_engine(service.engine)
+    crash_copy(service, tmp_path / "state", tmp_path / "after-crash")
+    restarted = PlacementService(service.cluster, tmp_path / "after-crash", clock=clock,
+                                 gang_timeout_s=60)
+    try:
+        assert restarted.engine.snapshot() == service.engine.snapshot()
+        assert restarted.gangs.dump() == []
+    finally:
+        restarted.close()

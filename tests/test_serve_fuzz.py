@@ -50,7 +50,13 @@ def _operations():
            "POST /{v}/place",
            "POST /{v}/release", "POST /{v}/batch", "POST /{v}/explain", "POST /{v}/rebalance-caps",
            "POST /{v}/allocate", "POST /{v}/k8s/filter", "POST /{v}/k8s/prioritize",
-           "POST /{v}/k8s/bind", "POST /{v}/k8s/preempt", "GET /{v}/k8s/gangs"]
+           "POST /{v}/k8s/bind", "POST /{v}/k8s/preempt", "GET /{v}/k8s/gangs",
+           # a site that changes (site.py): node states, live limits, envelope plans
+           "GET /{v}/site/nodes", "GET /{v}/site/violations", "POST /{v}/site/drain",
+           "POST /{v}/site/fail", "POST /{v}/site/restore", "POST /{v}/site/fail-domain",
+           "POST /{v}/site/restore-domain", "POST /{v}/site/repair",
+           "POST /{v}/site/set-limit", "POST /{v}/site/reset-limits", "POST /{v}/site/plan",
+           "POST /{v}/site/apply"]
     # v2 answers place, explain, release and placements with hostlists (compact.py);
     # schemathesis leaves out the document's own path, /openapi.json
     operator = ["GET /", "GET /docs", "GET /ui", "GET /ui/{name}",

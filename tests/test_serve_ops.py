@@ -229,7 +229,7 @@ def test_metrics_parse_and_count(tmp_path, tiny):
     assert got["gpusched_refusals_total"] == [({"reason": "no-capacity", "limit_kind": ""},
                                                1.0)]
     gpus = {labels["state"]: value for labels, value in got["gpusched_gpus"]}
-    assert gpus == {"busy": 16.0, "free": 48.0, "draining": 0.0, "down": 0.0}
+    assert gpus == {"busy": 16.0, "free": 48.0, "draining": 0.0, "down": 0.0, "spare": 0.0}
     assert got["gpusched_jobs"] == [({}, 1.0)]
     c = tiny.constraints
     load = c.A @ service.engine.rack_power_w().astype(float)

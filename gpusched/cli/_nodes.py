@@ -50,17 +50,17 @@ def run_node_command(args: argparse.Namespace, verb: str) -> int:
                          + (" or a --domain" if hasattr(args, "domain") else ""),
                          field="nodes")
     nodes = _node_list(args.nodes)
-    if args.server is not None:
+    if args.server is not None:   # the service's /v1/site endpoints (journaled there)
         client = client_for(args)
-        body: dict[str, Any] = {"nodes": nodes} if nodes else {}
-        reply: dict[str, Any] = {}
-        if nodes:
-            reply = client.post(f"/v1/nodes/{verb}", body)
-        for name in domains:
-            got = client.post(f"/v1/domains/{verb}", {"domain": name})
-            for key, value in got.items():
-                if isinstance(value, list):
-                    reply.setdefault(key, []).extend(value)
+        reply: dict[str, Any] = {"changed": [], "jobs_hit": []}
+        calls = ([(f"/v1/site/{verb}", {"nodes": nodes})] if nodes else []) + [
+            (f"/v1/site/{verb}-domain", {"domain": name}) for name in domains]
+        if domains and verb == "drain":
+            raise UsageError("drain takes nodes, not --domain", field="domain")
+        for path, body in calls:
+            got = client.post(path, body)
+            for key in ("changed", "jobs_hit"):
+                reply[key] += [x for x in got.get(key, []) if x not in reply[key]]
         _print(verb, reply, args.json)
         return 0
     with changing(args):

@@ -270,6 +270,25 @@ def create_app(service: PlacementService, *, token: str | None = None,
         Route("/v1/k8s/preempt", endpoint(k8s.preempt, mutating=False, durable=False,
                                           k8s=True, threaded=True), methods=["POST"]),
         Route("/v1/k8s/gangs", gangs, methods=["GET"]),
+        # a site that changes (site.py): every change journaled, like place and release
+        Route("/v1/site/nodes", endpoint(service.node_report, mutating=False,
+                                         durable=False, has_body=False), methods=["GET"]),
+        Route("/v1/site/violations", endpoint(service.violations, mutating=False,
+                                              durable=False, has_body=False),
+              methods=["GET"]),
+        *(Route(f"/v1/site/{name}", endpoint(op, mutating=True, durable=True),
+                methods=["POST"])
+          for name, op in (("drain", service.drain), ("fail", service.fail),
+                           ("restore", service.restore),
+                           ("fail-domain", service.fail_domain),
+                           ("restore-domain", service.restore_domain),
+                           ("repair", service.repair), ("set-limit", service.set_limit),
+                           ("reset-limits", service.reset_limits),
+                           ("apply", service.apply_plan))),
+        # the envelope LP takes up to a second: off the event loop; it changes nothing
+        # but is behind the token, as what it keeps is for apply
+        Route("/v1/site/plan", endpoint(service.plan, mutating=True, durable=False,
+                                        threaded=True), methods=["POST"]),
     ]
     # v2: every v1 route again; place, explain, release and placements answer with
     # hostlists (compact.py)
@@ -277,7 +296,13 @@ def create_app(service: PlacementService, *, token: str | None = None,
               "/v2/place": (place_op, True, True, True),
               "/v2/release": (release_op, True, True, True),
               "/v2/explain": (service.explain, False, False, True),
-              "/v2/placements": (service.placements, False, False, False)}
+              "/v2/placements": (service.placements, False, False, False),
+              "/v2/site/nodes": (service.node_report, False, False, False),
+              "/v2/site/drain": (service.drain, True, True, True),
+              "/v2/site/fail": (service.fail, True, True, True),
+              "/v2/site/restore": (service.restore, True, True, True),
+              "/v2/site/fail-domain": (service.fail_domain, True, True, True),
+              "/v2/site/restore-domain": (service.restore_domain, True, True, True)}
     hostlists = compact.HostlistWriter(service.cluster)
     for route in list(routes):
         if not route.path.startswith("/v1/"):

@@ -28,7 +28,10 @@ __all__ = ["hostlist", "HostlistWriter", "wants_nodes", "reshaper", "COMPACT_ROU
 API_VERSIONS = {"v1": "full node lists in every reply (unchanged, for existing clients)",
                 "v2": "hostlists; node lists with ?nodes=true"}
 
-COMPACT_ROUTES = ("/v2/place", "/v2/explain", "/v2/release", "/v2/placements")
+SITE_NODE_ROUTES = ("/v2/site/drain", "/v2/site/fail", "/v2/site/restore",
+                    "/v2/site/fail-domain", "/v2/site/restore-domain")
+COMPACT_ROUTES = ("/v2/place", "/v2/explain", "/v2/release", "/v2/placements",
+                  "/v2/site/nodes") + SITE_NODE_ROUTES
 """The v2 routes whose replies differ from v1."""
 
 _YES = {"1", "true", "yes", "on"}
@@ -164,8 +167,33 @@ def reshaper(cluster: Cluster | HostlistWriter, route: str) -> Callable[[Any, An
         full = wants_nodes(query)
         return {"placements": [_compact(writer, p, full) for p in reply["placements"]]}
 
+    def node_states(reply: dict[str, Any], query: Any) -> dict[str, Any]:
+        # counts by state and a hostlist of each state's nodes: 10,000 down nodes of a
+        # hall outage are a few parts, not 10,000 names
+        out = {"counts": reply["counts"],
+               "hostlists": {state: writer(nodes) if nodes else ""
+                             for state, nodes in reply["nodes"].items()},
+               "degraded": {job: len(lost) for job, lost in reply["degraded"].items()}}
+        if wants_nodes(query):
+            out.update(nodes=reply["nodes"], node_names=reply["node_names"],
+                       degraded=reply["degraded"])
+        return out
+
+    index = {name: i for i, name in enumerate(writer.cluster.node_names)}
+
+    def nodes_changed(reply: dict[str, Any], query: Any) -> dict[str, Any]:
+        # a hall outage changes thousands of nodes: their hostlist, the names on request
+        changed = reply["changed"]
+        out = {k: v for k, v in reply.items() if k != "changed"}
+        out["changed_count"] = len(changed)
+        out["changed_hostlist"] = writer(index[n] for n in changed) if changed else ""
+        if wants_nodes(query):
+            out["changed"] = changed
+        return out
+
     return {"/v2/place": place, "/v2/explain": explain, "/v2/release": release,
-            "/v2/placements": placements}[route]
+            "/v2/placements": placements, "/v2/site/nodes": node_states,
+            **dict.fromkeys(SITE_NODE_ROUTES, nodes_changed)}[route]
 
 
 # ---- the OpenAPI document's v2 half ---------------------------------------------------
@@ -201,9 +229,30 @@ def v2_paths(doc: dict[str, Any]) -> None:
         "type": "object", "required": ["placements"],
         "properties": {"placements": {"type": "array",
                                       "items": schemas["CompactPlacement"]}}}
+    schemas["CompactNodeStates"] = {
+        "type": "object", "required": ["counts", "hostlists", "degraded"],
+        "properties": {"counts": schemas["NodeStates"]["properties"]["counts"],
+                       "hostlists": {"type": "object", "description": "each state's nodes "
+                                     "as a Slurm hostlist (draining, down, spare)",
+                                     "additionalProperties": {"type": "string"}},
+                       "degraded": {"type": "object", "description": "job id -> nodes "
+                                    "lost (a count; names with ?nodes=true)"},
+                       "nodes": {"type": "object", "description": "only with ?nodes=true"},
+                       "node_names": {"type": "object",
+                                      "description": "only with ?nodes=true"}}}
+    nodes_reply = copy.deepcopy(schemas["NodesResponse"])
+    nodes_reply["properties"]["changed"]["description"] = "only with ?nodes=true"
+    nodes_reply["properties"]["changed_count"] = {"type": "integer"}
+    nodes_reply["properties"]["changed_hostlist"] = {
+        "type": "string", "description": "the nodes whose state changed, as a hostlist"}
+    nodes_reply["required"] = [r for r in nodes_reply["required"] if r != "changed"] + [
+        "changed_count", "changed_hostlist"]
+    schemas["CompactNodesResponse"] = nodes_reply
     ref.update({"PlaceResponse": "CompactPlaceResponse",
                 "ReleaseResponse": "CompactReleaseResponse",
-                "PlacementList": "CompactPlacementList"})
+                "PlacementList": "CompactPlacementList",
+                "NodeStates": "CompactNodeStates",
+                "NodesResponse": "CompactNodesResponse"})
     nodes_param = {"name": "nodes", "in": "query", "required": False,
                    "description": "true: list every node by index and name as well",
                    "schema": {"type": "boolean", "default": False}}

@@ -15,8 +15,8 @@ its power row; limits wider than that are reported once, against their own limit
 hall that is nearly full shows as a nearly full hall instead of turning every rack in it
 the same colour.  Headroom is in thousandths (an integer) to keep the JSON small.
 
-Node states (up, draining, down) come from :func:`node_states`; until the engine tracks
-them every node is up.
+Node states (up, draining, down) come from :func:`node_states`, which reads the engine's
+(a hot spare, the engine's code 3, is an up node held out of placement).
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ NODE_STATES = ("up", "draining", "down")
 def node_states(engine: Any) -> np.ndarray:
     """Each node's state as an index into :data:`NODE_STATES` (int8).
 
-    The engine does not track node states yet, so every node is up.  When it does
-    (``engine.node_state()`` or similar), return its array here: the floor map, the
-    rack counts in ``/v1/floor`` and ``gpusched_gpus{state=...}`` all read this one
-    function.
+    The engine's ``node_states()`` (0 up, 1 draining, 2 down, 3 spare); an engine
+    without it has every node up.  The floor map, the rack counts in ``/v1/floor`` and
+    ``gpusched_gpus{state=...}`` all read this one function.
     """
     getter = getattr(engine, "node_states", None)
     if callable(getter):
@@ -157,7 +156,7 @@ class FloorModel:
         busy_per_node = cl.gpus_per_node - node_free
         rack_busy = np.bincount(cl.node_rack, weights=busy_per_node,
                                 minlength=cl.num_racks).astype(np.int64)
-        not_up = states != 0
+        not_up = (states == 1) | (states == 2)   # draining or down; a hot spare (3) is up
         rack_not_up = np.bincount(cl.node_rack, weights=not_up,
                                   minlength=cl.num_racks).astype(np.int64)
         counts = np.bincount(states.astype(np.int64), minlength=len(NODE_STATES))

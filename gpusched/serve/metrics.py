@@ -82,11 +82,12 @@ class _SiteCollector:
         gpus = GaugeMetricFamily("gpusched_gpus", "GPUs by state: busy, and the idle ones "
                                  "by their node's state (free on up nodes, draining, down)",
                                  labels=["state"])
-        # every GPU is counted once: busy, or idle on an up, draining or down node
+        # every GPU is counted once: busy, or idle on an up, draining, down or hot-spare
+        # node (the engine's state code 3: up, held out of placement)
         idle = np.bincount(states.astype(np.int64), weights=node_free,
-                           minlength=len(NODE_STATES))
+                           minlength=len(NODE_STATES) + 1)
         gpus.add_metric(["busy"], float(service.cluster.num_gpus - node_free.sum()))
-        for k, state in enumerate(NODE_STATES):
+        for k, state in enumerate(NODE_STATES + ("spare",)):
             gpus.add_metric(["free" if state == "up" else state], float(idle[k]))
         yield gpus
         yield GaugeMetricFamily("gpusched_jobs", "Jobs placed", value=jobs)

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from .._site import FAILURE_DOMAIN_KINDS
 from ..errors import GpuschedError
 from ..job import PRIORITY_MAX, PRIORITY_MIN
 from ..spec import Cluster
@@ -29,22 +30,29 @@ __all__ = ["RequestError", "RawJSON", "parse_json", "render_json", "validate",
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_QUEUE = 10_000
 MAX_BATCH = 1_000
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 """The wire format's version (OpenAPI ``info.version``).  1.1 over 1: ``/v1/batch``;
 replies in UTF-8 rather than ASCII escapes (the same JSON); a gang in ``/v1/k8s/gangs``
-carries its ``deadline`` (Unix seconds).  Every 1.0 request means what it meant."""
+carries its ``deadline`` (Unix seconds).  1.2 over 1.1: the ``/v1/site/...`` routes
+(node states, live limits, envelope plans) and an optional ``code`` in error replies.
+Every 1.0 and 1.1 request means what it meant."""
 
 
 class RequestError(GpuschedError):
     """A request the service refuses; ``status`` is the HTTP code, ``field`` the path."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None, *,
+                 code: str | None = None) -> None:
         super().__init__(message if field is None else f"{field}: {message}", field=field)
         self.status = status
         self.message = message
+        self.code = code   # a machine-readable kind, e.g. "stale-plan" (wire format 1.2)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": str(self), "field": self.field}
+        out: dict[str, Any] = {"error": str(self), "field": self.field}
+        if self.code is not None:
+            out["code"] = self.code
+        return out
 
 
 def _reject_constant(name: str) -> None:
@@ -205,7 +213,10 @@ def _one_of(choices: list[Any]) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except RecursionError:   # a body nested thousands deep: parse_json took it, say so
+        return f"a {type(value).__name__} nested too deep to show"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -264,7 +275,114 @@ def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
         },
     }
     free_object = {"type": "object"}
+    node_ref = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": cluster.num_nodes - 1},
+                          {"type": "string", "minLength": 1, "maxLength": 256}]}
+    domains = [n for n, k in zip(cluster.constraints.names, cluster.constraints.kinds)
+               if k in FAILURE_DOMAIN_KINDS]
+    row_report = {"type": "object", "required": ["row", "load_w", "limit_w"],
+                  "properties": {"row": {"type": "string"}, "load_w": {"type": "number"},
+                                 "limit_w": {"type": "number"}}}
+    by_state = {"type": "object", "properties": {
+        s: {"type": "array", "items": {"type": "integer"}} for s in ("draining", "down",
+                                                                     "spare")}}
+    names_by_state = {"type": "object", "properties": {
+        s: {"type": "array", "items": {"type": "string"}} for s in ("draining", "down",
+                                                                    "spare")}}
+    site: dict[str, dict[str, Any]] = {
+        "NodesRequest": {
+            "type": "object", "additionalProperties": False, "required": ["nodes"],
+            "properties": {"nodes": {
+                "anyOf": [node_ref, {"type": "array", "items": node_ref, "minItems": 1,
+                                     "maxItems": cluster.num_nodes}],
+                "description": f"a node or a list of nodes, by index (0.."
+                               f"{cluster.num_nodes - 1}) or name "
+                               f"({cluster.node_names[0]!r}, ...)"}}},
+        "DomainRequest": {
+            "type": "object", "additionalProperties": False, "required": ["domain"],
+            "properties": {"domain": {"type": "string", "minLength": 1, "maxLength": 256,
+                                      "description": "a failure domain: the name of a "
+                                                     "rack feed, cooling, busway or "
+                                                     "switchboard row, e.g. "
+                                                     f"{domains[:2]!r}"}}},
+        "NodesResponse": {
+            "type": "object", "required": ["changed", "unchanged", "jobs_hit", "gangs"],
+            "properties": {
+                "changed": {"type": "array", "items": {"type": "string"},
+                            "description": "names of the nodes whose state changed"},
+                "unchanged": {"type": "integer",
+                              "description": "nodes already in that state (a retry)"},
+                "jobs_hit": {"type": "array", "items": {"type": "string"},
+                             "description": "jobs that lost nodes (fail): degraded now"},
+                "gangs": {"type": "object", "description": "Kubernetes gangs hit: "
+                                                           "repaired or released"}}},
+        "RepairRequest": {"type": "object", "additionalProperties": False,
+                          "required": ["job_id"],
+                          "properties": {"job_id": {"type": "string", "minLength": 1,
+                                                    "maxLength": 256}}},
+        "RepairResponse": {
+            "type": "object", "required": ["repaired", "placement", "explanation"],
+            "properties": {"repaired": {"type": "boolean"},
+                           "placement": {**placement, "nullable": True},
+                           "explanation": {"type": "string", "nullable": True},
+                           "gang": {"type": "object", "nullable": True}}},
+        "SetLimitRequest": {
+            "type": "object", "additionalProperties": False, "required": ["row", "watts"],
+            "properties": {"row": {"anyOf": [{"type": "string", "minLength": 1,
+                                              "maxLength": 256},
+                                             {"type": "integer", "minimum": 0,
+                                              "maximum": cluster.constraints.num_rows - 1}],
+                                   "description": "a constraint row's name or index"},
+                           "watts": {"type": "number", "minimum": 0, "maximum": 1e15,
+                                     "description": "the row's live limit, in its units "
+                                                    "(W)"}}},
+        "SetLimitResponse": {
+            "type": "object", "required": ["row", "limit_w", "before_w", "over"],
+            "properties": {"row": {"type": "string"}, "limit_w": {"type": "number"},
+                           "before_w": {"type": "number"}, "over": {"type": "boolean"}}},
+        "EmptyRequest": {"type": "object", "additionalProperties": False, "properties": {}},
+        "ResetLimitsResponse": {"type": "object", "required": ["reset"],
+                                "properties": {"reset": {"type": "array",
+                                                         "items": {"type": "string"}}}},
+        "EnvelopePlan": {
+            "type": "object", "required": ["plan_id", "status", "caps", "evict", "over"],
+            "properties": {
+                "plan_id": {"type": "string", "description": "send it to /v1/site/apply"},
+                "status": {"type": "string"},
+                "caps": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "evict": {"type": "array", "items": {"type": "string"}},
+                "over": {"type": "array", "items": row_report},
+                "gpus_evicted": {"type": "integer"},
+                "throughput_lost": {"type": "number"},
+                "solve_time_s": {"type": "number"}}},
+        "ApplyPlanRequest": {"type": "object", "additionalProperties": False,
+                             "required": ["plan_id"],
+                             "properties": {"plan_id": {"type": "string", "minLength": 1,
+                                                        "maxLength": 64}}},
+        "ApplyPlanResponse": {
+            "type": "object", "required": ["plan_id", "evicted", "caps", "violations"],
+            "properties": {"plan_id": {"type": "string"},
+                           "evicted": {"type": "array", "items": {"type": "string"}},
+                           "caps": {"type": "object",
+                                    "additionalProperties": {"type": "integer"}},
+                           "violations": {"type": "array", "items": row_report}}},
+        "NodeStates": {
+            "type": "object", "required": ["counts", "nodes", "node_names", "degraded"],
+            "properties": {
+                "counts": {"type": "object", "properties": {
+                    s: {"type": "integer"} for s in ("up", "draining", "down", "spare")}},
+                "nodes": {**by_state, "description": "indices of the nodes not up"},
+                "node_names": names_by_state,
+                "degraded": {"type": "object", "description": "job id -> lost node names",
+                             "additionalProperties": {"type": "array",
+                                                      "items": {"type": "string"}}}}},
+        "Violations": {
+            "type": "object", "required": ["violations", "changed_limits"],
+            "properties": {"violations": {"type": "array", "items": row_report},
+                           "changed_limits": {"type": "object",
+                                              "additionalProperties": {"type": "number"}}}},
+    }
     return {
+        **site,
         "Job": job,
         "PlaceRequest": {"type": "object", "additionalProperties": False, "required": ["job"],
                          "properties": {"job": job_ref, "pod": pod}},
@@ -339,7 +457,13 @@ def request_schemas(cluster: Cluster) -> dict[str, dict[str, Any]]:
                                                            "result, and placements if applied"},
         "Error": {"type": "object", "required": ["error"],
                   "properties": {"error": {"type": "string"},
-                                 "field": {"type": "string", "nullable": True}}},
+                                 "field": {"type": "string", "nullable": True},
+                                 "code": {"type": "string",
+                                          "description": "the kind of refusal, where a "
+                                                         "client acts on it: stale-plan, "
+                                                         "unknown-node, unknown-domain, "
+                                                         "unknown-row, unknown-job, "
+                                                         "not-degraded, bad-limit"}}},
         # kube-scheduler extender protocol (k8s.io/kube-scheduler/extender/v1): Go field
         # names without JSON tags, so the keys are the capitalised field names.
         "ExtenderArgs": {
@@ -441,6 +565,9 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
         return {"get": {"summary": summary, "responses": {"200": ok, **(extra or {})}}}
 
     conflict = {"409": _reply("a job with this id is already placed", "Error")}
+    unknown_node = {"404": _reply("no such node (code unknown-node)", "Error")}
+    unknown_domain = {"404": _reply("no such failure domain (code unknown-domain)",
+                                    "Error")}
     not_applied = {"409": _reply("the plan could not be applied; nothing changed", "Error")}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
@@ -497,6 +624,52 @@ def openapi_document(cluster: Cluster, *, token_required: bool,
                                            "ExtenderPreemptionResult"),
                                     mutating=False, k8s=True),
             "/v1/k8s/gangs": get("gang reservations", _reply("gangs", "GangList")),
+            "/v1/site/nodes": get("node states: counts, the nodes not up, degraded jobs",
+                                  _reply("node states", "NodeStates")),
+            "/v1/site/violations": get("rows over their live limits; changed limits",
+                                       _reply("violations", "Violations")),
+            "/v1/site/drain": post("drain nodes: no new placements, running jobs stay",
+                                   "NodesRequest", _reply("what changed", "NodesResponse"),
+                                   mutating=True, extra=unknown_node),
+            "/v1/site/fail": post("fail nodes (down): their jobs are degraded, gangs "
+                                  "repaired or released", "NodesRequest",
+                                  _reply("what changed, jobs hit", "NodesResponse"),
+                                  mutating=True, extra=unknown_node),
+            "/v1/site/restore": post("restore down or draining nodes to up",
+                                     "NodesRequest", _reply("what changed", "NodesResponse"),
+                                     mutating=True, extra=unknown_node),
+            "/v1/site/fail-domain": post("fail every node of a failure domain (a rack feed, "
+                                         "CDU, busway, switchboard row)", "DomainRequest",
+                                         _reply("what changed, jobs hit", "NodesResponse"),
+                                         mutating=True, extra=unknown_domain),
+            "/v1/site/restore-domain": post("restore every node of a failure domain",
+                                            "DomainRequest",
+                                            _reply("what changed", "NodesResponse"),
+                                            mutating=True, extra=unknown_domain),
+            "/v1/site/repair": post("repair a degraded job in place (its lost nodes)",
+                                    "RepairRequest", _reply("the new placement, or why not",
+                                                            "RepairResponse"),
+                                    mutating=True, extra={
+                                        "404": _reply("no such job is placed", "Error"),
+                                        "409": _reply("the job is not degraded", "Error")}),
+            "/v1/site/set-limit": post("set a constraint row's live limit (W); never "
+                                       "refused: the row may be over", "SetLimitRequest",
+                                       _reply("the limit before and after",
+                                              "SetLimitResponse"), mutating=True,
+                                       extra={"404": _reply("no such row", "Error")}),
+            "/v1/site/reset-limits": post("put every row back at the spec's limit",
+                                          "EmptyRequest", _reply("rows reset",
+                                                                 "ResetLimitsResponse"),
+                                          mutating=True),
+            "/v1/site/plan": post("an envelope plan back under every live limit (cap-downs, "
+                                  "then evictions), kept under its plan_id", "EmptyRequest",
+                                  _reply("the plan", "EnvelopePlan"), mutating=True),
+            "/v1/site/apply": post("apply a kept envelope plan atomically", "ApplyPlanRequest",
+                                   _reply("what was evicted and capped",
+                                          "ApplyPlanResponse"), mutating=True,
+                                   extra={"409": _reply("code stale-plan: the state changed "
+                                                        "since the plan, or the id is not "
+                                                        "kept; nothing changed", "Error")}),
         },
         "components": {"schemas": schemas},
     }

@@ -19,6 +19,16 @@ Journal entries (``op``):
 ``set-cap``  ``job_id``, ``cap_w`` (rebalance-caps with apply).
 ``bind``     ``gang``, ``pod``, ``node``: a Kubernetes pod bound inside its reservation.
 ``unbind``   ``gang``, ``pod``: the API server refused that binding; the slot is free.
+
+A site that changes (journal ops added with wire format 1.2; ``site.py``):
+
+``drain``, ``fail``, ``restore``  ``nodes``: the node indices whose state changed (and
+             ``domain`` when the operator named a failure domain); replay calls the same
+             engine method on them, which is deterministic from the same state.
+``repair``   ``job_id``, ``nodes``, ``cap_w`` (the new placement) and, for a gang, ``gang``
+             (its reservation after the repair); replay repairs and checks the result.
+``set-limit`` ``row``, ``watts``.  ``reset-limits``: no fields.
+``envelope`` ``evict`` (job ids released), ``caps`` (job id -> new cap): an applied plan.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from ..errors import (DuplicateJobError, GpuschedError, JobError, PlacementError
 from ..job import Job, Placement
 from ..power import check_curve
 from .journal import Journal
+from .site import SITE_OPS, SiteOps, replay_site
 from .schemas import RequestError, request_schemas, resolve, validate
 
 __all__ = ["PlacementService"]
@@ -98,7 +109,7 @@ def _note_time(placed_at: dict[str, float], entry: dict[str, Any]) -> None:
         placed_at.pop(str(entry.get("job_id")), None)
 
 
-class PlacementService:
+class PlacementService(SiteOps):
     """Engine + journal + Kubernetes gangs, thread-safe behind one lock.
 
     Parameters
@@ -140,6 +151,7 @@ class PlacementService:
                               timeout_s=gang_timeout_s, clock=clock, binder=binder)
         self.schemas = request_schemas(cluster)
         self._resolved: dict[str, dict[str, Any]] = {}
+        self._plans: dict[str, Any] = {}
         self.journal = Journal(state_dir)
         self.journal.on_cut = self._after_failed_sync
         # job id -> Unix seconds it was placed (journaled as a place entry's "at"), for
@@ -200,6 +212,8 @@ class PlacementService:
             gangs.replay_bind(entry["gang"], entry["pod"], entry["node"])
         elif op == "unbind":
             gangs.replay_unbind(entry["gang"], entry["pod"])
+        elif op in SITE_OPS:
+            replay_site(entry, engine, gangs)
         else:
             raise SnapshotError(f"unknown journal op {op!r}", field="op")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._engine_py import NODE_STATE_NAMES, UP
 from ...errors import GpuschedError
 from ...job import Job
 from ..schemas import RawJSON, RequestError, render_json
@@ -241,6 +242,19 @@ class Extender(GangBook):
             del self._refused_by_gang[next(iter(self._refused_by_gang))]
         return refused
 
+    def _not_up(self, names: Any) -> dict[str, str]:
+        """The reason each of ``names`` (the gang's nodes: few) is refused for not being
+        up; the nodes that are up are left out."""
+        codes = self.engine.node_states()
+        index = self.node_index
+        out = {}
+        for name in names:
+            code = int(codes[index[name]])
+            if code != UP:
+                out[name] = (f"gpusched: node {name} is {NODE_STATE_NAMES[code]}: no "
+                             "pod is offered a node that is not up")
+        return out
+
     def filter(self, args: Any) -> tuple[dict[str, Any], int]:
         """The filter verb: an ExtenderFilterResult.
 
@@ -292,6 +306,11 @@ class Extender(GangBook):
             passing = reservation.open_nodes & refused.offered
             full = f"gpusched: gang {pod.gang!r} has no free slot here"
             failed_here = dict.fromkeys(refused.offered - passing, full)
+            # a reserved node that went draining or down (site.py repairs a gang hit by
+            # a failure, but a drained node keeps its jobs) is never offered
+            for name, why in self._not_up(passing).items():
+                passing.discard(name)
+                failed_here[name] = why
             # in the reservation's node order (kube-scheduler reads them as a set)
             passed = [name for name in reservation.slots if name in passing]
         if node_objects is None:
@@ -315,6 +334,8 @@ class Extender(GangBook):
         with self.lock:
             reservation = self.reservations.get(pod.gang)
             best = reservation.open_nodes if reservation is not None else set()
+            if best:   # a draining or down node scores lowest, with the unreserved ones
+                best = best - self._not_up(best).keys()
         return [{"Host": name, "Score": MAX_EXTENDER_PRIORITY if name in best else 0}
                 for name in candidates]
 
