@@ -52,3 +52,16 @@ def tiny() -> gpusched.Cluster:
 def both_backends() -> list[str]:
     """Backends to cross in differential tests (both when the core is built)."""
     return [b for b in ("cython", "python") if b in available_backends()]
+
+
+@pytest.fixture(autouse=True)
+def _gpusched_logger_restored():
+    """``gpusched serve`` run in-process (the CLI tests) configures the ``gpusched``
+    logger (a handler, a level, no propagation); put it back after every test, so a
+    later test's caplog still sees the access log."""
+    import logging
+
+    logger = logging.getLogger("gpusched")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]

@@ -54,9 +54,11 @@ def _tampered_cap(snap: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tampered_node(snap: dict[str, Any]) -> dict[str, Any]:
+    # the first job that holds a node (a degraded job may hold none: its node failed)
     snap = {**snap, "jobs": list(snap["jobs"])}
-    first = snap["jobs"][0]
-    snap["jobs"][0] = {**first, "nodes": [10**6 + n for n in first["nodes"]]}
+    i = next((k for k, entry in enumerate(snap["jobs"]) if entry["nodes"]), 0)
+    first = snap["jobs"][i]
+    snap["jobs"][i] = {**first, "nodes": [10**6 + n for n in first["nodes"]] or [10**6]}
     return snap
 
 
