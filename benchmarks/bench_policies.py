@@ -148,7 +148,8 @@ def determinism(cluster: Cluster, hours: float, out: Path) -> bool:
 
 
 def strip_wall(text: str) -> str:
-    """report.json without its wall and solver times (the only machine-dependent keys)."""
+    """report.json without its wall and solver times (the only machine-dependent keys)
+    and without its ``run`` block (when, where to and by which command line it ran)."""
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()
@@ -157,7 +158,9 @@ def strip_wall(text: str) -> str:
             return [clean(v) for v in value]
         return value
 
-    return json.dumps(clean(json.loads(text)), indent=1)
+    report = json.loads(text)
+    report.pop("run", None)
+    return json.dumps(clean(report), indent=1)
 
 
 def fmt(value: Any, spec: str) -> str:
