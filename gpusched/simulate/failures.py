@@ -293,6 +293,7 @@ class SiteEvents:
         self._last_over_w = 0.0
         self._last_rate = 0.0
         self._last_spare = (0, 0)
+        self._last_active = False      # an envelope window was open since the last sample
         self.over_envelope_ws = 0.0
         self.event_work_gpu_s = 0.0
         self.event_s = 0.0
@@ -520,8 +521,6 @@ class SiteEvents:
             over_w = float(over[over > 0].sum()) / COEF_SCALE
             self.max_over_envelope_w = max(self.max_over_envelope_w, over_w)
         self._last_over_w = over_w
-
-    _last_active = False
 
     def metrics(self, end_s: float) -> dict[str, Any]:
         c = self.counters
