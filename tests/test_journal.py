@@ -551,22 +551,29 @@ class Crash(BaseException):
     """The process dies here: not an OSError, so nothing in the journal handles it."""
 
 
-def crash_points(monkeypatch, record_bytes: int):
+def crash_points(monkeypatch):
     """(name, arm) per step boundary of one journaled change: ``arm()`` makes the next
-    append die at that point (None: the append completes, and the test stops later)."""
+    append die at that point (None: the append completes, and the test stops later).
+
+    Each cut is measured on the bytes that append actually writes, not on a probe's
+    record: a record carries its wall-clock time, whose JSON length varies by a byte or
+    two, so a probe's "all but the newline" could be a whole record here."""
     real = os.write
 
-    def dying_after(count: int):
+    def dying_after(cut):
         def arm() -> None:
             def write(fd, data):
+                count = cut(len(data))
+                assert 0 <= count < len(data), (count, len(data))   # a torn write
                 if count:
                     real(fd, bytes(data[:count]))
-                raise Crash(f"after {count} bytes")
+                raise Crash(f"after {count} of {len(data)} bytes")
             monkeypatch.setattr(journal_module.os, "write", write)
         return arm
-    return [("before-write", dying_after(0)), ("torn-1-byte", dying_after(1)),
-            ("torn-half", dying_after(record_bytes // 2)),
-            ("torn-but-newline", dying_after(record_bytes - 1)),
+    return [("before-write", dying_after(lambda size: 0)),
+            ("torn-1-byte", dying_after(lambda size: 1)),
+            ("torn-half", dying_after(lambda size: size // 2)),
+            ("torn-but-newline", dying_after(lambda size: size - 1)),
             ("written-not-synced", None), ("synced-not-replied", None)]
 
 
@@ -576,14 +583,7 @@ def test_crash_at_every_step_of_place_keeps_acknowledged_and_only_those(tmp_path
     """A place's steps: engine change, append (possibly torn), fsync, reply.  After a
     crash at each boundary, the restart holds every acknowledged placement, none that
     was never written whole, the in-flight one at most, and the directory starts."""
-    probe = PlacementService(array, tmp_path / "probe", backend=backend)
-    for i in range(6):
-        probe.place({"job": {"id": f"ok{i}", "gpus": 8}})
-    journal_before = (probe.state_dir / JOURNAL_NAME).stat().st_size
-    probe.place({"job": {"id": "in-flight", "gpus": 16}})   # the same record as below
-    record_bytes = (probe.state_dir / JOURNAL_NAME).stat().st_size - journal_before
-    probe.journal.close()
-    for name, arm in crash_points(monkeypatch, record_bytes):
+    for name, arm in crash_points(monkeypatch):
         service = PlacementService(array, tmp_path / name, backend=backend)
         acked = set()
         for i in range(6):
