@@ -336,3 +336,21 @@ def test_both_twins_tell_the_same_story(tiny):
         check_engine(engine, allow_over=True)
     assert all(a == answers[0] for a in answers)
     assert all(s == states[0] for s in states)
+
+
+def test_plan_envelope_evicts_by_priority_and_preemptibility_before_weight(tiny, backend):
+    """DESIGN: evictions where caps cannot get there take the lowest priority first; a job
+    that is not preemptible goes only after every preemptible one, whatever its weight."""
+    engine = _engine(tiny, backend)
+    engine.place(Job("low-heavy", 16, weight=5, priority=0))     # rigid: caps cannot help
+    engine.place(Job("high-light", 16, weight=1, priority=3))
+    engine.place(Job("keep", 16, weight=0.5, priority=0, preemptible=False))
+    load = engine.limits_w()[-1] - engine.row_slack_w()[-1]
+    # one 16-GPU job's worth must go
+    engine.set_limit("facility IT limit", load - 5_000)
+    plan = plan_envelope(engine)
+    assert plan.status == "evictions"
+    assert plan.evict == ("low-heavy",)
+    engine.apply_envelope(plan)
+    assert engine.violations() == []
+    check_engine(engine)

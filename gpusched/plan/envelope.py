@@ -9,8 +9,8 @@ target, a derated breaker), the running work has to shrink.  The plan, least cos
    under the live limits.  Caps only go down, so no row that holds now breaks.
 2. **Evictions, only where caps cannot get there.**  Rows still over with every job at
    its ``min_cap_w`` need whole jobs gone.  Jobs on those rows are taken in order of
-   :func:`eviction_key` (lowest weight first; the preemption work adds priority in front
-   of it), and within the cheapest class the job that removes the most of the remaining
+   :func:`eviction_key` (preemptible jobs before the others, then the lowest priority,
+   then the lowest weight), and within the cheapest class the job that removes the most of the remaining
    excess, fewest GPUs on ties; then jobs whose eviction turns out not to be needed are
    put back (last evicted first), so no evicted job could have stayed.  The cap LP then
    runs over the jobs that stay.
@@ -41,11 +41,14 @@ __all__ = ["EnvelopePlan", "plan_envelope", "eviction_key"]
 
 
 def eviction_key(job: Job) -> tuple[float, ...]:
-    """Order in which jobs are considered for eviction, cheapest first: lowest weight.
+    """Order in which jobs are considered for eviction, cheapest first.
 
-    One place to change when jobs gain a priority (the preemption work): put it first.
+    Preemptible jobs go before the others, then the lowest ``priority``, then the lowest
+    ``weight``.  A job that is not preemptible may still go last: a live limit is a fact
+    (a tripped feed, a grid order), so the site must get under it, but only once every
+    preemptible job on the rows over is gone or cannot help.
     """
-    return (float(job.weight),)
+    return (0.0 if job.preemptible else 1.0, float(job.priority), float(job.weight))
 
 
 @dataclass(frozen=True)
