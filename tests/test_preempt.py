@@ -141,9 +141,10 @@ def full_power_bound_site():
     return engine
 
 
-def tight_state(seed: int, backend: str | None = None):
+def tight_state(seed: int, backend: str | None = None, closed: bool = False):
     """A site of 8 to 16 nodes whose rack feeds differ, so which empty nodes a gang takes
-    decides whether the rows hold; at most 13 evictable jobs (else None)."""
+    decides whether the rows hold; at most 13 evictable jobs (else None).  ``closed``: then
+    up to two nodes drained (their jobs stay) and one failed."""
     rng = random.Random(seed)
     nodes = rng.choice([2, 3, 4])
     racks = [{"name": f"rack-{r}", "row": f"row-{r // 2}", "pod": f"pod-{r // 2}",
@@ -166,6 +167,12 @@ def tight_state(seed: int, backend: str | None = None):
             since[job.id] = rng.choice([0, 7, 60, 600, 1800, 3600])
     preemptor = Job("urgent", rng.choice([1, 4, 8, 16, 24, 32]), priority=rng.randint(1, 5),
                     min_cap_w=rng.choice([300, 500, 700]))
+    if closed:
+        other = random.Random(seed + 1)
+        nodes = other.sample(range(cluster.num_nodes), 3)
+        engine.drain(nodes[:other.randint(1, 2)])
+        for gone in engine.fail(nodes[2:]):
+            since.pop(gone, None)
     evictable = [j for j in engine.jobs() if j.preemptible and j.priority < preemptor.priority]
     if len(evictable) > 13:
         return None
@@ -180,10 +187,10 @@ def plan_or_none(engine, job, since, method):
 
 
 @pytest.mark.parametrize("seed", range(0, 300, 5))
-@pytest.mark.parametrize("states", ["random", "tight"])
+@pytest.mark.parametrize("states", ["random", "tight", "tight, nodes closed"])
 def test_the_milp_plan_costs_what_the_enumeration_finds(seed, states, backend):
     made = (random_state(seed, backend) if states == "random"
-            else tight_state(seed, backend))
+            else tight_state(seed, backend, closed=states != "tight"))
     if made is None:
         pytest.skip("too many victim sets for the enumeration")
     cluster, engine, since, job = made
