@@ -206,20 +206,19 @@ def test_the_milp_plan_costs_what_the_enumeration_finds(seed, states, backend):
     check_applied(cluster, engine, milp, job)
 
 
-@pytest.mark.parametrize("seed", [27, 30, 106, 241])
+@pytest.mark.parametrize("seed", [30, 155, 192, 220, 282])
 def test_the_milp_gang_takes_the_first_empty_nodes_as_the_test_does(seed, backend):
-    # states where the gang's cheapest victims empty nodes that the test (which takes the
-    # first k empty nodes of a pod) would not give it: a model that lets the gang take
-    # any empty nodes proposes sets the test refuses, 64 of them in turn on seed 30;
-    # the model that takes the first k empty nodes proposes none
+    # states where a gang's cheap victims empty nodes the test (which takes the first k
+    # empty nodes of a pod) would not give it: a model free to take any empty nodes
+    # proposes sets the test refuses (64, 5, 20, 56 and 64 of them on these seeds, the
+    # last two with no plan at all); the model that takes the first k proposes none
     from gpusched.plan import preempt
 
     cluster, engine, since, job = tight_state(seed, backend)
     assert job.gpus > cluster.gpus_per_node
-    exact = plan_preemption(engine, job, since_checkpoint_s=since, method="exact")
-    milp = plan_preemption(engine, job, since_checkpoint_s=since, method="milp")
-    assert milp.cost == exact.cost and milp.victims
-    assert milp.placement.nodes == exact.placement.nodes
+    exact = plan_or_none(engine, job, since, "exact")
+    milp = plan_or_none(engine, job, since, "milp")
+    assert (exact is None) == (milp is None)
     site = preempt._Site(engine, job, since)
     domains = preempt._domains(site, job, -1)
     refused = []
@@ -229,10 +228,13 @@ def test_the_milp_gang_takes_the_first_empty_nodes_as_the_test_does(seed, backen
         found = model.least(lambda v: preempt._try_victims(site, job, v, domains))
         refused += model.cuts
         if found is not None:
-            assert site.cost(found[0])[0] == exact.max_victim_priority
+            assert exact is not None and site.cost(found[0])[0] == exact.max_victim_priority
             break
     assert refused == []
-    check_applied(cluster, engine, milp, job)
+    if milp is not None:
+        assert milp.cost == exact.cost and milp.victims
+        assert milp.placement.nodes == exact.placement.nodes
+        check_applied(cluster, engine, milp, job)
 
 
 def test_the_milp_plan_needs_no_victim_when_cap_downs_do(backend):
