@@ -483,7 +483,6 @@ class _VictimModel:
             y_dom_l.append(np.full(len(nodes), d, np.int64))
         y_nodes = np.concatenate(y_nodes_l) if y_nodes_l else np.zeros(0, np.int64)
         y_dom = np.concatenate(y_dom_l) if y_dom_l else np.zeros(0, np.int64)
-        self.y_nodes = y_nodes
         self.empty_model = not len(y_nodes)
         if self.empty_model:
             return
@@ -525,7 +524,7 @@ class _VictimModel:
         row_matrix = (A.astype(float) @ rack_cols).tocsr()
         # a row the job cannot break whatever it takes needs no place in the model
         most = np.asarray(row_matrix.multiply(row_matrix > 0).max(axis=1).todense()).ravel()
-        keep = np.flatnonzero((most * k > room) | (room < 0))
+        keep = np.flatnonzero(most * k > room)   # (a row already short is kept)
         scale = 1.0 / COEF_SCALE  # watts times A: numbers HiGHS reads well
         rows.append((row_matrix[keep] * scale, -np.inf, room[keep] * scale))
         # -- the job's nodes --
