@@ -42,9 +42,11 @@ as the placement rule does, and the objective is work lost, then (a second solve
 evicted.  Each answer goes through the same exact test as the enumeration; a set it
 refuses (the model lets a small job take any node with room, the test tries the 64
 fullest) is cut off and the MILP solved again.  So its cost is the enumeration's (a test
-checks it on small sites), at a cost in time: 8.6 s for the 4,096-GPU gang on
-colossus-100k 95 % full (``benchmarks/bench_preempt.py``'s state, 2,142 jobs), where the
-heuristic takes 11 ms and loses 3.3 times the work (489 GPU-h against 146).
+checks it on small sites), at a cost in time: 8.6 to 10.6 s (three runs, both twins)
+for the 4,096-GPU gang on colossus-100k 95 % full (``benchmarks/bench_preempt.py``'s
+state, 2,142 jobs), where the heuristic takes 11 ms and loses 3.3 times the work (489
+GPU-h against 146); 0.8 s for a 256-GPU gang (one pod of 294) and 0.3 s for an 8-GPU job
+on the same site full of rigid jobs.  Not in CI at that size.
 
 *Placement rule.*  The job takes the chosen nodes (empty after the evictions for a
 gang; for a small job the node with enough GPUs free after them) at the highest cap in
