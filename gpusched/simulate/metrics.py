@@ -254,9 +254,10 @@ def _stats_h(values: np.ndarray, *, with_max: bool = False) -> dict[str, float |
     keys = ("mean_h", "p50_h", "p99_h") + (("max_h",) if with_max else ())
     if not len(values):
         return dict.fromkeys(keys)
-    out = {"mean_h": round(float(values.mean()) / 3600, 3),
-           "p50_h": round(float(np.percentile(values, 50)) / 3600, 3),
-           "p99_h": round(float(np.percentile(values, 99)) / 3600, 3)}
+    out: dict[str, float | None] = {
+        "mean_h": round(float(values.mean()) / 3600, 3),
+        "p50_h": round(float(np.percentile(values, 50)) / 3600, 3),
+        "p99_h": round(float(np.percentile(values, 99)) / 3600, 3)}
     if with_max:
         out["max_h"] = round(float(values.max()) / 3600, 3)
     return out
