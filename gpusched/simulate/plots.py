@@ -509,6 +509,7 @@ def plot_classes(results: "Sequence[SimulationResult]", path: str | os.PathLike[
                     for k in order if k in res.metrics["jobs"].get("by_class", {})] + [0.0])
     caps_top = max([res.metrics["jobs"]["by_class"][k].get("cap_downs", 0) for res in results
                     for k in order if k in res.metrics["jobs"].get("by_class", {})] + [0])
+    not_preempting: list[str] = []
     for i, res in enumerate(results):
         by_class = res.metrics["jobs"].get("by_class", {})
         here = [j for j, k in enumerate(order) if k in by_class]
@@ -533,11 +534,14 @@ def plot_classes(results: "Sequence[SimulationResult]", path: str | os.PathLike[
                 text += f"\n{_count(queued)}/{_count(c['arrived'])}\nqueued"
             labels.append(text)
         _bar_labels(ax_w, bars, labels, max(wait_top, 1e-9), font)
-        lost = [c["lost_gpu_h"] for c in classes]
-        bars = ax_l.bar(xs, lost, **style)
-        _bar_labels(ax_l, bars, [f"{v:,.1f}\n{_count(c['preemptions'])} evictions" if preempts
-                                 else "preemption\noff" for v, c in zip(lost, classes)],
-                    max(lost_top, 1e-9), font)
+        if preempts:   # a policy that never preempts gets no bar (the panel names it)
+            lost = [c["lost_gpu_h"] for c in classes]
+            bars = ax_l.bar(xs, lost, **style)
+            _bar_labels(ax_l, bars, [f"{v:,.1f}\n{_count(c['preemptions'])} evictions"
+                                     if c["preemptions"] else "0" for v, c in
+                                     zip(lost, classes)], max(lost_top, 1e-9), font)
+        else:
+            not_preempting.append(res.policy)
         caps = [c.get("cap_downs", 0) for c in classes]
         bars = ax_c.bar(xs, caps, **style)
         _bar_labels(ax_c, bars, [f"{v:,}" for v in caps], max(caps_top, 1e-9), font)
@@ -563,9 +567,15 @@ def plot_classes(results: "Sequence[SimulationResult]", path: str | os.PathLike[
         ax_c.text(0.5, 0.55, "no cap-downs in this run\n(no plan had to lower a cap)",
                   ha="center", va="center", transform=ax_c.transAxes, fontsize=9,
                   color="#444444")
+    note = []
     if lost_top == 0:
-        ax_l.text(0.5, 0.55, "no work lost to preemption in this run", ha="center",
-                  va="center", transform=ax_l.transAxes, fontsize=9, color="#444444")
+        note.append("no work lost to preemption in this run")
+    if not_preempting:   # so an empty slot is read as "never preempts", not as "lost 0"
+        note.append("no bars: " + ", ".join(not_preempting) + " never preempt"
+                    + ("s" if len(not_preempting) == 1 else ""))
+    if note:   # in the headroom over the tallest bar's label, where no bar reaches
+        ax_l.text(0.02, 0.97, "\n".join(note), ha="left", va="top",
+                  transform=ax_l.transAxes, fontsize=9, color="#444444")
     # below the panels, so it never covers a bar's label
     handles, labels = ax_w.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=9,

@@ -55,7 +55,7 @@ PICTURES = {
     "classes.png": "Per priority class (highest first) and policy: the wait to start (bar: "
                    "mean, diamond: p50, over every job of the class, censored), the work "
                    "preemption threw away (GPU-hours since each victim's last checkpoint, "
-                   "with the number of evictions; 'preemption off' where the policy never "
+                   "with the number of evictions; no bar for a policy that never "
                    "preempts) and the cap-downs that preemption and envelope plans made.",
 }
 
