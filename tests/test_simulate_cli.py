@@ -28,8 +28,9 @@ def test_pictures_are_valid_pngs(tmp_path, tiny):
             for i, g in enumerate([16, 8, 8, 4, 16, 2])]
     results = [simulate(tiny, jobs, p) for p in ("fifo", "oblivious")]
     paths = write_plots(results, tmp_path)
-    assert sorted(p.name for p in paths) == ["floor-fifo.png", "floor-oblivious.png",
-                                              "jct-cdf.png", "power.png"]
+    assert sorted(p.name for p in paths) == ["classes.png", "floor-fifo.png",
+                                              "floor-oblivious.png", "jct-cdf.png",
+                                              "power.png"]
     for path in paths:
         assert_valid_png(path)
 
@@ -51,7 +52,8 @@ def test_cli_runs_and_writes_report_summary_and_pngs(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert summary.startswith("# gpusched simulate") and "| row violations |" in summary
     assert "`oblivious` would have broken" in summary
-    for name in ("power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png"):
+    for name in ("power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png",
+                 "classes.png"):
         assert_valid_png(out / name)
 
 

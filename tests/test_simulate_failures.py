@@ -154,6 +154,10 @@ def test_the_envelope_plan_brings_the_site_under_and_holding_alone_does_not(tiny
     # the plan capped, it did not evict: everyone is done, and it cost some time
     assert planned.metrics["site"]["envelope_evictions"] == 0
     assert planned.metrics["jobs"]["done"] == 6
+    # each of the six was capped down once, and its class counts it (issue: preemption 4)
+    assert planned.metrics["site"]["envelope_cap_downs"] == 6
+    assert planned.metrics["jobs"]["by_class"]["trace"]["cap_downs"] == 6
+    assert held.metrics["jobs"]["by_class"]["trace"]["cap_downs"] == 0
     assert planned.metrics["site"]["event_h"] == pytest.approx(1.0)
 
 

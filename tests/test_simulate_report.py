@@ -134,7 +134,8 @@ def test_the_oblivious_floor_map_shows_its_violations_in_red(tmp_path, tiny):
     results = [simulate(tiny, jobs, p, keep_jobs=True) for p in ("fifo", "oblivious")]
     assert results[1].metrics["violations"]["row_seconds"] > 0
     paths = {p.name: p for p in write_plots(results, tmp_path)}
-    assert set(paths) == {"power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png"}
+    assert set(paths) == {"power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png",
+                          "classes.png"}
     # fifo's map has red only in its legend's swatch; oblivious's, on racks and rows too
     assert vermillion_pixels(paths["floor-oblivious.png"]) > \
         vermillion_pixels(paths["floor-fifo.png"]) + 5000
@@ -156,10 +157,11 @@ def test_cli_writes_a_self_contained_report(tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "http://" not in page and "https://" not in page
-    for name in ("power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png"):
+    for name in ("power.png", "floor-fifo.png", "floor-oblivious.png", "jct-cdf.png",
+                 "classes.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"<figure id='{name}'>" in page
-    assert page.count("src='data:image/png;base64,") == 4
+    assert page.count("src='data:image/png;base64,") == 5
     for words in ("wait mean / p50 / p99 (h), all jobs*", "censored", "Why jobs waited",
                   "Caveats", "fifo", "oblivious would have broken", "command_line"):
         assert words in page
@@ -257,3 +259,160 @@ def test_the_frontier_gangs_fate_is_in_the_summary():
     summary = summary_markdown(results, {"trace": "t", "jobs": 3, "horizon_h": 1,
                                          "load_scale": 1})
     assert "## Frontier gangs" in summary and "| fifo | j2 | 16 |" in summary
+
+
+# ---- priority classes (the preemption issue, part 4) ---------------------------------
+
+def class_tables(summary: str) -> dict[str, dict[str, list[str]]]:
+    """summary.md's per-class tables: policy -> class -> the row's cells after the name."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    section = summary.split("## Priority classes", 1)[1].split("\n## ", 1)[0]
+    policy = None
+    for line in section.splitlines():
+        head = re.match(r"\*\*(.+?)\*\*: preemption (on|off)", line)
+        if head:
+            policy = head.group(1)
+            tables[policy] = {}
+        elif policy and line.startswith("| ") and not line.startswith("| class |"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables[policy][cells[0]] = cells[1:]
+    return tables
+
+
+@pytest.fixture(scope="module")
+def preempting_run(tmp_path_factory):
+    """The synthetic mix at 3x colossus-array's GPUs for 12 h: production fine-tuning
+    jobs evict research ones under backfill-preempt; fifo never preempts."""
+    out = tmp_path_factory.mktemp("classes") / "run"
+    assert main(["simulate", "--cluster", "colossus-array", "--trace", "synthetic",
+                 "--load-scale", "3", "--hours", "12", "--policy", "backfill-preempt,fifo",
+                 "--no-progress", "--out", str(out)]) == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_the_classes_add_up_to_the_policys_own_counters(preempting_run):
+    _out, report = preempting_run
+    for policy, result in report["results"].items():
+        jobs, info = result["jobs"], result["policy_info"]
+        classes = jobs["by_class"]
+        assert list(classes) == ["large", "small"]           # highest priority first
+        assert [c["name"] for c in classes.values()] == ["production fine-tuning", "research"]
+        for key in ("arrived", "started", "done"):
+            assert sum(c[key] for c in classes.values()) == jobs[key], (policy, key)
+        censored = sum(c["wait"]["censored"] for c in classes.values())
+        assert censored == jobs["wait"]["censored"] > 0
+        if policy == "fifo":
+            assert not info.get("preempt")
+            assert all(c["preemptions"] == c["cap_downs"] == 0 for c in classes.values())
+            continue
+        assert info["evictions"] > 0
+        assert sum(c["preemptions"] for c in classes.values()) == info["evictions"]
+        assert sum(c["cap_downs"] for c in classes.values()) == info["cap_downs"]
+        lost = sum(c["lost_gpu_h"] for c in classes.values())
+        assert lost == pytest.approx(info["lost_gpu_h"], abs=0.1 * len(classes)) and lost > 0
+        # only research is of lower priority than a blocked head: only it is evicted
+        assert classes["large"]["preemptions"] == 0 and classes["small"]["preemptions"] > 0
+
+
+def test_cap_downs_per_class_are_the_preemption_plans_cap_downs(tiny):
+    # on the 55 kW tiny site power binds, so the plans lower caps as well as evict
+    from gpusched.simulate import synthetic_jobs
+
+    jobs = synthetic_jobs(tiny.num_gpus, 12 * 3600, load=2)
+    result = simulate(tiny, jobs, "backfill-preempt", horizon_s=12 * 3600)
+    info, classes = result.metrics["policy_info"], result.metrics["jobs"]["by_class"]
+    assert info["cap_downs"] > 0
+    assert sum(c["cap_downs"] for c in classes.values()) == info["cap_downs"]
+    assert sum(c["preemptions"] for c in classes.values()) == info["evictions"] > 0
+    fifo = simulate(tiny, jobs, "fifo", horizon_s=12 * 3600).metrics["jobs"]["by_class"]
+    assert all(c["cap_downs"] == 0 for c in fifo.values())   # no plan, no cap-down
+
+
+def test_the_class_wait_is_censored_and_the_frontier_start_delay_by_hand():
+    from dataclasses import replace
+
+    # j1 holds a node 0..1000; gang g1 (both nodes) arrives at 100 and starts at 1000;
+    # gang g2 arrives at 200 and is still queued at the horizon, 1200
+    jobs = [HOL[0], replace(HOL[1], id="g1", kind="frontier", priority=200),
+            replace(HOL[1], id="g2", submit_s=200.0, kind="frontier", priority=200)]
+    result = simulate(site(), jobs, "fifo", horizon_s=1200, keep_jobs=True)
+    delay = result.metrics["jobs"]["frontier_start_delay"]
+    assert (delay["gangs"], delay["started"], delay["never_started"]) == (2, 1, 1)
+    assert delay["mean_h"] == delay["p50_h"] == pytest.approx(950 / 3600, abs=1e-3)
+    assert delay["max_h"] == pytest.approx(1000 / 3600, abs=1e-3)
+    frontier = result.metrics["jobs"]["by_class"]["frontier"]
+    assert frontier["name"] == "frontier pretraining" and frontier["priority"] == 200
+    assert frontier["wait"]["censored"] == 1
+    assert frontier["wait"]["max_h"] == pytest.approx(1000 / 3600, abs=1e-3)
+    assert frontier["wait_started"]["max_h"] == pytest.approx(900 / 3600, abs=1e-3)
+    assert list(result.metrics["jobs"]["by_class"]) == ["frontier", "trace"]
+    from gpusched.simulate.report import frontier_delay_line
+    assert frontier_delay_line(result) == (
+        "fifo: 1 of 2 frontier gangs started; start delay p50 0.26 h, mean 0.26 h, max "
+        "0.28 h; 1 never started (counted until the end of the run: lower bounds)")
+    none = simulate(site(), HOL, "fifo").metrics["jobs"]["frontier_start_delay"]
+    assert none == {"gangs": 0, "started": 0, "never_started": 0, "mean_h": None,
+                    "p50_h": None, "max_h": None}
+
+
+def test_summary_and_report_html_have_the_class_table_per_policy(preempting_run):
+    from gpusched.simulate.report import CLASS_COLUMNS
+
+    out, report = preempting_run
+    summary = (out / "summary.md").read_text()
+    tables = class_tables(summary)
+    assert set(tables) == {"backfill-preempt", "fifo"}
+    for policy, table in tables.items():
+        classes = report["results"][policy]["jobs"]["by_class"]
+        assert list(table) == [c["name"] for c in classes.values()]
+        for cls in classes.values():
+            cells = table[cls["name"]]
+            assert len(cells) == len(CLASS_COLUMNS) - 1
+            w = cls["wait"]
+            assert cells[0] == str(cls["priority"])
+            assert cells[1] == f"{cls['arrived']:,} / {cls['started']:,}"
+            assert cells[2] == f"{w['mean_h']:.2f} / {w['p50_h']:.2f} / {w['max_h']:.2f}"
+            assert cells[4:] == [f"{cls['preemptions']:,}", f"{cls['lost_gpu_h']:,.1f}",
+                                 f"{cls['cap_downs']:,}"]
+    info = report["results"]["backfill-preempt"]["policy_info"]
+    assert (f"**backfill-preempt**: preemption on (checkpoints every 60 min): "
+            f"{info['preemption_plans']:,} plans, {info['evictions']:,} evictions") in summary
+    assert "**fifo**: preemption off." in summary
+    assert "- backfill-preempt: no frontier gang arrived" in summary
+    for name, _term in CLASS_COLUMNS:                     # every column's term, once
+        assert summary.count(f"- **{name}**: ") == 1
+    assert "![classes.png](classes.png)" in summary
+    page = (out / "report.html").read_text()
+    assert "<h2 id=classes>Priority classes</h2>" in page and "href=#classes" in page
+    assert page.count("<th>production fine-tuning</th>") == 2   # one table per policy
+    assert "<figure id='classes.png'>" in page
+    assert "classes.png" in report["files"]
+
+
+def colour_pixels(path, colour: str) -> int:
+    image = mpimg.imread(path)[..., :3]
+    target = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int(np.count_nonzero(np.abs(image - target).max(axis=2) < 0.03))
+
+
+def test_the_class_picture_draws_each_policys_bars(preempting_run, tmp_path):
+    from gpusched.simulate.plots import plot_classes, policy_color
+
+    out, _report = preempting_run
+    image = mpimg.imread(out / "classes.png")
+    assert image.shape[0] >= 500 and image.shape[1] >= 1400   # readable at 100 dpi
+    sky, orange = policy_color("backfill-preempt", 0), policy_color("fifo", 1)
+    assert sky == OKABE_ITO["sky"] and orange == OKABE_ITO["orange"]
+    # fifo loses nothing and lowers no cap: its bars are in the wait panel only, while
+    # backfill-preempt's are there and in the work-lost panel too
+    assert colour_pixels(out / "classes.png", sky) > colour_pixels(out / "classes.png",
+                                                                   orange) > 2000
+    # the same policy in the other order keeps its colour
+    from gpusched.simulate import synthetic_jobs
+
+    cluster = Cluster.preset("colossus-array")
+    jobs = synthetic_jobs(cluster.num_gpus, 6 * 3600, load=3)
+    results = [simulate(cluster, jobs, p, horizon_s=6 * 3600) for p in ("fifo",
+                                                                          "backfill-preempt")]
+    path = plot_classes(results, tmp_path / "classes.png")
+    assert colour_pixels(path, sky) > 2000 and colour_pixels(path, orange) > 2000

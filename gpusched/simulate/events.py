@@ -101,6 +101,7 @@ class SimJob:
     restart_due_s: float | None = None
     preemptions: int = 0        # times a preemption plan evicted it
     lost_gpu_s: float = 0.0     # GPU-seconds of work those evictions threw away
+    cap_downs: int = 0          # times a preemption or envelope plan lowered its cap
     nodes: tuple[int, ...] = ()  # of its placement, once started
 
     @property
@@ -196,10 +197,17 @@ class Simulator:
         self.events.push(self.now + sim_job.work_left_s / sim_job.speed, FINISH, sim_job,
                          sim_job.version)
 
-    def set_cap(self, sim_job: SimJob, cap_w: int) -> None:
-        """The running job's cap became ``cap_w`` (already applied on the engine)."""
+    def set_cap(self, sim_job: SimJob, cap_w: int, *, by_plan: bool = False) -> None:
+        """The running job's cap became ``cap_w`` (already applied on the engine).
+
+        ``by_plan``: a preemption or envelope plan set it, so a lower cap counts as one
+        of the job's ``cap_downs`` (what the plan made it give up, reported per class);
+        the re-balancing of caps between rounds and a repair's new cap do not count.
+        """
         if cap_w == sim_job.cap_w:
             return
+        if by_plan and cap_w < sim_job.cap_w:
+            sim_job.cap_downs += 1
         if sim_job.paused:  # no progress, no finish event: only the cap to remember
             sim_job.cap_w, sim_job.speed = cap_w, self._speed(sim_job, cap_w)
             self.state_version += 1

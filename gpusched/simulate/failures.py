@@ -257,6 +257,7 @@ class _Counters:
     repairs_into_spares: int = 0
     requeues: int = 0
     evictions: int = 0            # by an envelope plan
+    cap_downs: int = 0            # running jobs' caps an envelope plan lowered
     plans: int = 0
     restores_deferred: int = 0    # serviced nodes kept off for want of watts (per try)
     redone_gpu_s: float = 0.0
@@ -460,7 +461,12 @@ class SiteEvents:
                         self.counters.held_idle_gpu_s += ((sim.now - was_hit.hit_s)
                                                           * sim_job.gpus)
                     sim.requeue(sim_job, released=True)
-                sim.sync_caps()
+                for job_id, placement in done["caps"].items():
+                    sim_job = sim.running[job_id]
+                    if placement.cap_w < sim_job.cap_w:
+                        self.counters.cap_downs += 1
+                    sim.set_cap(sim_job, placement.cap_w, by_plan=True)
+                sim.sync_caps()   # any other cap the plan's apply moved (none expected)
 
     def _requeue(self, sim: "Simulator", sim_job: "SimJob", hit: _Hit) -> None:
         self.counters.requeues += 1
@@ -553,6 +559,7 @@ class SiteEvents:
             "spare_held_mw_mean": round(self.spare_w_s / span / 1e6, 3),
             "envelope_plans": c.plans,
             "envelope_evictions": c.evictions,
+            "envelope_cap_downs": c.cap_downs,
             "over_envelope_mw_s": round(self.over_envelope_ws / 1e6, 1),
             "max_over_envelope_mw": round(self.max_over_envelope_w / 1e6, 3),
             "event_h": round(self.event_s / 3600, 3),

@@ -19,13 +19,14 @@ import numpy as np
 
 from ..bound import FluidBound
 from ..spec import COEF_SCALE
+from .synthetic import PRIORITY_CLASSES
 from .waits import WaitTracker
 
 if TYPE_CHECKING:
     from ..spec import Cluster
     from .events import SimJob, Simulator
 
-__all__ = ["Recorder", "summarise_jobs", "percentile"]
+__all__ = ["Recorder", "summarise_jobs", "frontier_start_delay", "percentile"]
 
 _RACK_KINDS = ("rack-feed", "cdu", "rack-air", "air-cooling")
 
@@ -249,12 +250,17 @@ class Recorder:
                                                     self.saturated_bound_gpu_s)}
 
 
-def _stats_h(values: np.ndarray) -> dict[str, float | None]:
+def _stats_h(values: np.ndarray, *, with_max: bool = False) -> dict[str, float | None]:
+    keys = ("mean_h", "p50_h", "p99_h") + (("max_h",) if with_max else ())
     if not len(values):
-        return {"mean_h": None, "p50_h": None, "p99_h": None}
-    return {"mean_h": round(float(values.mean()) / 3600, 3),
-            "p50_h": round(float(np.percentile(values, 50)) / 3600, 3),
-            "p99_h": round(float(np.percentile(values, 99)) / 3600, 3)}
+        return dict.fromkeys(keys)
+    out: dict[str, float | None] = {
+        "mean_h": round(float(values.mean()) / 3600, 3),
+        "p50_h": round(float(np.percentile(values, 50)) / 3600, 3),
+        "p99_h": round(float(np.percentile(values, 99)) / 3600, 3)}
+    if with_max:
+        out["max_h"] = round(float(values.max()) / 3600, 3)
+    return out
 
 
 def summarise_jobs(all_jobs: "list[SimJob]", end_s: float | None = None) -> dict[str, Any]:
@@ -287,22 +293,63 @@ def summarise_jobs(all_jobs: "list[SimJob]", end_s: float | None = None) -> dict
             "wait_started": _stats_h(wait_started),
             "start_cap_w_gpu_mean": round(float((caps * gpus).sum() / gpus.sum()), 1)
             if len(gpus) else None,
-            "by_class": _by_class(all_jobs)}
+            "by_class": _by_class(all_jobs, end_s),
+            "frontier_start_delay": frontier_start_delay(all_jobs, end_s)}
 
 
-def _by_class(all_jobs: "list[SimJob]") -> dict[str, Any]:
+def _waits_s(jobs: "list[SimJob]", end_s: float | None) -> np.ndarray:
+    """start - submit of each job; a job not started waits until ``end_s`` (censored),
+    or is left out without it."""
+    if end_s is None:
+        return np.array([j.start_s - j.spec.submit_s for j in jobs
+                         if not math.isnan(j.start_s)])
+    return np.array([(end_s if math.isnan(j.start_s) else j.start_s) - j.spec.submit_s
+                     for j in jobs])
+
+
+def _by_class(all_jobs: "list[SimJob]", end_s: float | None = None) -> dict[str, Any]:
     """Per job class (the trace job's ``kind``: frontier, large, small, trace): counts,
-    wait and JCT, and what preemption cost it (evictions, GPU-hours of work lost)."""
+    wait and JCT, and what preemption cost it.
+
+    ``wait`` is censored as in :func:`summarise_jobs` (a job still queued at ``end_s``
+    waits until then; ``censored`` counts them), ``wait_started`` over the started jobs
+    only.  ``preemptions``: evictions by a preemption plan; ``lost_gpu_h``: the
+    GPU-hours of work those evictions threw away (the work since each victim's last
+    checkpoint); ``cap_downs``: times a preemption or envelope plan lowered the cap of
+    a running job of the class.  The classes' keys are sorted by priority, highest
+    first, then by name.
+    """
     out: dict[str, Any] = {}
-    for kind in sorted({j.spec.kind for j in all_jobs}):
+    kinds = {j.spec.kind: j.spec.priority for j in all_jobs}
+    for kind in sorted(kinds, key=lambda k: (-kinds[k], k)):
         jobs = [j for j in all_jobs if j.spec.kind == kind]
         started = [j for j in jobs if not math.isnan(j.start_s)]
         done = [j for j in jobs if not math.isnan(j.finish_s)]
         out[kind] = {
-            "priority": jobs[0].spec.priority, "arrived": len(jobs), "started": len(started),
-            "done": len(done),
-            "wait": _stats_h(np.array([j.start_s - j.spec.submit_s for j in started])),
+            "name": PRIORITY_CLASSES[kind][0] if kind in PRIORITY_CLASSES else kind,
+            "priority": jobs[0].spec.priority,
+            "preemptible": any(j.spec.preemptible for j in jobs),
+            "arrived": len(jobs), "started": len(started), "done": len(done),
+            "gpus": sum(j.gpus for j in jobs),
+            "wait": {**_stats_h(_waits_s(jobs, end_s), with_max=True),
+                     "censored": None if end_s is None else len(jobs) - len(started)},
+            "wait_started": _stats_h(_waits_s(started, None), with_max=True),
             "jct": _stats_h(np.array([j.finish_s - j.spec.submit_s for j in done])),
             "preemptions": sum(j.preemptions for j in jobs),
-            "lost_gpu_h": round(sum(j.lost_gpu_s for j in jobs) / 3600.0, 1)}
+            "lost_gpu_h": round(sum(j.lost_gpu_s for j in jobs) / 3600.0, 1),
+            "cap_downs": sum(j.cap_downs for j in jobs)}
     return out
+
+
+def frontier_start_delay(all_jobs: "list[SimJob]", end_s: float | None = None
+                         ) -> dict[str, Any]:
+    """How long the frontier pretraining gangs (``kind`` frontier) waited to start:
+    ``gangs``, ``started``, ``never_started`` and the wait's mean, p50 and max in hours
+    over every gang, a gang never started counting until ``end_s`` (a lower bound, as
+    the censored waits of :func:`summarise_jobs`); all None when the run has none."""
+    gangs = [j for j in all_jobs if j.spec.kind == "frontier"]
+    started = sum(1 for j in gangs if not math.isnan(j.start_s))
+    waits = _waits_s(gangs, end_s)
+    stats = _stats_h(waits, with_max=True)
+    return {"gangs": len(gangs), "started": started, "never_started": len(gangs) - started,
+            "mean_h": stats["mean_h"], "p50_h": stats["p50_h"], "max_h": stats["max_h"]}

@@ -8,7 +8,10 @@
   limit, and red (with a cross, for readers who cannot tell the colours) where a limit
   is broken;
 - :func:`plot_jct_cdf` -- wait and job completion time of every job that arrived, with
-  the jobs that never started (or never ended) keeping the curves below 1.
+  the jobs that never started (or never ended) keeping the curves below 1;
+- :func:`plot_classes` -- per priority class and policy: the wait to start, the work
+  preemption threw away and the cap-downs plans made (grouped bars, a hatch per policy
+  as well as a colour, so the bars stay apart in grey too).
 
 Colours are the Okabe-Ito palette (Okabe and Ito 2008, "Color Universal Design"), which
 stays distinct under the common colour-vision deficiencies; red-vermillion is kept for
@@ -30,14 +33,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import (FixedLocator, FuncFormatter, MaxNLocator,  # noqa: E402
+                               NullLocator)
 
 from .._atomic import write_atomic  # noqa: E402
 
 if TYPE_CHECKING:
     from . import SimulationResult
 
-__all__ = ["plot_power", "plot_floor", "plot_jct_cdf", "write_plots", "OKABE_ITO"]
+__all__ = ["plot_power", "plot_floor", "plot_jct_cdf", "plot_classes", "write_plots",
+           "OKABE_ITO"]
 
 #: Okabe-Ito colours by name.
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
@@ -45,7 +50,10 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green":
              "purple": "#CC79A7"}
 _POLICY_STYLE = {"optimize": (OKABE_ITO["blue"], "-"), "fifo": (OKABE_ITO["orange"], "--"),
                  "backfill": (OKABE_ITO["green"], "-."),
-                 "oblivious": (OKABE_ITO["purple"], ":")}
+                 "oblivious": (OKABE_ITO["purple"], ":"),
+                 # fixed too, so a preempting run has the same colour whatever its order
+                 "backfill-preempt": (OKABE_ITO["sky"], (0, (5, 1, 1, 1))),
+                 "backfill-gpu": (OKABE_ITO["black"], (0, (1, 1)))}
 _SPARE = [(OKABE_ITO["sky"], (0, (5, 1, 1, 1))), (OKABE_ITO["black"], (0, (1, 1))),
           (OKABE_ITO["yellow"], "-")]
 _BROKEN = OKABE_ITO["vermillion"]
@@ -448,6 +456,143 @@ def plot_jct_cdf(results: "Sequence[SimulationResult]", path: str | os.PathLike[
     return _save(fig, path)
 
 
+# ---- priority classes ------------------------------------------------------------------
+
+_HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
+
+
+def _class_label(kind: str, cls: dict[str, Any]) -> str:
+    """The class's name over two lines, then its priority: three classes side by side
+    on one line each ran into each other."""
+    words = str(cls.get("name", kind)).split(" ", 1)
+    keep = "" if cls.get("preemptible", True) else "\nnot preemptible"
+    return "\n".join(words) + f"\npriority {cls['priority']}{keep}"
+
+
+def _count(n: int) -> str:
+    """A job count in at most five characters (12,345 -> 12.3k), for a bar's label."""
+    return f"{n:,}" if n < 1000 else f"{n / 1000:,.1f}k"
+
+
+def _bar_labels(ax: Any, bars: Any, labels: Sequence[str], top: float,
+                fontsize: float = 8) -> None:
+    """Each bar's value over it (a zero bar is invisible: its label says 0)."""
+    for bar, text in zip(bars, labels):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.015 * top, text,
+                ha="center", va="bottom", fontsize=fontsize)
+
+
+def plot_classes(results: "Sequence[SimulationResult]", path: str | os.PathLike[str]) -> Path:
+    """Per priority class and policy: wait to start, work lost to preemption, cap-downs.
+
+    The classes are report.json's ``jobs.by_class`` (gpusched.simulate.metrics), highest
+    priority first; a class that a policy's run has no job of is left out of its bars.
+    """
+    kinds: dict[str, dict[str, Any]] = {}
+    for res in results:
+        for kind, cls in res.metrics["jobs"].get("by_class", {}).items():
+            kinds.setdefault(kind, cls)
+    order = sorted(kinds, key=lambda k: (-kinds[k]["priority"], k))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.8), layout="constrained")
+    ax_w, ax_l, ax_c = axes
+    n = max(1, len(results))
+    width = 0.8 / n
+    font = 8 if n * max(1, len(order)) <= 6 else 7   # labels of narrow bars stay apart
+    x = np.arange(len(order), dtype=float)
+    wait_top = max([res.metrics["jobs"]["by_class"][k]["wait"]["mean_h"] or 0.0
+                    for res in results for k in order
+                    if k in res.metrics["jobs"].get("by_class", {})]
+                   + [res.metrics["jobs"]["by_class"][k]["wait"]["p50_h"] or 0.0
+                      for res in results for k in order
+                      if k in res.metrics["jobs"].get("by_class", {})] + [0.0])
+    lost_top = max([res.metrics["jobs"]["by_class"][k]["lost_gpu_h"] for res in results
+                    for k in order if k in res.metrics["jobs"].get("by_class", {})] + [0.0])
+    caps_top = max([res.metrics["jobs"]["by_class"][k].get("cap_downs", 0) for res in results
+                    for k in order if k in res.metrics["jobs"].get("by_class", {})] + [0])
+    not_preempting: list[str] = []
+    for i, res in enumerate(results):
+        by_class = res.metrics["jobs"].get("by_class", {})
+        here = [j for j, k in enumerate(order) if k in by_class]
+        classes = [by_class[order[j]] for j in here]
+        xs = x[here] - 0.4 + width * (i + 0.5)
+        style = {"color": policy_color(res.policy, i), "edgecolor": "black", "linewidth": 0.6,
+                 "hatch": _HATCHES[i % len(_HATCHES)], "width": width * 0.92,
+                 "label": res.policy}
+        preempts = bool(res.metrics.get("policy_info", {}).get("preempt"))
+        mean = [c["wait"]["mean_h"] or 0.0 for c in classes]
+        bars = ax_w.bar(xs, mean, **style)
+        p50 = [c["wait"]["p50_h"] for c in classes]
+        ax_w.plot([v for v, m in zip(xs, p50) if m is not None],
+                  [m for m in p50 if m is not None], ls="none", marker="D", ms=7,
+                  mfc="white", mec="black", mew=1.4, clip_on=False,
+                  label="p50 (median) wait" if i == n - 1 else None, zorder=3)
+        labels = []
+        for c in classes:
+            text = _fmt_h(c["wait"]["mean_h"])
+            queued = c["arrived"] - c["started"]
+            if queued:   # short lines: three policies' bars share a class's width
+                text += f"\n{_count(queued)}/{_count(c['arrived'])}\nqueued"
+            labels.append(text)
+        _bar_labels(ax_w, bars, labels, max(wait_top, 1e-9), font)
+        if preempts:   # a policy that never preempts gets no bar (the panel names it)
+            lost = [c["lost_gpu_h"] for c in classes]
+            bars = ax_l.bar(xs, lost, **style)
+            _bar_labels(ax_l, bars, [f"{v:,.1f}\n{_count(c['preemptions'])} evictions"
+                                     if c["preemptions"] else "0" for v, c in
+                                     zip(lost, classes)], max(lost_top, 1e-9), font)
+        else:
+            not_preempting.append(res.policy)
+        caps = [c.get("cap_downs", 0) for c in classes]
+        bars = ax_c.bar(xs, caps, **style)
+        _bar_labels(ax_c, bars, [f"{v:,}" for v in caps], max(caps_top, 1e-9), font)
+    ticks = [_class_label(k, kinds[k]) for k in order]
+    for ax, title, ylabel, top in (
+            (ax_w, "Wait to start (bar: mean; diamond: p50)", "wait, hours", wait_top),
+            (ax_l, "Work lost to preemption", "GPU-hours since the last checkpoint", lost_top),
+            (ax_c, "Cap-downs by preemption and envelope plans", "running jobs' caps lowered",
+             caps_top)):
+        ax.set_xticks(x, ticks, fontsize=8.5)
+        # 12,000 rather than 1.2e+04; small fractions as they are
+        ax.yaxis.set_major_formatter(FuncFormatter(
+            lambda v, _pos: f"{v:,.0f}" if abs(v) >= 100 else f"{v:g}"))
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        # headroom for the labels over the bars; 1 when everything is 0, so "0" shows
+        ax.set_ylim(0, top * 1.35 if top > 0 else 1.0)
+        ax.set_title(title, loc="left", fontsize=10.5)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+        ax.set_axisbelow(True)
+    ax_c.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if caps_top == 0:   # an empty panel reads as a broken picture: say why it is empty
+        ax_c.text(0.5, 0.55, "no cap-downs in this run\n(no plan had to lower a cap)",
+                  ha="center", va="center", transform=ax_c.transAxes, fontsize=9,
+                  color="#444444")
+    note = []
+    if lost_top == 0:
+        note.append("no work lost to preemption in this run")
+    if not_preempting:   # so an empty slot is read as "never preempts", not as "lost 0"
+        note.append("no bars: " + ", ".join(not_preempting) + " never preempt"
+                    + ("s" if len(not_preempting) == 1 else ""))
+    if note:   # in the headroom over the tallest bar's label, where no bar reaches
+        ax_l.text(0.02, 0.97, "\n".join(note), ha="left", va="top",
+                  transform=ax_l.transAxes, fontsize=9, color="#444444")
+    # below the panels, so it never covers a bar's label
+    handles, labels = ax_w.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=9,
+               frameon=False)
+    cluster = results[0].cluster.name if results else ""
+    fig.suptitle(f"{cluster}: what each priority class got under each policy\n"
+                 "waits count every job that arrived: a job not started counts until the end "
+                 "of the run (censored), so its class's wait is a lower bound", fontsize=10.5)
+    return _save(fig, path)
+
+
+def _fmt_h(hours: float | None) -> str:
+    if hours is None:
+        return "-"
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:,.1f} h"
+
+
 def _save(fig: "plt.Figure", path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -462,11 +607,12 @@ def write_plots(results: "Sequence[SimulationResult]", out_dir: str | os.PathLik
                 ) -> list[Path]:
     """Every picture for these results into ``out_dir``; returns the paths written.
 
-    ``power.png``, ``floor-<policy>.png`` per policy, ``jct-cdf.png``.
+    ``power.png``, ``floor-<policy>.png`` per policy, ``jct-cdf.png``, ``classes.png``.
     """
     out = Path(out_dir)
     paths = [plot_power(results, out / "power.png")]
     for res in results:
         paths.append(plot_floor(res, out / f"floor-{res.policy}.png"))
     paths.append(plot_jct_cdf(results, out / "jct-cdf.png"))
+    paths.append(plot_classes(results, out / "classes.png"))
     return paths

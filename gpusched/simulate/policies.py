@@ -321,7 +321,7 @@ class Backfill(Policy):
         placement = plan.apply()
         self.preemption_plans += 1
         for change in plan.cap_changes:
-            sim.set_cap(sim.running[change.job_id], change.to_cap_w)
+            sim.set_cap(sim.running[change.job_id], change.to_cap_w, by_plan=True)
         self.cap_downs += len(plan.cap_changes)
         for victim in victims:
             self._timeline.remove(victim.id)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from . import SimulationResult
 
 __all__ = ["Row", "metric_rows", "summary_table", "summary_markdown", "report_html",
-           "wait_reasons", "frontier_fate", "frontier_lines", "CAVEATS", "WAIT_REASON_TEXT", "PICTURES"]
+           "wait_reasons", "frontier_fate", "frontier_lines", "class_rows", "preemption_note",
+           "frontier_delay_line", "CLASS_COLUMNS", "CAVEATS", "WAIT_REASON_TEXT", "PICTURES"]
 
 #: What each wait reason of jobs.csv means (gpusched.simulate.waits decides them).
 WAIT_REASON_TEXT = {
@@ -51,7 +52,34 @@ PICTURES = {
     "jct-cdf.png": "Wait and job completion time of every job that arrived, as the "
                    "fraction of those jobs; jobs not started (or not done) by the end of "
                    "the run keep each curve below 1 (censoring).",
+    "classes.png": "Per priority class (highest first) and policy: the wait to start (bar: "
+                   "mean, diamond: p50, over every job of the class, censored), the work "
+                   "preemption threw away (GPU-hours since each victim's last checkpoint, "
+                   "with the number of evictions; no bar for a policy that never "
+                   "preempts) and the cap-downs that preemption and envelope plans made.",
 }
+
+#: The columns of the per-class table (summary.md, report.html), each with its term.
+CLASS_COLUMNS = [
+    ("class", "the jobs' class: frontier pretraining (the frontier gangs), production "
+              "fine-tuning (large jobs), research (small jobs), or trace (a real trace's "
+              "jobs, unclassed)"),
+    ("priority", "higher is more urgent: under backfill-preempt a blocked head of priority "
+                 "above 0 may evict preemptible running jobs of lower priority "
+                 "(frontier gangs are not preemptible)"),
+    ("arrived / started", "jobs of the class submitted before the end of the run; of them, "
+                          "started"),
+    ("wait mean / p50 / max (h)*", "start - submit over every job of the class that "
+                                   "arrived; *a job still queued counts until the end "
+                                   "(censored), so these are lower bounds"),
+    ("JCT p50 (h)", "finish - submit over the class's jobs done"),
+    ("preemptions", "evictions of the class's running jobs by a preemption plan; each goes "
+                    "back to the queue and restarts from its last checkpoint"),
+    ("work lost (GPU-h)", "GPU-hours each evicted job had run since its last checkpoint, "
+                          "thrown away by those evictions"),
+    ("cap-downs", "times a preemption or envelope plan lowered the cap of a running job of "
+                  "the class (it runs slower, it is not stopped)"),
+]
 
 CAVEATS = [
     "Waits are counted with censoring: a job still queued at the end of the run counts as "
@@ -310,6 +338,52 @@ def frontier_lines(results: "Sequence[SimulationResult]") -> list[str]:
     return lines
 
 
+def class_rows(result: "SimulationResult") -> list[list[str]]:
+    """The per-class table of one policy, a row per class (highest priority first), the
+    cells in the order of :data:`CLASS_COLUMNS`."""
+    rows = []
+    for cls in result.metrics["jobs"].get("by_class", {}).values():
+        w = cls["wait"]
+        rows.append([cls.get("name", "-"), f"{cls['priority']}"
+                     + ("" if cls.get("preemptible", True) else " (not preemptible)"),
+                     f"{cls['arrived']:,} / {cls['started']:,}",
+                     f"{_fmt(w['mean_h'], '.2f')} / {_fmt(w['p50_h'], '.2f')} / "
+                     f"{_fmt(w.get('max_h'), '.2f')}",
+                     _fmt(cls["jct"]["p50_h"], ".2f"), f"{cls['preemptions']:,}",
+                     _fmt(cls["lost_gpu_h"], ",.1f"), f"{cls.get('cap_downs', 0):,}"])
+    return rows
+
+
+def preemption_note(result: "SimulationResult") -> str:
+    """Whether the policy preempts, and its plans' counters (report.json's policy_info)."""
+    info = result.metrics.get("policy_info", {})
+    site = result.metrics.get("site") or {}
+    envelope = (f"; envelope plans lowered {site['envelope_cap_downs']:,} caps"
+                if site.get("envelope_cap_downs") else "")
+    if not info.get("preempt"):
+        return "preemption off" + envelope
+    ckpt = info.get("checkpoint_s", 0)
+    every = f"checkpoints every {ckpt / 60:g} min" if ckpt else "no checkpoints"
+    return (f"preemption on ({every}): {info['preemption_plans']:,} plans, "
+            f"{info['evictions']:,} evictions, {info['cap_downs']:,} cap-downs, "
+            f"{info['lost_gpu_h']:,.1f} GPU-h lost" + envelope)
+
+
+def frontier_delay_line(result: "SimulationResult") -> str:
+    """The frontier pretraining gangs' start delay under one policy, in one line."""
+    d = result.metrics["jobs"].get("frontier_start_delay") or {}
+    if not d.get("gangs"):
+        return (f"{result.policy}: no frontier gang arrived (none fits a site this small, "
+                "or --frontier 0)")
+    line = (f"{result.policy}: {d['started']} of {d['gangs']} frontier gangs started; start "
+            f"delay p50 {_fmt(d['p50_h'], '.2f')} h, mean {_fmt(d['mean_h'], '.2f')} h, "
+            f"max {_fmt(d['max_h'], '.2f')} h")
+    if d["never_started"]:
+        line += (f"; {d['never_started']} never started (counted until the end of the run: "
+                 "lower bounds)")
+    return line
+
+
 def _setup(results: "Sequence[SimulationResult]", info: Mapping[str, Any]) -> str:
     cluster = results[0].cluster
     unit, scale = _units(results)
@@ -349,7 +423,8 @@ def summary_markdown(results: "Sequence[SimulationResult]", info: Mapping[str, A
                      run: Mapping[str, Any] | None = None,
                      pictures: Sequence[str] = ()) -> str:
     """summary.md: the setup, the table, its terms, why jobs waited, the frontier gangs,
-    the pictures (linked by file name, next to it) and the caveats."""
+    the priority classes, the pictures (linked by file name, next to it) and the
+    caveats."""
     rows = metric_rows(results)
     out = ["# gpusched simulate", "", _setup(results, info), ""]
     if run:
@@ -380,6 +455,17 @@ def summary_markdown(results: "Sequence[SimulationResult]", info: Mapping[str, A
         out += [f"| {f['policy']} | {f['job']} | {f['gpus']:,} | {f['submit']} | "
                 f"{f['state']} | {f['start']} | {f['end']} | {f['wait']} | "
                 f"{f['why']} {f['limit']} | {f['pods']} |" for f in fate]
+    if any(r.metrics["jobs"].get("by_class") for r in results):
+        out += ["", "## Priority classes", ""]
+        for r in results:
+            out += [f"**{r.policy}**: {preemption_note(r)}.", "",
+                    "| " + " | ".join(name for name, _ in CLASS_COLUMNS) + " |",
+                    "|---|" + "---|" * (len(CLASS_COLUMNS) - 1)]
+            out += ["| " + " | ".join(cells) + " |" for cells in class_rows(r)]
+            out.append("")
+        out += ["Frontier start delay (start - submit of the frontier pretraining gangs):", ""]
+        out += [f"- {frontier_delay_line(r)}." for r in results]
+        out += [""] + [f"- **{name}**: {term}." for name, term in CLASS_COLUMNS]
     if pictures:
         out += ["", "## Pictures", ""]
         for name in pictures:
@@ -415,6 +501,7 @@ def report_html(results: "Sequence[SimulationResult]", info: Mapping[str, Any],
              f"{e(results[0].cluster.name)}</h1>",
              "<nav><a href=#setup>Setup</a><a href=#results>Results</a>"
              "<a href=#waits>Why jobs waited</a><a href=#frontier>Frontier gangs</a>"
+             "<a href=#classes>Priority classes</a>"
              "<a href=#pictures>Pictures</a><a href=#caveats>Caveats</a>"
              "<a href=#run>Run</a></nav>",
              f"<h2 id=setup>Setup</h2><p>{e(_setup(results, info))}</p>"]
@@ -459,6 +546,25 @@ def report_html(results: "Sequence[SimulationResult]", info: Mapping[str, Any],
     else:
         parts.append("<p>This run has no frontier gang (none fits a site this small, or "
                      "<code>--frontier 0</code>).</p>")
+    parts.append("<h2 id=classes>Priority classes</h2>")
+    if any(r.metrics["jobs"].get("by_class") for r in results):
+        for r in results:
+            parts.append(f"<p><b>{e(r.policy)}</b>: {e(preemption_note(r))}.</p><table><tr>"
+                         + "".join(f"<th>{e(name)}</th>" for name, _ in CLASS_COLUMNS)
+                         + "</tr>")
+            for cells in class_rows(r):
+                parts.append("<tr><th>" + e(cells[0]) + "</th>"
+                             + "".join(f"<td class=n>{e(c)}</td>" for c in cells[1:])
+                             + "</tr>")
+            parts.append("</table>")
+        parts.append("<p>Frontier start delay (start - submit of the frontier pretraining "
+                     "gangs):</p><ul>"
+                     + "".join(f"<li>{e(frontier_delay_line(r))}.</li>" for r in results)
+                     + "</ul><ul>"
+                     + "".join(f"<li><b>{e(name)}</b>: {e(term)}.</li>"
+                               for name, term in CLASS_COLUMNS) + "</ul>")
+    else:
+        parts.append("<p>No job arrived in this run.</p>")
     parts.append("<h2 id=pictures>Pictures</h2>")
     if not pictures:
         parts.append("<p>No pictures (<code>--no-plots</code>).</p>")
