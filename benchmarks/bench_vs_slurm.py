@@ -3,7 +3,7 @@
     python benchmarks/bench_vs_slurm.py [--quick] [--scale S] [--json]
 
 The README's table: ``GPUSCHED_TRACES=<traces dir> ...`` (scale 0.1, the default).  Larger
-runs stalled here (every sbatch 5 to 12 s past several hundred queued jobs; docs/slurm.md).
+runs stalled here (every sbatch 5.0 s from the 835th submission on; docs/slurm.md).
 
 A real slurmctld (Debian's 22.05, started and stopped here, on 127.0.0.1, in a temporary
 directory) runs the site exported by ``gpusched slurm export --cloud``: CLOUD nodes, no
@@ -36,6 +36,7 @@ With slurmctld absent it prints why and exits 0.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import json
 import math
 import os
@@ -84,7 +85,7 @@ def _itp(cluster: Cluster) -> tuple[str, list[TraceJob]]:
 
 def _llm(cluster: Cluster) -> tuple[str, list[TraceJob]]:
     # small jobs take 2 % of the GPUs instead of 10 %: a few hundred jobs in all, since
-    # past several hundred queued jobs every sbatch here took 5 to 12 s (see docs/slurm.md)
+    # from the 835th submission on every sbatch here took 5.0 s (see docs/slurm.md)
     jobs = synthetic_jobs(cluster.num_gpus, 7 * 86_400, load=1.0, seed=0, small_share=0.02,
                           gpus_per_node=cluster.gpus_per_node)
     return "synthetic LLM-era mix, seed 0, small jobs 2 %", jobs
@@ -140,8 +141,15 @@ def run_slurm(cluster: Cluster, jobs: list[TraceJob], programs: dict[str, str],
         submitted_s = time.perf_counter() - t0
         order = sorted(ids)
         start = time.perf_counter()
-        for k in range(0, len(order), 500):
-            slurm.run("scontrol", "release", ",".join(str(j) for j in order[k:k + 500]))
+        try:
+            for k in range(0, len(order), 500):
+                slurm.run("scontrol", "release", ",".join(str(j) for j in order[k:k + 500]))
+        except subprocess.TimeoutExpired as exc:
+            raise SystemExit(
+                f"bench_vs_slurm: slurmctld did not answer `scontrol release` within "
+                f"{exc.timeout:.0f} s after {len(order):,} submissions (submitting took "
+                f"{submitted_s:.0f} s); past about 835 submissions this controller answers "
+                "one RPC per 5 s (docs/slurm.md). Use a smaller --scale.") from None
         last, last_change = None, time.perf_counter()
         started: dict[int, str] = {}
         while time.perf_counter() - start < SETTLE_TIMEOUT_S:
