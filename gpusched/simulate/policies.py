@@ -516,6 +516,7 @@ class ConservativeBackfill(Policy):
         self.backfilled = 0     # started by a pass, not by the in-order start
         self.held_back = 0      # placed, then taken back: more than the profile leaves
         self.model_blocked = 0  # passes ended by a job the profile fit and the engine refused
+        self.ended_early = 0    # passes ended because nothing left could start now
         #: the reservations of the last pass, in queue order (read by tests and reports)
         self.last_slots: list[Any] = []
 
@@ -600,7 +601,23 @@ class ConservativeBackfill(Policy):
                           self.max_breakpoints)
         slots = []
         chosen: list[int] = []
-        for i, sim_job in enumerate(sim.queue[:self.depth]):
+        window = sim.queue[:self.depth]
+        # Once what is free now fits none of the jobs left (the fewest GPUs, the fewest
+        # watts at min cap, charged at each row's lowest coefficient), none can start now
+        # and their reservations would change nothing this pass: on a power-bound site
+        # that ends most passes after a few jobs.
+        least_gpus = np.minimum.accumulate(np.fromiter(
+            (s.gpus for s in reversed(window)), np.int64, len(window)))[::-1]
+        least_w = np.minimum.accumulate(np.fromiter(
+            (timeline._watts(s.job, s.job.min_cap_w) for s in reversed(window)), np.int64,
+            len(window)))[::-1]
+        least_coef = np.minimum(timeline._hall_coef.min(axis=0),
+                                np.where(timeline._multi_hall, timeline._max_coef, 0))
+        for i, sim_job in enumerate(window):
+            if (profile.gpus[0] < least_gpus[i]
+                    or (profile.units[0] < least_coef * least_w[i]).any()):
+                self.ended_early += 1
+                break
             job = sim_job.job
             run_s = self._work_s(sim_job) / sim._speed(sim_job, job.min_cap_w)
             k, demand = profile.find(job, run_s)
@@ -647,6 +664,7 @@ class ConservativeBackfill(Policy):
                 "max_breakpoints": self.max_breakpoints, "passes": self.passes,
                 "reserved": self.reserved, "backfilled": self.backfilled,
                 "held_back": self.held_back, "model_blocked_passes": self.model_blocked,
+                "ended_early_passes": self.ended_early,
                 "reserves": "every queued job: GPUs, whole nodes and zone-row watts"}
 
 
