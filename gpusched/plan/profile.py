@@ -176,30 +176,43 @@ class Profile:
 
     def _fits(self, demand: Demand) -> np.ndarray:
         """Per segment: True where ``demand`` fits."""
-        ok = self.gpus >= demand.gpus
-        ok &= (self.units >= demand.units[None, :]).all(axis=1)
-        if demand.nodes:
-            ok &= self.nodes >= demand.nodes
-            if demand.hall_nodes.any():
-                # a hall holds at most what the site holds (a gang over several halls
-                # took nodes from halls the profile cannot name)
-                in_hall = np.minimum(self.hall_nodes, self.nodes[:, None])
-                ok &= (in_hall >= demand.hall_nodes[None, :]).all(axis=1)
+        return self._fits_many([demand])[0]
+
+    def _fits_many(self, demands: "list[Demand]") -> np.ndarray:
+        """Per demand, per segment: True where it fits (the halls of one job at once)."""
+        gpus = np.array([d.gpus for d in demands], np.int64)
+        units = np.stack([d.units for d in demands])
+        ok = self.gpus[None, :] >= gpus[:, None]
+        ok &= (self.units[None, :, :] >= units[:, None, :]).all(axis=2)
+        nodes = np.array([d.nodes for d in demands], np.int64)
+        if nodes.any():
+            ok &= self.nodes[None, :] >= nodes[:, None]
+            hall_nodes = np.stack([d.hall_nodes for d in demands])
+            # a hall holds at most what the site holds (a gang over several halls took
+            # nodes from halls the profile cannot name)
+            in_hall = np.minimum(self.hall_nodes, self.nodes[:, None])
+            ok &= (in_hall[None, :, :] >= hall_nodes[:, None, :]).all(axis=2)
         return ok
+
+    def _earliest_many(self, demands: "list[Demand]", run_s: float) -> np.ndarray:
+        """Per demand: the first breakpoint at which it fits over ``[t[k], t[k] +
+        run_s)``, or -1 if none does."""
+        ok = self._fits_many(demands)
+        m = ok.shape[1]
+        positions = np.arange(m)
+        # next_bad[d, k]: the first segment at or after k where demand d does not fit
+        next_bad = np.minimum.accumulate(np.where(ok, m, positions)[:, ::-1], axis=1)[:, ::-1]
+        # segments a run from t[k] overlaps: k .. ends[k] - 1
+        ends = np.searchsorted(self.t, self.t + max(run_s, 0.0), side="left")
+        ends = np.maximum(ends, positions + 1)
+        good = ok & (next_bad >= ends[None, :])
+        first = good.argmax(axis=1)
+        return np.where(good[np.arange(len(demands)), first], first, -1)
 
     def earliest(self, demand: Demand, run_s: float) -> int:
         """The first breakpoint at which ``demand`` fits over ``[t[k], t[k] + run_s)``,
         or -1 if none does."""
-        ok = self._fits(demand)
-        m = len(ok)
-        positions = np.arange(m)
-        # next_bad[k]: the first segment at or after k where it does not fit
-        next_bad = np.minimum.accumulate(np.where(ok, m, positions)[::-1])[::-1]
-        # segments a run from t[k] overlaps: k .. ends[k] - 1
-        ends = np.searchsorted(self.t, self.t + max(run_s, 0.0), side="left")
-        ends = np.maximum(ends, positions + 1)
-        hits = np.flatnonzero(ok & (next_bad >= ends))
-        return int(hits[0]) if len(hits) else -1
+        return int(self._earliest_many([demand], run_s)[0])
 
     def fits(self, demand: Demand, start_s: float, end_s: float) -> bool:
         """True if ``demand`` fits over ``[start_s, end_s)``."""
@@ -251,18 +264,24 @@ class Profile:
         """The earliest breakpoint index at which ``job`` fits over ``run_s`` and the
         demand it is charged there (the hall where it starts first, the lowest hall on
         a tie), or (-1, None)."""
-        best: tuple[int, Demand | None] = (-1, None)
-        for demand in self.demands(job):
-            k = self.earliest(demand, run_s)
-            if k >= 0 and (best[0] < 0 or k < best[0]):
-                best = (k, demand)
-        return best
+        demands = self.demands(job)
+        ks = self._earliest_many(demands, run_s)
+        found = np.flatnonzero(ks >= 0)
+        if not len(found):
+            return -1, None
+        best = int(found[np.argmin(ks[found])])   # argmin: the first, lowest hall, on a tie
+        return int(ks[best]), demands[best]
+
+    def hold(self, job_id: str, k: int, demand: Demand | None, run_s: float) -> Slot:
+        """Take ``demand`` off from breakpoint ``k`` over ``run_s`` (what :meth:`find`
+        answered); ``demand`` None: no slot, nothing taken."""
+        if demand is None or k < 0:
+            return Slot(job_id, math.inf, math.inf, None)
+        start = float(self.t[k])
+        self.take(demand, start, start + run_s)
+        return Slot(job_id, start, start + run_s, demand, k)
 
     def reserve(self, job: "Job", run_s: float) -> Slot:
         """Reserve ``job`` at its earliest fit over ``run_s`` and take its demand off."""
         k, demand = self.find(job, run_s)
-        if demand is None:
-            return Slot(job.id, math.inf, math.inf, None)
-        start = float(self.t[k])
-        self.take(demand, start, start + run_s)
-        return Slot(job.id, start, start + run_s, demand, k)
+        return self.hold(job.id, k, demand, run_s)

@@ -622,7 +622,7 @@ class ConservativeBackfill(Policy):
             run_s = self._work_s(sim_job) / sim._speed(sim_job, job.min_cap_w)
             k, demand = profile.find(job, run_s)
             if demand is None or k > 0:
-                slots.append(profile.reserve(job, run_s) if demand is not None else None)
+                slots.append(profile.hold(job.id, k, demand, run_s))
                 continue
             # it may start now: at the highest cap that fits what is left over its run
             # (charged at every row's largest coefficient, wherever it lands)
@@ -653,7 +653,7 @@ class ConservativeBackfill(Policy):
             slots.append(None)
             if engine.free_gpus() == 0:
                 break   # nothing behind can start now; its reservation would change nothing
-        self.reserved += sum(s is not None for s in slots)
+        self.reserved += sum(s is not None and s.demand is not None for s in slots)
         self.last_slots = slots
         self.backfilled += len(chosen)
         for i in reversed(chosen):
