@@ -599,7 +599,7 @@ class ConservativeBackfill(Policy):
         empty = np.bincount(timeline._node_hall[node_free == G], minlength=timeline.num_halls)
         profile = Profile(timeline, now, engine.free_gpus(), slack, empty,
                           self.max_breakpoints)
-        slots = []
+        slots: list[Any] = []   # a Slot per job reserved, None for one started
         chosen: list[int] = []
         window = sim.queue[:self.depth]
         # Once what is free now fits none of the jobs left (the fewest GPUs, the fewest
