@@ -517,8 +517,6 @@ class ConservativeBackfill(Policy):
         self.held_back = 0      # placed, then taken back: more than the profile leaves
         self.model_blocked = 0  # passes ended by a job the profile fit and the engine refused
         self.ended_early = 0    # passes ended because nothing left could start now
-        #: the reservations of the last pass, in queue order (read by tests and reports)
-        self.last_slots: list[Any] = []
 
     def holds_for_head(self) -> bool:
         return True   # the head's reservation holds what it needs (gpusched.simulate.waits)
@@ -654,7 +652,6 @@ class ConservativeBackfill(Policy):
             if engine.free_gpus() == 0:
                 break   # nothing behind can start now; its reservation would change nothing
         self.reserved += sum(s is not None and s.demand is not None for s in slots)
-        self.last_slots = slots
         self.backfilled += len(chosen)
         for i in reversed(chosen):
             del sim.queue[i]
