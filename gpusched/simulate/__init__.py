@@ -101,7 +101,7 @@ def simulate(cluster: Cluster, jobs: Sequence[TraceJob], policy: str | Policy = 
         matter (physics.md §3 keeps optimiser caps in [350, 700] W).
     policy : str or Policy, default "optimize"
         ``fifo``, ``backfill`` (power-aware), ``backfill-preempt``, ``backfill-gpu``,
-        ``optimize`` or ``oblivious`` (see
+        ``backfill-conservative``, ``optimize`` or ``oblivious`` (see
         :mod:`gpusched.simulate.policies`), or a Policy object.
     horizon_s : float, optional
         Stop at this simulated time (arrivals after it are dropped; jobs still queued or

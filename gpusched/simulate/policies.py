@@ -21,6 +21,12 @@
                 baseline: the reservation counts GPUs, not watts (estimate: start + trace
                 duration), so small jobs may take the watts the head needs; the engine
                 still refuses a start that would break a power row.
+``backfill-conservative`` Power-aware conservative backfill: every queued job (the
+                first ``depth``, 100) is reserved in order on a profile of GPUs, whole
+                nodes and zone-row watts over future time (``gpusched.plan.profile``),
+                at the earliest time its demand at min cap fits over its whole run; a
+                job reserved now starts now, so no start delays an earlier job's
+                reservation (EASY protects only the head's).
 ``optimize``    Allocation rounds: ``gpusched.allocate.allocate`` + ``apply`` on the queue,
                 at most one round per ``round_interval_s`` of simulated time and only when
                 a job is queued (while hall and facility rows have 5 % spare, arrivals
@@ -57,7 +63,7 @@ from .events import ARRIVAL, FINISH, ROUND, reason_bit
 if TYPE_CHECKING:
     from .events import SimJob, Simulator
 
-__all__ = ["Policy", "Fifo", "Backfill", "PreemptingBackfill", "GpuBackfill", "Optimize", "Oblivious", "POLICIES",
+__all__ = ["Policy", "Fifo", "Backfill", "PreemptingBackfill", "GpuBackfill", "ConservativeBackfill", "Optimize", "Oblivious", "POLICIES",
            "make_policy", "lifted_cluster"]
 
 # the event loop owns the kinds; these are their bits in `reasons`
@@ -452,6 +458,213 @@ class GpuBackfill(Policy):
         return {"name": self.name, "depth": self.depth}
 
 
+class ConservativeBackfill(Policy):
+    """Power-aware conservative backfilling: every queued job (up to ``depth``) is
+    reserved, in order, on a :class:`gpusched.plan.profile.Profile`.
+
+    Each job gets the earliest expected time at which its GPUs, whole nodes and watts
+    in every zone row (at its min cap) are free over its whole expected run (its
+    remaining work at s(min cap): it cannot run longer), after what the running jobs
+    hold and what every earlier queued job was reserved; its demand is then taken off
+    the profile over that run.  A job whose reservation is now starts now, at the
+    highest cap that fits in what the profile leaves over its run; its real GPUs, nodes
+    and units (read from the engine) over its real run must fit too, so a start never
+    delays an earlier job's reservation.
+
+    A job the profile fits now but the engine refuses (a row the profile does not hold,
+    a busway or rack feed, or the nodes' shape), or that the engine places where it
+    would take more than the profile leaves (an empty node held for a gang), ends the
+    pass, as power-aware EASY does for its head (``model_blocked_passes``,
+    ``held_back``): jobs behind it would take what it waits for.
+
+    Parameters
+    ----------
+    depth : int, default 100
+        Queued jobs reserved per pass (Slurm's ``bf_max_job_test``; every reservation
+        costs a search of the profile).
+    interval_s : float, default 30
+        A full pass at most this often in simulated time (Slurm's ``bf_interval``);
+        between passes the queue starts in order from the front, as fifo does.
+    max_breakpoints : int, default 200
+        Breakpoints of the profile from the running jobs' ends
+        (:class:`~gpusched.plan.profile.Profile`).
+    """
+
+    name = "backfill-conservative"
+
+    def __init__(self, depth: int = 100, interval_s: float = 30.0,
+                 max_breakpoints: int = 200) -> None:
+        from ..errors import SpecError
+        if not (isinstance(depth, int) and depth >= 1):
+            raise SpecError(f"depth must be a positive integer, got {depth!r}", field="depth")
+        if not (isinstance(max_breakpoints, int) and max_breakpoints >= 2):
+            raise SpecError(f"max_breakpoints must be an integer of at least 2, got "
+                            f"{max_breakpoints!r}", field="max_breakpoints")
+        if not (interval_s >= 0 and math.isfinite(interval_s)):
+            raise SpecError(f"interval_s must be a finite number >= 0, got {interval_s!r}",
+                            field="interval_s")
+        self.depth = depth
+        self.interval_s = float(interval_s)
+        self.max_breakpoints = max_breakpoints
+        self._timeline: Any = None
+        self._rows: np.ndarray | None = None
+        self._done_seen = 0
+        self._next_pass_s = -math.inf
+        self._seen: tuple[int, int] = (-1, -1)   # (state_version, queue length) of the last pass
+        self.passes = 0
+        self.reserved = 0
+        self.backfilled = 0     # started by a pass, not by the in-order start
+        self.held_back = 0      # placed, then taken back: more than the profile leaves
+        self.model_blocked = 0  # passes ended by a job the profile fit and the engine refused
+        self.ended_early = 0    # passes ended because nothing left could start now
+
+    def holds_for_head(self) -> bool:
+        return True   # the head's reservation holds what it needs (gpusched.simulate.waits)
+
+    def _track(self, sim: "Simulator") -> None:
+        for sim_job in sim.done[self._done_seen:]:
+            if sim_job.id in self._timeline:
+                self._timeline.remove(sim_job.id)
+        self._done_seen = len(sim.done)
+
+    def requeued(self, sim: "Simulator", sim_job: "SimJob") -> None:
+        """A failure sent a running job back to the queue (gpusched.simulate.failures)."""
+        if self._timeline is not None and sim_job.id in self._timeline:
+            self._timeline.remove(sim_job.id)
+
+    def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
+               units: np.ndarray) -> float:
+        sim.start(sim_job, placement)
+        end_s = now + sim_job.work_left_s / sim_job.speed
+        whole = len(placement.nodes) if sim_job.gpus >= sim.cluster.gpus_per_node else 0
+        self._timeline.add(sim_job.id, end_s, sim_job.gpus, tuple(units.tolist()), whole,
+                           self._timeline.hall_of(placement))
+        return end_s
+
+    @staticmethod
+    def _work_s(sim_job: "SimJob") -> float:
+        """Run time left at s = 1 (a requeued or preempted job keeps its checkpoint)."""
+        if sim_job.requeued or sim_job.preemptions:
+            return sim_job.work_left_s
+        return sim_job.spec.duration_s
+
+    def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
+        if self._timeline is None:
+            from ..plan.timeline import Timeline  # the plan layer; loaded on first use
+            self._timeline = Timeline(sim.cluster)
+            self._rows = self._timeline.rows
+        rows = self._rows
+        self._track(sim)
+        if not sim.queue:
+            return
+        engine = sim.engine
+        # the front of the queue in order: a job that fits now at the front is reserved
+        # now by any profile (nothing earlier is waiting), so this is the pass's start
+        slack = engine.row_slack_units()[rows]
+        started = 0
+        for sim_job in sim.queue:
+            if sim_job.gpus > engine.free_gpus():
+                break
+            placement = engine.place(sim_job.job)
+            if placement is None:
+                break
+            after = engine.row_slack_units()[rows]
+            self._start(sim, sim_job, placement, now, slack - after)
+            slack = after
+            started += 1
+        if started:
+            del sim.queue[:started]
+        if len(sim.queue) < 2 or engine.free_gpus() == 0:
+            return
+        seen = (sim.state_version, len(sim.queue))
+        if seen == self._seen:
+            return   # nothing changed since the last pass: same reservations
+        if now < self._next_pass_s:
+            sim.request_round(self._next_pass_s)
+            return
+        self._next_pass_s = now + self.interval_s
+        self._pass(sim, now, slack)
+        self._seen = (sim.state_version, len(sim.queue))
+
+    def _pass(self, sim: "Simulator", now: float, slack: np.ndarray) -> None:
+        from ..plan.profile import Demand, Profile
+        engine = sim.engine
+        rows = self._rows
+        timeline = self._timeline
+        G = sim.cluster.gpus_per_node
+        self.passes += 1
+        node_free = engine.node_free_gpus()
+        empty = np.bincount(timeline._node_hall[node_free == G], minlength=timeline.num_halls)
+        profile = Profile(timeline, now, engine.free_gpus(), slack, empty,
+                          self.max_breakpoints)
+        slots: list[Any] = []   # a Slot per job reserved, None for one started
+        chosen: list[int] = []
+        window = sim.queue[:self.depth]
+        # Once what is free now fits none of the jobs left (the fewest GPUs, the fewest
+        # watts at min cap, charged at each row's lowest coefficient), none can start now
+        # and their reservations would change nothing this pass: on a power-bound site
+        # that ends most passes after a few jobs.
+        least_gpus = np.minimum.accumulate(np.fromiter(
+            (s.gpus for s in reversed(window)), np.int64, len(window)))[::-1]
+        least_w = np.minimum.accumulate(np.fromiter(
+            (timeline._watts(s.job, s.job.min_cap_w) for s in reversed(window)), np.int64,
+            len(window)))[::-1]
+        least_coef = np.minimum(timeline._hall_coef.min(axis=0),
+                                np.where(timeline._multi_hall, timeline._max_coef, 0))
+        for i, sim_job in enumerate(window):
+            if (profile.gpus[0] < least_gpus[i]
+                    or (profile.units[0] < least_coef * least_w[i]).any()):
+                self.ended_early += 1
+                break
+            job = sim_job.job
+            run_s = self._work_s(sim_job) / sim._speed(sim_job, job.min_cap_w)
+            k, demand = profile.find(job, run_s)
+            if demand is None or k > 0:
+                slots.append(profile.hold(job.id, k, demand, run_s))
+                continue
+            # it may start now: at the highest cap that fits what is left over its run
+            # (charged at every row's largest coefficient, wherever it lands)
+            left = profile.available(now, now + run_s)
+            cap = timeline.cap_within(job, tuple(left.units.tolist()))
+            if cap is None:
+                cap = job.min_cap_w   # fits its hall's rows only: the check below decides
+            placement = (engine.place(job) if cap == job.max_cap_w
+                         else engine.place_at_most(job, cap))
+            if placement is None:
+                self.model_blocked += 1
+                break
+            after = engine.row_slack_units()[rows]
+            nodes = list(placement.nodes)
+            if job.gpus < G and engine.node_free_gpus()[nodes[0]] != G - job.gpus:
+                nodes = []   # a small job on a node already in use takes no empty node
+            halls = np.bincount(timeline._node_hall[nodes], minlength=timeline.num_halls)
+            held = Demand(job.gpus, slack - after, halls.astype(np.int64), len(nodes))
+            end_s = now + self._work_s(sim_job) / sim._speed(sim_job, placement.cap_w)
+            if not profile.fits(held, now, end_s):
+                engine.release(job.id)
+                self.held_back += 1
+                break
+            profile.take(held, now, end_s)
+            self._start(sim, sim_job, placement, now, slack - after)
+            slack = after
+            chosen.append(i)
+            slots.append(None)
+            if engine.free_gpus() == 0:
+                break   # nothing behind can start now; its reservation would change nothing
+        self.reserved += sum(s is not None and s.demand is not None for s in slots)
+        self.backfilled += len(chosen)
+        for i in reversed(chosen):
+            del sim.queue[i]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "depth": self.depth, "interval_s": self.interval_s,
+                "max_breakpoints": self.max_breakpoints, "passes": self.passes,
+                "reserved": self.reserved, "backfilled": self.backfilled,
+                "held_back": self.held_back, "model_blocked_passes": self.model_blocked,
+                "ended_early_passes": self.ended_early,
+                "reserves": "every queued job: GPUs, whole nodes and zone-row watts"}
+
+
 class Oblivious(Fifo):
     """fifo on a copy of the cluster with every power and cooling limit lifted."""
 
@@ -808,7 +1021,7 @@ class Optimize(Policy):
 
 
 POLICIES = {"fifo": Fifo, "backfill": Backfill, "backfill-preempt": PreemptingBackfill,
-            "backfill-gpu": GpuBackfill,
+            "backfill-gpu": GpuBackfill, "backfill-conservative": ConservativeBackfill,
             "optimize": Optimize, "oblivious": Oblivious}
 
 
