@@ -116,8 +116,9 @@ class Backfill(Policy):
 
     def __init__(self, depth: int = 500, interval_s: float = 30.0, preempt: bool = False,
                  checkpoint_s: float = 3600.0, preempt_interval_s: float = 300.0,
-                 lower_caps: bool = True) -> None:
+                 lower_caps: bool = True, head_cap: bool = True) -> None:
         self.lower_caps = lower_caps
+        self.head_cap = head_cap
         self.depth = depth
         self.interval_s = interval_s
         self.preempt = preempt
@@ -160,7 +161,8 @@ class Backfill(Policy):
         whole = len(placement.nodes) if sim_job.gpus >= sim.cluster.gpus_per_node else 0
         self._timeline.add(sim_job.id, now + sim_job.work_left_s / sim_job.speed,
                            sim_job.gpus, tuple(units.tolist()), whole,
-                           self._timeline.hall_of(placement))
+                           self._timeline.hall_of(placement), placement.nodes,
+                           placement.gpus_per_node)
 
     def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
         if self._timeline is None:
@@ -211,9 +213,10 @@ class Backfill(Policy):
         head = sim.queue[0]
         G = sim.cluster.gpus_per_node
         timeline = self._timeline
-        empty = np.bincount(timeline._node_hall[engine.node_free_gpus() == G],
-                            minlength=timeline.num_halls)
-        reservation = timeline.reserve(head.job, now, engine.free_gpus(), slack, empty)
+        node_free = engine.node_free_gpus()
+        reservation = timeline.reserve(head.job, now, engine.free_gpus(), slack,
+                                       node_free=node_free,
+                                       cap_w=head.job.max_cap_w if self.head_cap else None)
         if reservation.start_s <= now:
             # the head fits by the timeline's count but the engine refused it: a row the
             # timeline does not hold (a hall, a busway) or the nodes' shape blocks it.
@@ -231,7 +234,9 @@ class Backfill(Policy):
         duration = np.fromiter((s.spec.duration_s for s in window), float, len(window))
         maybe = gpus <= engine.free_gpus()
         maybe &= (now + duration <= reservation.start_s) | (gpus <= reservation.extra_gpus)
-        node_free = engine.node_free_gpus()
+        # nodes still busy at the head's start: the ones a small job running past it may
+        # take without taking a node the head counts on
+        lasting = timeline.node_empty_s(node_free) > reservation.start_s
         for offset in np.flatnonzero(maybe).tolist():
             i = first + offset
             free = engine.free_gpus()
@@ -253,8 +258,8 @@ class Backfill(Policy):
                 if job.gpus >= G and job.gpus // G > reservation.extra_nodes:
                     continue   # a gang takes empty nodes, and none are left over
                 if (reservation.extra_nodes <= 0 and job.gpus < G
-                        and not ((node_free >= job.gpus) & (node_free < G)).any()):
-                    continue   # it would land on an empty node: the head's
+                        and not ((node_free >= job.gpus) & lasting).any()):
+                    continue   # it would land on a node empty at the head's start
                 if shape in caps:
                     within = caps[shape]
                 else:
@@ -274,14 +279,11 @@ class Backfill(Policy):
             units = tuple((slack - after).tolist())
             end_s = now + sim_job.spec.duration_s / sim._speed(sim_job, placement.cap_w)
             if end_s > reservation.start_s:
-                # empty nodes it took: all of a gang's; a small job's node if it was empty
-                # empty nodes it took (in the head's hall, if it has one): all of a
-                # gang's; a small job's node if it was empty
-                nodes = list(placement.nodes)
-                if job.gpus < G and engine.node_free_gpus()[nodes[0]] != G - job.gpus:
-                    nodes = []
-                took = (len(nodes) if reservation.hall < 0 else
-                        int((timeline._node_hall[nodes] == reservation.hall).sum()))
+                # the nodes it took (in the head's hall, if it has one) that the head
+                # counts on: those expected empty by the head's start (node_free is the
+                # state before this placement)
+                took = timeline.nodes_empty_by(placement.nodes, reservation.start_s,
+                                               node_free, reservation.hall)
                 if not reservation.admits(job.gpus, units, took):
                     engine.release(job.id)  # it would eat the head's GPUs or watts
                     self.held_back += 1
@@ -291,6 +293,7 @@ class Backfill(Policy):
             self._start(sim, sim_job, placement, now, slack - after)
             slack = after
             node_free = engine.node_free_gpus()
+            lasting = timeline.node_empty_s(node_free) > reservation.start_s
             chosen.append(i)
         self.backfilled += len(chosen)
         for i in reversed(chosen):
