@@ -94,6 +94,7 @@ class Timeline:
     _nodes: np.ndarray
     _hall: np.ndarray
     _units: np.ndarray
+    _busy_units: np.ndarray
     _live: np.ndarray
     _seq: np.ndarray
     _next_seq: int
@@ -121,6 +122,8 @@ class Timeline:
         spans = (self._coef > 0) @ np.eye(self.num_halls, dtype=np.int64)[hall_of_rack] > 0
         #: rows over several halls: what a gang larger than any hall is charged on
         self._multi_hall = spans.sum(axis=1) >= 2
+        #: per held row, the one hall it lies in (-1: several or none)
+        self._row_hall = np.where(spans.sum(axis=1) == 1, spans.argmax(axis=1), -1)
         self._max_coef = self._coef.max(axis=1) if cluster.num_racks else self._coef[:, 0]
         # one slot per running job, in arrays that grow by doubling; a removed job's slot
         # is reused.  reserve() sorts the live slots by end (a list kept in end order cost
@@ -141,13 +144,19 @@ class Timeline:
         self._slot_nodes: dict[int, tuple[np.ndarray, int]] = {}
         self._nodes_of_hall = [np.flatnonzero(self._node_hall == h)
                                for h in range(self.num_halls)]
+        #: per node, per held row: the units of its busy step (what a node holds while
+        #: any job runs on it, and frees when its last job ends, not its first)
+        self._node_step_units = np.ascontiguousarray(
+            (self._coef[:, cluster.node_rack] * self._busy_w).T)
 
     def _grow(self, size: int) -> None:
         old: np.ndarray | None = getattr(self, "_live", None)
         n_rows = len(self.rows)
         fields = {"_end_s": np.zeros(size), "_gpus": np.zeros(size, np.int64),
                   "_nodes": np.zeros(size, np.int64), "_hall": np.full(size, -1, np.int64),
-                  "_units": np.zeros((size, n_rows), np.int64), "_live": np.zeros(size, bool),
+                  "_units": np.zeros((size, n_rows), np.int64),
+                  "_busy_units": np.zeros((size, n_rows), np.int64),
+                  "_live": np.zeros(size, bool),
                   "_seq": np.zeros(size, np.int64)}
         for name, new in fields.items():
             if old is not None:
@@ -218,11 +227,21 @@ class Timeline:
         self._slot_of[job_id] = i
         self._end_s[i], self._gpus[i], self._nodes[i], self._hall[i] = end_s, gpus, nodes, hall
         self._units[i] = units
+        self._busy_units[i] = 0
         self._live[i] = True
         self._seq[i] = self._next_seq   # equal ends keep the order they were added in
         self._next_seq += 1
         if on is not None:
             where = np.asarray(on, np.int64)
+            # the busy steps of the nodes it turned busy are the nodes', freed when they
+            # empty (reserve with node_free); charged to the job, a job that ends first
+            # on a shared node freed a step the node still held (the 32k gang's 375 W
+            # was 5 kW short at its start, at --load-scale 4)
+            turned = where[self._node_held_gpus[where] == 0]
+            if len(turned):
+                step = self._node_step_units[turned].sum(axis=0)
+                self._busy_units[i] = step
+                self._units[i] -= step
             self._node_end_s[where] = np.maximum(self._node_end_s[where], end_s)
             self._node_held_gpus[where] += gpus_per_node
             for n in on:
@@ -269,7 +288,7 @@ class Timeline:
 
     def reserve(self, job: "Job", now_s: float, free_gpus: int, slack_units: np.ndarray,
                 empty_nodes: np.ndarray | None = None, node_free: np.ndarray | None = None,
-                cap_w: int | None = None) -> Reservation:
+                cap_w: int | None = None, start_cap_w: int | None = None) -> Reservation:
         """The reservation of ``job``: the first expected end after which its GPUs (for a
         gang: its whole empty nodes in one hall) and its watts in every held row are
         free.  ``slack_units`` is the engine's slack of ``rows``.
@@ -281,10 +300,10 @@ class Timeline:
         job above one node's GPUs needs whole nodes): small jobs' nodes are not counted,
         so never too many, but hours late on a site of small jobs.
 
-        Watts: the start is the first time its watts at ``min_cap_w`` are free; what is
-        held for it then is its watts at the highest cap up to ``cap_w`` (default its
-        min) on its 25 W grid that the watts free at that time allow, the cap fifo
-        would start it at.  Held at its min only, a long gang starts at its min while
+        Watts: the start is the first time its watts at ``start_cap_w`` (default its
+        ``min_cap_w``) are free; what is held for it then is its watts at the highest
+        cap up to ``cap_w`` (default ``start_cap_w``) on its 25 W grid that the watts
+        free at that time allow, the cap fifo would start it at.  Held at its min only, a long gang starts at its min while
         the jobs run past its start take the rest (issue 16: at --load-scale 4 the 32k
         gang ran 9 h at 350 W where fifo gave it 375 W, and backfill delivered 0.3 %
         less work than fifo)."""
@@ -294,17 +313,29 @@ class Timeline:
         n = len(slots)
         end_s = self._end_s[slots]
         gpus = free_gpus + np.concatenate((np.zeros(1, np.int64), np.cumsum(self._gpus[slots])))
-        units = np.asarray(slack_units, np.int64)[None, :] + np.concatenate(
-            (np.zeros((1, n_rows), np.int64), np.cumsum(self._units[slots], axis=0)))
         exact = node_free is not None
-        gang = job.gpus >= self._G if exact else job.gpus > self._G
-        k_nodes = job.gpus // self._G
-        watts = self._watts(job, job.min_cap_w)
         empty_s = at_s = None
         if exact:
             empty_s = self.node_empty_s(np.asarray(node_free))
             # the instant of each step: now (the nodes empty now), then each end in order
             at_s = np.concatenate(([-np.inf], end_s))
+            # jobs free their own watts as they end; nodes free their busy steps when
+            # their last job ends
+            freed = np.cumsum(self._units[slots], axis=0)
+            busy = np.flatnonzero(np.isfinite(empty_s))
+            busy = busy[np.argsort(empty_s[busy], kind="stable")]
+            steps = np.concatenate((np.zeros((1, n_rows), np.int64),
+                                    np.cumsum(self._node_step_units[busy], axis=0)))
+            freed_steps = steps[np.searchsorted(empty_s[busy], at_s, side="right")]
+        else:
+            freed = np.cumsum(self._units[slots] + self._busy_units[slots], axis=0)
+            freed_steps = np.zeros((n + 1, n_rows), np.int64)
+        units = (np.asarray(slack_units, np.int64)[None, :] + freed_steps
+                 + np.concatenate((np.zeros((1, n_rows), np.int64), freed)))
+        gang = job.gpus >= self._G if exact else job.gpus > self._G
+        k_nodes = job.gpus // self._G
+        floor_w = job.min_cap_w if start_cap_w is None else max(job.min_cap_w, start_cap_w)
+        watts = self._watts(job, floor_w)
         # (step, hall, demand at min cap, row coefficients, whole nodes per step)
         choices: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None]] = []
         if self._fits_a_hall(job):
@@ -347,10 +378,25 @@ class Timeline:
         if not choices:
             return Reservation(job.id, math.inf, 0, (0,) * n_rows, 0)
         k, hall, need, coef, whole = min(choices, key=lambda c: (c[0], c[1]))
-        held_cap_w = job.min_cap_w
-        if cap_w is not None and cap_w > job.min_cap_w:
+        held_cap_w = floor_w
+        if hall < 0 and empty_s is not None and at_s is not None:
+            # a gang over several halls lands where nodes are empty at its start: each
+            # hall's rows are charged the share of those nodes in the hall.  Charged on
+            # the rows over several halls only, the jobs run past its start took the
+            # watts of the halls it needs, and it started at its min (350 W where the
+            # facility had the watts for 375 W, at --load-scale 4)
+            in_hall = np.array([np.count_nonzero(empty_s[idx] <= at_s[k])
+                                for idx in self._nodes_of_hall], float)
+            share = in_hall / max(float(in_hall.sum()), 1.0)
+            row_hall = self._row_hall.clip(0)
+            coef = np.where(self._multi_hall, self._max_coef,
+                            np.where(self._row_hall >= 0,
+                                     self._hall_coef[row_hall, np.arange(n_rows)]
+                                     * share[row_hall], 0.0))
+            need = np.ceil(coef * self._watts(job, floor_w)).astype(np.int64)
+        if cap_w is not None and cap_w > floor_w:
             held_cap_w = self._cap_fitting(job, min(cap_w, job.max_cap_w), units[k], coef)
-            need = coef * self._watts(job, held_cap_w)
+            need = np.ceil(coef * self._watts(job, held_cap_w)).astype(np.int64)
         start = now_s if k == 0 else max(now_s, float(end_s[k - 1]))
         extra_nodes = 2 ** 62 if whole is None else int(whole[k] - k_nodes)
         return Reservation(job.id, start, int(gpus[k] - job.gpus),
@@ -362,7 +408,7 @@ class Timeline:
         ``cap_w`` and at least ``min_cap_w``, whose watts times ``coef`` fit in ``units``
         on every row (the caller knows its min fits)."""
         nodes = max(1, math.ceil(job.gpus / self._G))
-        watts = min((int(u) // int(c) for u, c in zip(units.tolist(), coef.tolist()) if c > 0),
+        watts = min((int(u // c) for u, c in zip(units.tolist(), coef.tolist()) if c > 0),
                     default=10 ** 18)
         bound = min(cap_w, (watts - nodes * self._busy_w) // job.gpus + self._idle_w)
         cap = job.max_cap_w - 25 * (-(-(job.max_cap_w - bound) // 25))
