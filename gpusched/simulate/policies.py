@@ -238,6 +238,7 @@ class Backfill(Policy):
             return
         caps: dict[tuple[int, int, int], int | None] = {}  # per shape, under this reservation
         chosen: list[int] = []
+        unsteered: dict[int, int] = {}  # per size, the lowest cap no lasting node took
         # the cheap tests over the whole window at once: only the jobs that may start are
         # looked at one by one (a pass over 500 queued jobs in Python cost most of the run)
         window = sim.queue[first:last]
@@ -286,9 +287,12 @@ class Backfill(Policy):
                 # counts on, and most of its picks had to be taken back (67,000 of
                 # 79,000 tries while the 32k gang waited at --load-scale 4): the job
                 # goes on a node that stays busy past the head's start
+                if cap >= unsteered.get(job.gpus, 10 ** 9):
+                    continue   # refused at this cap or lower in this pass: nodes only fill
                 placement = self._place_lasting(engine, job, cap, node_free, lasting,
                                                 reservation.hall)
                 if placement is None:
+                    unsteered[job.gpus] = cap
                     continue
                 self.steered += 1
             else:
