@@ -9,6 +9,11 @@ enough GPUs **and** enough watts in every site row are free for it at its ``min_
 and, per site row, units.  A job that starts now and runs past the shadow time may take
 only from what is left over, so the reserved job's GPUs and watts stay intact.
 
+Nodes.  Given the engine's free GPUs per node, a node counts as empty from the expected
+end of the last job on it, whatever the jobs' sizes, and its busy step is freed then
+(not when its first job ends); the watts held for the reserved job may be for a cap
+above its min, the highest that fits at its start (see :meth:`Timeline.reserve`).
+
 Which rows are held.  A site row loads every rack alike, so the reserved job's demand
 on it does not depend on where it will land: it is held exactly.  Rows over part of the
 site (hall switchboards, busways, rack feeds) depend on the nodes the job will get,

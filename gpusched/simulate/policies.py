@@ -110,7 +110,16 @@ class Fifo(Policy):
 
 
 class Backfill(Policy):
-    """Power-aware EASY backfilling over a :class:`gpusched.plan.timeline.Timeline`."""
+    """Power-aware EASY backfilling over a :class:`gpusched.plan.timeline.Timeline`.
+
+    The head's reservation counts a node empty at the expected end of its last job, and
+    (``head_cap``) holds the watts of the highest cap that fits at its start, up to the
+    cap where its next 25 W step is worth less per watt than a job started on idle GPUs
+    (``_efficient_cap_w``); that cap only rises while the head waits.  A small job run
+    past the head's start goes on a node that stays busy past it.  At --load-scale 4
+    --gang-scale 1 (issue 16) the 32k gang then starts at 375 W as under fifo, not at
+    350 W, and backfill delivers 0.59 % more work than fifo instead of 0.37 % less.
+    """
 
     name = "backfill"
 
