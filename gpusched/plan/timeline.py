@@ -9,6 +9,11 @@ enough GPUs **and** enough watts in every site row are free for it at its ``min_
 and, per site row, units.  A job that starts now and runs past the shadow time may take
 only from what is left over, so the reserved job's GPUs and watts stay intact.
 
+Nodes.  Given the engine's free GPUs per node, a node counts as empty from the expected
+end of the last job on it, whatever the jobs' sizes, and its busy step is freed then
+(not when its first job ends); the watts held for the reserved job may be for a cap
+above its min, the highest that fits at its start (see :meth:`Timeline.reserve`).
+
 Which rows are held.  A site row loads every rack alike, so the reserved job's demand
 on it does not depend on where it will land: it is held exactly.  Rows over part of the
 site (hall switchboards, busways, rack feeds) depend on the nodes the job will get,
@@ -61,6 +66,8 @@ class Reservation:
     #: ``hall`` (-1: anywhere)
     extra_nodes: int = 2 ** 62
     hall: int = -1
+    #: the cap whose watts are held for the reserved job (0: not said)
+    cap_w: int = 0
 
     def admits(self, gpus: int, units: "tuple[int, ...]", nodes: int = 0) -> bool:
         """True if a job holding ``gpus``, ``units`` and ``nodes`` empty nodes past
@@ -71,7 +78,7 @@ class Reservation:
     def take(self, gpus: int, units: "tuple[int, ...]", nodes: int = 0) -> "Reservation":
         return Reservation(self.job_id, self.start_s, self.extra_gpus - gpus,
                            tuple(e - u for e, u in zip(self.extra_units, units)),
-                           self.extra_nodes - nodes, self.hall)
+                           self.extra_nodes - nodes, self.hall, self.cap_w)
 
 
 class Timeline:
@@ -92,6 +99,7 @@ class Timeline:
     _nodes: np.ndarray
     _hall: np.ndarray
     _units: np.ndarray
+    _busy_units: np.ndarray
     _live: np.ndarray
     _seq: np.ndarray
     _next_seq: int
@@ -119,6 +127,8 @@ class Timeline:
         spans = (self._coef > 0) @ np.eye(self.num_halls, dtype=np.int64)[hall_of_rack] > 0
         #: rows over several halls: what a gang larger than any hall is charged on
         self._multi_hall = spans.sum(axis=1) >= 2
+        #: per held row, the one hall it lies in (-1: several or none)
+        self._row_hall = np.where(spans.sum(axis=1) == 1, spans.argmax(axis=1), -1)
         self._max_coef = self._coef.max(axis=1) if cluster.num_racks else self._coef[:, 0]
         # one slot per running job, in arrays that grow by doubling; a removed job's slot
         # is reused.  reserve() sorts the live slots by end (a list kept in end order cost
@@ -126,13 +136,32 @@ class Timeline:
         self._slot_of: dict[str, int] = {}
         self._free_slots: list[int] = []
         self._grow(1024)
+        # per node: the latest expected end of the held jobs on it (-inf: none), the GPUs
+        # they hold there and their slots; per slot of a job added with its nodes, those
+        # nodes and its GPUs on each.  A node is empty once its last job ends, whatever
+        # the jobs' sizes: counting only the nodes gangs free made a gang's reservation
+        # hours late on a site of small jobs (issue 16's load-scale 4 run: 8.3 h
+        # expected at 3.9 h, while fifo started the same 32k gang at 6.6 h)
+        num_nodes = cluster.num_nodes
+        self._node_end_s = np.full(num_nodes, -np.inf)
+        self._node_held_gpus = np.zeros(num_nodes, np.int64)
+        self._node_slots: list[list[int]] = [[] for _ in range(num_nodes)]
+        self._slot_nodes: dict[int, tuple[np.ndarray, int]] = {}
+        self._nodes_of_hall = [np.flatnonzero(self._node_hall == h)
+                               for h in range(self.num_halls)]
+        #: per node, per held row: the units of its busy step (what a node holds while
+        #: any job runs on it, and frees when its last job ends, not its first)
+        self._node_step_units = np.ascontiguousarray(
+            (self._coef[:, cluster.node_rack] * self._busy_w).T)
 
     def _grow(self, size: int) -> None:
         old: np.ndarray | None = getattr(self, "_live", None)
         n_rows = len(self.rows)
         fields = {"_end_s": np.zeros(size), "_gpus": np.zeros(size, np.int64),
                   "_nodes": np.zeros(size, np.int64), "_hall": np.full(size, -1, np.int64),
-                  "_units": np.zeros((size, n_rows), np.int64), "_live": np.zeros(size, bool),
+                  "_units": np.zeros((size, n_rows), np.int64),
+                  "_busy_units": np.zeros((size, n_rows), np.int64),
+                  "_live": np.zeros(size, bool),
                   "_seq": np.zeros(size, np.int64)}
         for name, new in fields.items():
             if old is not None:
@@ -191,44 +220,132 @@ class Timeline:
         return cap if cap >= job.min_cap_w else None
 
     def add(self, job_id: str, end_s: float, gpus: int, units: "tuple[int, ...]",
-            nodes: int = 0, hall: int = -1) -> None:
+            nodes: int = 0, hall: int = -1, on: "tuple[int, ...] | None" = None,
+            gpus_per_node: int = 0) -> None:
+        """Hold a running job: its expected end, GPUs, held-row ``units``, the whole
+        ``nodes`` it frees at its end in ``hall`` (-1: several) and, if given, the nodes
+        it runs ``on`` with ``gpus_per_node`` on each (what :meth:`node_empty_s` and a
+        reservation given ``node_free`` count)."""
         if not self._free_slots:
             self._grow(2 * len(self._live))
         i = self._free_slots.pop()
         self._slot_of[job_id] = i
         self._end_s[i], self._gpus[i], self._nodes[i], self._hall[i] = end_s, gpus, nodes, hall
         self._units[i] = units
+        self._busy_units[i] = 0
         self._live[i] = True
         self._seq[i] = self._next_seq   # equal ends keep the order they were added in
         self._next_seq += 1
+        if on is not None:
+            where = np.asarray(on, np.int64)
+            # the busy steps of the nodes it turned busy are the nodes', freed when they
+            # empty (reserve with node_free); charged to the job, a job that ends first
+            # on a shared node freed a step the node still held (the 32k gang's 375 W
+            # was 5 kW short at its start, at --load-scale 4)
+            turned = where[self._node_held_gpus[where] == 0]
+            if len(turned):
+                step = self._node_step_units[turned].sum(axis=0)
+                self._busy_units[i] = step
+                self._units[i] -= step
+            self._node_end_s[where] = np.maximum(self._node_end_s[where], end_s)
+            self._node_held_gpus[where] += gpus_per_node
+            for n in on:
+                self._node_slots[n].append(i)
+            self._slot_nodes[i] = (where, gpus_per_node)
 
     def remove(self, job_id: str) -> None:
         i = self._slot_of.pop(job_id)
         self._live[i] = False
         self._free_slots.append(i)
+        held = self._slot_nodes.pop(i, None)
+        if held is not None:
+            where, gpus_per_node = held
+            self._node_held_gpus[where] -= gpus_per_node
+            end_s = self._end_s
+            for n in where.tolist():
+                slots = self._node_slots[n]
+                slots.remove(i)
+                self._node_end_s[n] = max(end_s[j] for j in slots) if slots else -np.inf
+
+    def nodes_empty_by(self, nodes: "list[int] | tuple[int, ...]", t_s: float,
+                       node_free: np.ndarray, hall: int = -1) -> int:
+        """How many of ``nodes`` (in ``hall``; -1: any) are expected empty by ``t_s``
+        (:meth:`node_empty_s` of ``node_free``): the whole nodes a job placed on them
+        for longer takes from a reservation at ``t_s``."""
+        where = np.asarray(nodes, np.int64)
+        if hall >= 0:
+            where = where[self._node_hall[where] == hall]
+        empty_s = self._node_end_s[where]
+        free = np.asarray(node_free)[where]
+        empty_s = np.where(free == self._G, -np.inf, empty_s)
+        empty_s = np.where(self._G - free > self._node_held_gpus[where], np.inf, empty_s)
+        return int((empty_s <= t_s).sum())
+
+    def node_empty_s(self, node_free: np.ndarray) -> np.ndarray:
+        """Per node, the expected time it is empty: -inf if it is empty now (``node_free``
+        is the engine's free GPUs per node), the latest expected end of its held jobs,
+        or inf if GPUs the timeline does not hold are in use there (a down or spare
+        node, a job added without its nodes)."""
+        empty_s = self._node_end_s.copy()
+        empty_s[node_free == self._G] = -np.inf
+        empty_s[self._G - node_free > self._node_held_gpus] = np.inf
+        return empty_s
 
     def reserve(self, job: "Job", now_s: float, free_gpus: int, slack_units: np.ndarray,
-                empty_nodes: np.ndarray | None = None) -> Reservation:
+                empty_nodes: np.ndarray | None = None, node_free: np.ndarray | None = None,
+                cap_w: int | None = None, start_cap_w: int | None = None) -> Reservation:
         """The reservation of ``job``: the first expected end after which its GPUs (for a
-        gang: its whole empty nodes in one hall, counting ``empty_nodes`` per hall now
-        and those gangs free as they end; small jobs' nodes are not counted, so never too
-        many) and its watts in every held row are free.  ``slack_units`` is the engine's
-        slack of ``rows``; ``empty_nodes`` the empty nodes per hall."""
+        gang: its whole empty nodes in one hall) and its watts in every held row are
+        free.  ``slack_units`` is the engine's slack of ``rows``.
+
+        Empty nodes: with ``node_free`` (the engine's free GPUs per node), a node counts
+        as empty from the expected end of the last held job on it (:meth:`node_empty_s`),
+        and a job of ``gpus_per_node`` GPUs or more needs its whole nodes.  Otherwise,
+        from ``empty_nodes`` (per hall, now) and the nodes of the gangs as they end (a
+        job above one node's GPUs needs whole nodes): small jobs' nodes are not counted,
+        so never too many, but hours late on a site of small jobs.
+
+        Watts: the start is the first time its watts at ``start_cap_w`` (default its
+        ``min_cap_w``) are free; what is held for it then is its watts at the highest
+        cap up to ``cap_w`` (default ``start_cap_w``) on its 25 W grid that the watts
+        free at that time allow, the cap fifo would start it at.  Held at its min only, a long gang starts at its min while
+        the jobs run past its start take the rest (issue 16: at --load-scale 4 the 32k
+        gang ran 9 h at 350 W where fifo gave it 375 W, and backfill delivered 0.3 %
+        less work than fifo)."""
         n_rows = len(self.rows)
         slots = np.flatnonzero(self._live)
         slots = slots[np.lexsort((self._seq[slots], self._end_s[slots]))]
         n = len(slots)
         end_s = self._end_s[slots]
         gpus = free_gpus + np.concatenate((np.zeros(1, np.int64), np.cumsum(self._gpus[slots])))
-        units = np.asarray(slack_units, np.int64)[None, :] + np.concatenate(
-            (np.zeros((1, n_rows), np.int64), np.cumsum(self._units[slots], axis=0)))
-        gang = job.gpus > self._G
+        exact = node_free is not None
+        empty_s = at_s = None
+        if exact:
+            empty_s = self.node_empty_s(np.asarray(node_free))
+            # the instant of each step: now (the nodes empty now), then each end in order
+            at_s = np.concatenate(([-np.inf], end_s))
+            # jobs free their own watts as they end; nodes free their busy steps when
+            # their last job ends
+            freed = np.cumsum(self._units[slots], axis=0)
+            busy = np.flatnonzero(np.isfinite(empty_s))
+            busy = busy[np.argsort(empty_s[busy], kind="stable")]
+            steps = np.concatenate((np.zeros((1, n_rows), np.int64),
+                                    np.cumsum(self._node_step_units[busy], axis=0)))
+            freed_steps = steps[np.searchsorted(empty_s[busy], at_s, side="right")]
+        else:
+            freed = np.cumsum(self._units[slots] + self._busy_units[slots], axis=0)
+            freed_steps = np.zeros((n + 1, n_rows), np.int64)
+        units = (np.asarray(slack_units, np.int64)[None, :] + freed_steps
+                 + np.concatenate((np.zeros((1, n_rows), np.int64), freed)))
+        gang = job.gpus >= self._G if exact else job.gpus > self._G
         k_nodes = job.gpus // self._G
-        watts = self._watts(job, job.min_cap_w)
-        choices: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
+        floor_w = job.min_cap_w if start_cap_w is None else max(job.min_cap_w, start_cap_w)
+        watts = self._watts(job, floor_w)
+        # (step, hall, demand at min cap, row coefficients, whole nodes per step)
+        choices: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None]] = []
         if self._fits_a_hall(job):
             freed = np.zeros((n + 1, self.num_halls), np.int64)
-            if n:
+            if n and not exact:
                 ends = np.zeros((n, self.num_halls), np.int64)
                 halls = self._hall[slots]
                 inside = halls >= 0
@@ -238,27 +355,66 @@ class Timeline:
                 need = self._hall_coef[h] * watts
                 ok = (gpus >= job.gpus) & (units >= need[None, :]).all(axis=1)
                 whole = None
-                if gang and empty_nodes is not None:
+                if gang and empty_s is not None and at_s is not None:
+                    whole = np.searchsorted(np.sort(empty_s[self._nodes_of_hall[h]]), at_s,
+                                            side="right")
+                    ok &= whole >= k_nodes
+                elif gang and empty_nodes is not None:
                     whole = int(empty_nodes[h]) + freed[:, h]
                     ok &= whole >= k_nodes
                 hits = np.flatnonzero(ok)
                 if len(hits):
-                    choices.append((int(hits[0]), h, need, whole))
+                    choices.append((int(hits[0]), h, need, self._hall_coef[h], whole))
         else:
-            need = np.where(self._multi_hall, self._max_coef * watts, 0)
+            coef = np.where(self._multi_hall, self._max_coef, 0)
+            need = coef * watts
             ok = (gpus >= job.gpus) & (units >= need[None, :]).all(axis=1)
             whole = None
-            if empty_nodes is not None:
+            if empty_s is not None and at_s is not None:
+                whole = np.searchsorted(np.sort(empty_s), at_s, side="right")
+                ok &= whole >= k_nodes
+            elif empty_nodes is not None:
                 whole = int(np.sum(empty_nodes)) + np.concatenate(
                     ([0], np.cumsum(self._nodes[slots])))
                 ok &= whole >= k_nodes
             hits = np.flatnonzero(ok)
             if len(hits):
-                choices.append((int(hits[0]), -1, need, whole))
+                choices.append((int(hits[0]), -1, need, coef, whole))
         if not choices:
             return Reservation(job.id, math.inf, 0, (0,) * n_rows, 0)
-        k, hall, need, whole = min(choices, key=lambda c: (c[0], c[1]))
+        k, hall, need, coef, whole = min(choices, key=lambda c: (c[0], c[1]))
+        held_cap_w = floor_w
+        if hall < 0 and empty_s is not None and at_s is not None:
+            # a gang over several halls lands where nodes are empty at its start: each
+            # hall's rows are charged the share of those nodes in the hall.  Charged on
+            # the rows over several halls only, the jobs run past its start took the
+            # watts of the halls it needs, and it started at its min (350 W where the
+            # facility had the watts for 375 W, at --load-scale 4)
+            in_hall = np.array([np.count_nonzero(empty_s[idx] <= at_s[k])
+                                for idx in self._nodes_of_hall], float)
+            share = in_hall / max(float(in_hall.sum()), 1.0)
+            row_hall = self._row_hall.clip(0)
+            coef = np.where(self._multi_hall, self._max_coef,
+                            np.where(self._row_hall >= 0,
+                                     self._hall_coef[row_hall, np.arange(n_rows)]
+                                     * share[row_hall], 0.0))
+            need = np.ceil(coef * self._watts(job, floor_w)).astype(np.int64)
+        if cap_w is not None and cap_w > floor_w:
+            held_cap_w = self._cap_fitting(job, min(cap_w, job.max_cap_w), units[k], coef)
+            need = np.ceil(coef * self._watts(job, held_cap_w)).astype(np.int64)
         start = now_s if k == 0 else max(now_s, float(end_s[k - 1]))
         extra_nodes = 2 ** 62 if whole is None else int(whole[k] - k_nodes)
         return Reservation(job.id, start, int(gpus[k] - job.gpus),
-                           tuple((units[k] - need).tolist()), extra_nodes, hall)
+                           tuple((units[k] - need).tolist()), extra_nodes, hall, held_cap_w)
+
+    def _cap_fitting(self, job: "Job", cap_w: int, units: np.ndarray, coef: np.ndarray
+                     ) -> int:
+        """The highest cap on the job's 25 W grid (from ``max_cap_w`` down), at most
+        ``cap_w`` and at least ``min_cap_w``, whose watts times ``coef`` fit in ``units``
+        on every row (the caller knows its min fits)."""
+        nodes = max(1, math.ceil(job.gpus / self._G))
+        watts = min((int(u // c) for u, c in zip(units.tolist(), coef.tolist()) if c > 0),
+                    default=10 ** 18)
+        bound = min(cap_w, (watts - nodes * self._busy_w) // job.gpus + self._idle_w)
+        cap = job.max_cap_w - 25 * (-(-(job.max_cap_w - bound) // 25))
+        return max(cap, job.min_cap_w)

@@ -1,0 +1,109 @@
+"""gpusched.plan.timeline: node-empty times, busy steps and the head's held cap.
+
+A hand-made site (the ``tiny`` preset: one hall of 8 nodes of 8 GPUs) with jobs placed on
+chosen nodes, so each expected answer can be worked out by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpusched.engine import Engine
+from gpusched.job import Job
+from gpusched.plan.timeline import Timeline
+from gpusched.spec import Cluster
+
+
+@pytest.fixture
+def site():
+    cluster = Cluster.preset("tiny")
+    return cluster, Engine(cluster), Timeline(cluster)
+
+
+def run(engine, timeline, job_id, gpus, node, end_s, cap_w=400):
+    """Place ``job_id`` on ``node`` (or nodes) at ``cap_w`` and hold it as the policy
+    does: the units it took, measured on the engine's slack of the held rows."""
+    rows = timeline.rows
+    before = engine.row_slack_units()[rows]
+    nodes = [node] if isinstance(node, int) else list(node)
+    placement = engine.place_on(Job(job_id, gpus, max_cap_w=700, min_cap_w=350), nodes, cap_w)
+    units = before - engine.row_slack_units()[rows]
+    G = engine.cluster.gpus_per_node
+    timeline.add(job_id, end_s, gpus, tuple(units.tolist()), len(nodes) if gpus >= G else 0,
+                 timeline.hall_of(placement), placement.nodes, placement.gpus_per_node)
+
+
+def reserve(engine, timeline, job, **options):
+    return timeline.reserve(job, 0.0, engine.free_gpus(), engine.row_slack_units()[timeline.rows],
+                            node_free=engine.node_free_gpus(), **options)
+
+
+def test_a_node_shared_by_small_jobs_is_empty_at_its_last_end(site):
+    cluster, engine, timeline = site
+    run(engine, timeline, "a", 4, 0, 100.0)
+    run(engine, timeline, "b", 4, 0, 500.0)
+    run(engine, timeline, "whole-1", 8, 1, 200.0, cap_w=350)
+    for n in range(2, 8):
+        run(engine, timeline, f"whole-{n}", 8, n, 1000.0, cap_w=350)
+    head = Job("head", 16, max_cap_w=700, min_cap_w=350)
+    assert reserve(engine, timeline, head).start_s == 500.0   # nodes 1 and 0
+    # counted from the gangs' nodes only, the second empty node is at 1000 s
+    slack = engine.row_slack_units()[timeline.rows]
+    legacy = timeline.reserve(head, 0.0, engine.free_gpus(), slack,
+                              empty_nodes=np.zeros(timeline.num_halls, np.int64))
+    assert legacy.start_s == 1000.0
+    assert timeline.nodes_empty_by([0], 499.0, engine.node_free_gpus()) == 0
+    assert timeline.nodes_empty_by([0], 500.0, engine.node_free_gpus()) == 1
+
+
+def test_the_busy_step_is_freed_when_the_node_empties_not_at_its_first_end(site):
+    cluster, engine, timeline = site
+    run(engine, timeline, "a", 4, 0, 100.0)   # turned node 0 busy; b keeps it busy
+    run(engine, timeline, "b", 4, 0, 500.0)
+    run(engine, timeline, "c", 8, 1, 300.0)
+    for n in range(2, 8):
+        run(engine, timeline, f"whole-{n}", 8, n, 1000.0, cap_w=350)
+    head = Job("head", 8, max_cap_w=700, min_cap_w=350)
+    reservation = reserve(engine, timeline, head)
+    assert reservation.start_s == 300.0
+    # the forecast at 300 s is the engine's slack once a and c are gone
+    engine.release("a")
+    engine.release("c")
+    real = engine.row_slack_units()[timeline.rows]
+    need = np.array(timeline.demand_units(head, None, reservation.hall))
+    assert (np.array(reservation.extra_units) + need == real).all()
+
+
+def test_the_head_is_held_at_the_highest_cap_that_fits_at_its_start(site):
+    cluster, engine, timeline = site
+    for n in range(7):
+        run(engine, timeline, f"whole-{n}", 8, n, 100.0 * (n + 1), cap_w=550)
+    head = Job("head", 16, max_cap_w=700, min_cap_w=350)
+    at_min = reserve(engine, timeline, head)
+    held = reserve(engine, timeline, head, cap_w=700)
+    assert at_min.start_s == held.start_s == 100.0
+    assert at_min.cap_w == 350
+    # every held row: what is left over at the start less the head's watts at its cap
+    slack = np.array(at_min.extra_units) + np.array(timeline.demand_units(head, None, at_min.hall))
+    fits = [c for c in range(350, 701, 25)
+            if (np.array(timeline.demand_units(head, c, held.hall)) <= slack).all()]
+    assert 350 < held.cap_w == max(fits) < 700
+    assert held.extra_units == tuple(
+        (slack - np.array(timeline.demand_units(head, held.cap_w, held.hall))).tolist())
+    # asked to hold at least that cap, the start moves to when its watts are free
+    later = reserve(engine, timeline, head, cap_w=700, start_cap_w=held.cap_w + 25)
+    assert later.start_s > held.start_s and later.cap_w >= held.cap_w + 25
+
+
+def test_removing_the_last_job_of_a_node_makes_it_empty_now(site):
+    cluster, engine, timeline = site
+    run(engine, timeline, "a", 4, 0, 100.0)
+    run(engine, timeline, "b", 4, 0, 500.0)
+    timeline.remove("b")
+    engine.release("b")
+    empty_s = timeline.node_empty_s(engine.node_free_gpus())
+    assert empty_s[0] == 100.0
+    timeline.remove("a")
+    engine.release("a")
+    assert timeline.node_empty_s(engine.node_free_gpus())[0] == -np.inf
