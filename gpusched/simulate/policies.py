@@ -5,9 +5,13 @@
                 queue and stop at the first one the engine cannot place (GPUs or power).
 ``backfill``    Power-aware EASY backfilling: like fifo, but when the head is blocked it
                 gets a reservation (``gpusched.plan.timeline``) at the earliest expected
-                end after which enough GPUs **and** enough watts in every site row (the
-                facility IT limit) are free for it at its min cap, assuming every running
-                job ends at start + duration / s(cap).  A later job may start now only if
+                end after which enough GPUs (for a gang, nodes empty by then) **and**
+                enough watts in every zone row (hall switchboards and cooling, the
+                facility) are free for it, at the cap fifo would start it at (held up to
+                where a further 25 W step buys less work per watt than a new job would),
+                assuming every running job ends at start + work / s(cap).  A later job
+                that runs past that time is placed on a node that stays busy past it.
+                A later job may start now only if
                 it ends before that time or leaves the reservation's GPUs and watts
                 intact, at a cap that fits in the watts left over.  At most ``depth``
                 (500, Slurm's ``bf_max_job_test``) queued jobs are tried per pass, a full
