@@ -39,7 +39,7 @@
                 GPUs.  A job waiting over ``max_wait_s`` makes rounds offer only it.
                 Deterministic: solves stop at a node limit, not a clock; a wall-clock
                 safety net remains and ``rounds_stopped_by_time_limit`` in the report
-                counts the rounds where it fired.  The other three policies are
+                counts the rounds where it fired.  The other policies are
                 deterministic, full stop.
 ``oblivious``   The baseline without gpusched's power model: fifo order on an engine
                 whose cluster has every power and cooling limit lifted, so every job runs
