@@ -78,6 +78,15 @@ __all__ = ["plan_preemption", "PreemptionPlan", "CapChange", "DEFAULT_EXACT_MAX_
 
 #: Up to this many evictable jobs, every victim set is tried (2^12 = 4,096 sets).
 DEFAULT_EXACT_MAX_VICTIMS = 12
+#: Up to this many nodes, the test of a victim set searches every choice of the job's
+#: nodes (a gang: how many empty nodes each rack of the domain gives; a small job: every
+#: node with room, one per rack and emptiness), so ``method="exact"`` is the optimum over
+#: victim sets and nodes.  Above it a gang takes the first ``k`` empty nodes of a domain
+#: and a small job the 64 fullest nodes with room: the test stays a few array passes, as
+#: the heuristic needs at scale (it runs the test hundreds of times a plan).
+NODE_SEARCH_MAX_NODES = 1024
+#: Steps of the depth-first search over racks' node counts before HiGHS decides instead.
+_SEARCH_STEPS = 20_000
 _STEP_W = 25   # the engine's cap grid
 _NO_VICTIM = -(2 ** 40)  # sorts below every priority: a plan with no eviction
 _METHODS = ("auto", "exact", "heuristic", "milp")
@@ -218,6 +227,8 @@ class _Site:
         # per entry (job, node): watts the job's GPUs draw above idle there
         self.entry_w = (self.gpn * (self.cap - self.idle_w))[self.flat_job]
         self.entry_gpn = self.gpn[self.flat_job]
+        # read here, not at import, so a test can put a small site under the first-k rule
+        self.search_nodes = self.N <= NODE_SEARCH_MAX_NODES
         self._after: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # ---- the one exact test ----------------------------------------------------------
@@ -304,6 +315,94 @@ class _Site:
         rows_ok, drop = rows_at(levels[lo])
         return self._best_cap(job, rows_ok, row_per, self.slack), drop
 
+    def gang_nodes(self, job: Job, usable: np.ndarray, victims: np.ndarray
+                   ) -> np.ndarray | None:
+        """``k`` of the empty ``usable`` nodes (one domain) on which every row holds with
+        the gang at ``min_cap_w`` and every flexible job left at its min cap, or None.
+
+        What :meth:`fit` tests is then true of those nodes, and it depends only on how
+        many nodes each rack gives (every empty node of a rack adds the same watts), so
+        the search is over those counts ``c_r``, linear in every row: a row over one rack
+        bounds its ``c_r`` alone; racks the other rows treat alike (the same column) are
+        one group whose total alone matters.  A depth-first search over the groups'
+        totals, pruned by each row's room (the coefficients are non-negative), decides;
+        past ``_SEARCH_STEPS`` steps a small integer program (HiGHS) does.
+        """
+        k = job.gpus // self.G
+        _free, _empty, rack_w = self.after(victims)
+        flex = ~victims & (self.cap > self.min_cap)
+        freed_w, _drop = self.cap_down_w(int((self.cap - self.min_cap).max(initial=0)), flex)
+        room = self.slack - self.A @ np.rint(rack_w - freed_w).astype(np.int64)
+        if (room < 0).any():   # a row short before the job adds anything
+            return None
+        node_w = self.busy_w + self.G * (job.min_cap_w - self.idle_w)
+        racks, per_rack = np.unique(self.node_rack[usable], return_counts=True)
+        units = np.asarray(self.A[:, racks].todense(), dtype=np.int64) * node_w
+        rows = np.flatnonzero((units > 0).any(axis=1))
+        units, room = units[rows], room[rows]
+        # one row at a time: the most nodes each rack can give
+        bound = np.where(units > 0, room[:, None] // np.maximum(units, 1), k)
+        most = np.minimum(per_rack, bound.min(axis=0, initial=k))
+        if int(most.sum()) < k:
+            return None
+        shared = (units > 0).sum(axis=1) > 1
+        units, room = units[shared], room[shared]
+        columns, group = np.unique(units.T, axis=0, return_inverse=True)
+        group = np.asarray(group).ravel()
+        cap_g = np.bincount(group, weights=most, minlength=len(columns)).astype(np.int64)
+        totals = self._group_totals(k, columns, cap_g, room)
+        if totals is None:
+            return None
+        # each group's total over its racks in index order, each rack's lowest nodes
+        chosen: list[np.ndarray] = []
+        left = totals.copy()
+        for r, rack in enumerate(racks.tolist()):
+            take = int(min(most[r], left[group[r]]))
+            left[group[r]] -= take
+            chosen.append(usable[self.node_rack[usable] == rack][:take])
+        return np.sort(np.concatenate(chosen))
+
+    @staticmethod
+    def _group_totals(k: int, columns: np.ndarray, cap_g: np.ndarray, room: np.ndarray
+                      ) -> np.ndarray | None:
+        """Nodes per group (at most ``cap_g``, ``k`` in all) with ``columns.T @ t <= room``
+        (integer units, non-negative), or None when there are none."""
+        n = len(cap_g)
+        after = np.concatenate([np.cumsum(cap_g[::-1])[::-1][1:], [0]])  # room to the end
+        t = np.zeros(n, np.int64)
+        steps = 0
+
+        def search(g: int, need: int, load: np.ndarray) -> bool:
+            nonlocal steps
+            if g == n:
+                return need == 0
+            for take in range(int(min(cap_g[g], need)), max(0, need - int(after[g])) - 1, -1):
+                steps += 1
+                if steps > _SEARCH_STEPS:
+                    raise _TooLong
+                trial = load + columns[g] * take
+                if (trial <= room).all() and search(g + 1, need - take, trial):
+                    t[g] = take
+                    return True
+            return False
+
+        try:
+            return t if search(0, k, np.zeros(len(room), np.int64)) else None
+        except _TooLong:
+            pass
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        scale = 1.0 / COEF_SCALE
+        res = milp(np.zeros(n), integrality=np.ones(n), bounds=Bounds(0, cap_g),
+                   constraints=[LinearConstraint(np.ones((1, n)), k, k),
+                                LinearConstraint(columns.T * scale, -np.inf, room * scale)])
+        if res.status != 0 or res.x is None:
+            return None
+        totals = np.rint(res.x).astype(np.int64)
+        # HiGHS works in floats: keep its answer only if it holds in integers
+        if (columns.T @ totals <= room).all() and totals.sum() == k:
+            return totals
+        return None
+
     def excess(self, job: Job, nodes: np.ndarray, gpn: int, victims: np.ndarray
                ) -> np.ndarray:
         """Per row, load minus slack (units) with the job on ``nodes`` at ``min_cap_w``
@@ -336,6 +435,10 @@ class _Site:
                 int(self.gpus[victims].sum()))
 
 
+class _TooLong(Exception):
+    """The node search ran past its step budget."""
+
+
 def _domains(site: _Site, job: Job, pod_index: int) -> list[tuple[str | None, np.ndarray]]:
     """Candidate domains as (name, node indices): the named pod; each pod that can hold
     the gang; or the whole site (a gang larger than any pod, a job on one node)."""
@@ -365,14 +468,28 @@ def _try_victims(site: _Site, job: Job, victims: np.ndarray,
                 continue
             chosen = usable[:k]
             answer = site.fit(job, chosen, G, victims)
+            if answer is None and site.search_nodes:
+                # the first k are not the only k: on a small site, search them all
+                found = site.gang_nodes(job, usable, victims)
+                if found is not None:
+                    chosen = found
+                    answer = site.fit(job, chosen, G, victims)
         else:
             usable = nodes[free[nodes] >= job.gpus]
             if not len(usable):
                 continue
             # best fit: the fullest node that takes it, as the engine's own rule
             order = np.lexsort((usable, free[usable]))
+            ranked = usable[order]
+            if site.search_nodes:
+                # every node that may take it: one per rack and emptiness (the rows see
+                # nothing else of a node), in best-fit order
+                kind = site.node_rack[ranked] * 2 + (free[ranked] == G)
+                ranked = ranked[np.sort(np.unique(kind, return_index=True)[1])]
+            else:
+                ranked = ranked[:64]
             answer, chosen = None, usable[:0]
-            for node in usable[order][:64]:
+            for node in ranked:
                 chosen = np.array([node])
                 answer = site.fit(job, chosen, job.gpus, victims)
                 if answer is not None:
@@ -494,7 +611,9 @@ class _VictimModel:
         n_s = len(used_domains) if gang and len(used_domains) > 1 else 0
         # a gang's chain: z at each of a domain's nodes but its first, "a node before
         # this one was empty and not taken" (continuous)
-        chain_prev = np.flatnonzero(y_dom[1:] == y_dom[:-1]) if gang else np.zeros(0, np.int64)
+        first_k = gang and not site.search_nodes
+        chain_prev = (np.flatnonzero(y_dom[1:] == y_dom[:-1]) if first_k
+                      else np.zeros(0, np.int64))
         n_z = len(chain_prev)
         self.n_var = n_var = n_x + n_y + n_e + n_s + n_z
         y0, e0, s0, z0 = n_x, n_x + n_y, n_x + n_y + n_e, n_x + n_y + n_e + n_s
@@ -554,41 +673,45 @@ class _VictimModel:
                 take = np.zeros((1, n_var))
                 take[0, y0:e0] = 1
                 rows.append((sp.csr_matrix(take), float(k), float(k)))
-            # the test takes the first k empty nodes of the domain, so must the model: a
-            # node emptied is taken or counted emptied (y_n + e_n >= 1 once every job on
-            # it goes), and once an empty node is passed over no later node is taken
-            # (z_i >= z_{i-1}, z_i >= skipped_{i-1}, y_i + z_i <= 1)
-            held = y_nodes[site.count[y_nodes] > 0]
-            on = np.flatnonzero(np.isin(site.flat_nodes, held))
-            pos = np.full(N, -1, np.int64)
-            pos[held] = np.arange(len(held))
-            rows.append((sp.csr_matrix(
-                (np.concatenate([np.ones(2 * len(held)), -np.ones(len(on))]),
-                 (np.concatenate([np.tile(np.arange(len(held)), 2), pos[site.flat_nodes[on]]]),
-                  np.concatenate([y_col[held], e_col[held], col_of_job[site.flat_job[on]]]))),
-                shape=(len(held), n_var)), (1 - site.count[held]).astype(float), np.inf))
-            if n_z:
-                z = z0 + np.arange(n_z)
-                prev_node = y_nodes[chain_prev]
-                prev_held = site.count[prev_node] > 0
-                # skipped: e of a node that held jobs, 1 - y of a node empty already
-                skip_col = np.where(prev_held, e_col[prev_node], y0 + chain_prev)
-                skip_sign = np.where(prev_held, -1.0, 1.0)
-                low = np.where(prev_held, 0.0, 1.0)
+            if first_k:
+                # the test takes the first k empty nodes of the domain, so must the model: a
+                # node emptied is taken or counted emptied (y_n + e_n >= 1 once every job on
+                # it goes), and once an empty node is passed over no later node is taken
+                # (z_i >= z_{i-1}, z_i >= skipped_{i-1}, y_i + z_i <= 1)
+                held = y_nodes[site.count[y_nodes] > 0]
+                on = np.flatnonzero(np.isin(site.flat_nodes, held))
+                pos = np.full(N, -1, np.int64)
+                pos[held] = np.arange(len(held))
+                h = len(held)
                 rows.append((sp.csr_matrix(
-                    (np.concatenate([np.ones(n_z), skip_sign]),
-                     (np.tile(np.arange(n_z), 2), np.concatenate([z, skip_col]))),
-                    shape=(n_z, n_var)), low, np.inf))
-                same = np.flatnonzero(np.diff(chain_prev) == 1)   # z_i - z_{i-1} >= 0
-                same = same[y_dom[chain_prev[same]] == y_dom[chain_prev[same + 1]]]
-                rows.append((sp.csr_matrix(
-                    (np.concatenate([np.ones(len(same)), -np.ones(len(same))]),
-                     (np.tile(np.arange(len(same)), 2), np.concatenate([z[same + 1], z[same]]))),
-                    shape=(len(same), n_var)), 0.0, np.inf))
-                rows.append((sp.csr_matrix(
-                    (np.ones(2 * n_z), (np.tile(np.arange(n_z), 2),
-                                        np.concatenate([y0 + chain_prev + 1, z]))),
-                    shape=(n_z, n_var)), -np.inf, 1.0))
+                    (np.concatenate([np.ones(2 * h), -np.ones(len(on))]),
+                     (np.concatenate([np.tile(np.arange(h), 2), pos[site.flat_nodes[on]]]),
+                      np.concatenate([y_col[held], e_col[held],
+                                      col_of_job[site.flat_job[on]]]))),
+                    shape=(h, n_var)), (1 - site.count[held]).astype(float), np.inf))
+                if n_z:
+                    z = z0 + np.arange(n_z)
+                    prev_node = y_nodes[chain_prev]
+                    prev_held = site.count[prev_node] > 0
+                    # skipped: e of a node that held jobs, 1 - y of a node empty already
+                    skip_col = np.where(prev_held, e_col[prev_node], y0 + chain_prev)
+                    skip_sign = np.where(prev_held, -1.0, 1.0)
+                    low = np.where(prev_held, 0.0, 1.0)
+                    rows.append((sp.csr_matrix(
+                        (np.concatenate([np.ones(n_z), skip_sign]),
+                         (np.tile(np.arange(n_z), 2), np.concatenate([z, skip_col]))),
+                        shape=(n_z, n_var)), low, np.inf))
+                    same = np.flatnonzero(np.diff(chain_prev) == 1)   # z_i - z_{i-1} >= 0
+                    same = same[y_dom[chain_prev[same]] == y_dom[chain_prev[same + 1]]]
+                    m = len(same)
+                    rows.append((sp.csr_matrix(
+                        (np.concatenate([np.ones(m), -np.ones(m)]),
+                         (np.tile(np.arange(m), 2), np.concatenate([z[same + 1], z[same]]))),
+                        shape=(m, n_var)), 0.0, np.inf))
+                    rows.append((sp.csr_matrix(
+                        (np.ones(2 * n_z), (np.tile(np.arange(n_z), 2),
+                                            np.concatenate([y0 + chain_prev + 1, z]))),
+                        shape=(n_z, n_var)), -np.inf, 1.0))
         else:
             on = np.flatnonzero((y_col[site.flat_nodes] >= 0) & entry_ok)
             m = len(on)
