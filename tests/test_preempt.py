@@ -494,3 +494,28 @@ def test_priorities_survive_the_journal_a_state_file_and_both_twins(tmp_path):
                             for e in snap["jobs"]]}
     restored = Engine.restore(cluster, old)
     assert restored.job("eval").priority == 0 and restored.job("eval").preemptible
+
+
+@pytest.mark.parametrize("steps", [200, 0], ids=["search", "highs"])
+def test_the_node_count_search_finds_a_choice_exactly_when_one_exists(steps, monkeypatch):
+    # the gang's nodes per group of racks: a depth-first search, or HiGHS once the search
+    # runs past its budget (0 here: always), against every choice
+    from gpusched.plan import preempt
+
+    monkeypatch.setattr(preempt, "_SEARCH_STEPS", steps)
+    rng = random.Random(7)
+    found = 0
+    for _ in range(150):
+        groups, rows, k = rng.randint(1, 4), rng.randint(1, 3), rng.randint(1, 6)
+        columns = np.array([[rng.choice([0, 1, 2, 3]) * 10**9 for _r in range(rows)]
+                            for _g in range(groups)], dtype=np.int64)
+        cap_g = np.array([rng.randint(0, 3) for _g in range(groups)], dtype=np.int64)
+        room = np.array([rng.randint(0, 12) * 10**9 for _r in range(rows)], dtype=np.int64)
+        every = [t for t in itertools.product(*(range(c + 1) for c in cap_g))
+                 if sum(t) == k and (columns.T @ np.array(t) <= room).all()]
+        got = preempt._Site._group_totals(k, columns, cap_g, room)
+        assert (got is None) == (not every), (columns, cap_g, room, k)
+        if got is not None:
+            found += 1
+            assert got.sum() == k and (got <= cap_g).all() and (columns.T @ got <= room).all()
+    assert 20 < found < 130   # both answers drawn often

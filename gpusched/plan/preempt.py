@@ -426,12 +426,17 @@ class _Site:
         except _TooLong:
             pass
         from scipy.optimize import Bounds, LinearConstraint, milp
-        scale = 1.0 / COEF_SCALE
+        rows = columns.T.astype(float)
+        scale = 1.0 / np.maximum(rows.max(axis=1, initial=0.0), 1.0)  # each row's top: 1
         res = milp(np.zeros(n), integrality=np.ones(n), bounds=Bounds(0, cap_g),
                    constraints=[LinearConstraint(np.ones((1, n)), k, k),
-                                LinearConstraint(columns.T * scale, -np.inf, room * scale)])
-        if res.status != 0 or res.x is None:
+                                LinearConstraint(rows * scale[:, None], -np.inf,
+                                                 room * scale)])
+        if res.status == 2:
             return None
+        if res.status != 0 or res.x is None:
+            raise PreemptionError(f"the node search for a gang stopped without an answer "
+                                  f"({res.message}); try method='heuristic'", field="method")
         totals = np.rint(res.x).astype(np.int64)
         # HiGHS works in floats: keep its answer only if it holds in integers
         if (columns.T @ totals <= room).all() and totals.sum() == k:
