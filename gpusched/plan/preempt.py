@@ -24,7 +24,17 @@ of one node's GPUs or fewer takes one node, each node a candidate.
 
 *Exact on small clusters, a heuristic at scale.*  With at most ``exact_max_victims``
 evictable jobs (default 12) every victim set is tried in cost order and the first that
-works is the plan (exact, within the placement rule below).  Above it, the heuristic:
+works is the plan.  On a site of at most :data:`NODE_SEARCH_MAX_NODES` nodes (1,024) the
+test of a set searches every choice of the job's nodes (for a gang, how many empty nodes
+each rack of the domain gives: all a row sees of them), so the plan is the optimum over
+victim sets and nodes; ``tests/test_preempt.py`` checks it against a brute force that
+tries every set on a fresh engine, with the engine's own ``place`` and every choice of a
+gang's empty nodes through ``place_on``, on random and tight sites, both twins.  On a
+larger site a gang is tried on each domain's first ``k`` empty nodes only, and a small
+job on the 64 fullest nodes with room (the first-k rule: a test of a few array passes,
+which the heuristic runs hundreds of times a plan), so the enumeration is exact under
+that rule only: on tight small sites the first ``k`` missed cheaper plans, or every plan.
+Above ``exact_max_victims``, the heuristic:
 for each priority threshold in ascending order, the domain's nodes are ranked by the
 work their jobs would lose (a gang's work shared over its nodes), the cheapest ``k``
 nodes chosen, the choice repeated once with the nodes the victims also vacate counted
@@ -33,16 +43,19 @@ watts are freed by cap-downs and, if still short, by more evictions ranked by co
 first threshold at which some domain works wins; among domains the cheapest.
 ``method="exact"`` forces the enumeration at any size.
 
-*Exact at any size: ``method="milp"``.*  For each priority threshold in ascending order,
-one MILP (``scipy.optimize.milp``, HiGHS) over every domain at once chooses the victims
-and the job's nodes: every row of ``A`` must hold with the job at ``min_cap_w`` and every
-flexible job that stays at its min cap (the deepest cap-down; integer watts, busy steps
-included, so the rows are exact), a gang takes the first ``k`` empty nodes of one domain
-as the placement rule does, and the objective is work lost, then (a second solve) GPUs
-evicted.  Each answer goes through the same exact test as the enumeration; a set it
-refuses (the model lets a small job take any node with room, the test tries the 64
-fullest) is cut off and the MILP solved again.  So its cost is the enumeration's (a test
-checks it on small sites), at a cost in time: 8.6 to 10.6 s (three runs, both twins)
+*The enumeration's cost at any size: ``method="milp"``.*  For each priority threshold in
+ascending order, one MILP (``scipy.optimize.milp``, HiGHS) over every domain at once
+chooses the victims and the job's nodes: every row of ``A`` must hold with the job at
+``min_cap_w`` and every flexible job that stays at its min cap (the deepest cap-down;
+integer watts, busy steps included, so the rows are exact), a gang takes any ``k`` empty
+nodes of one domain on a site the node search covers and the first ``k`` on a larger one
+(the test's two rules), and the objective is work lost, then (a second solve) GPUs
+evicted.  Each answer goes through the same test as the enumeration; a set it refuses
+(above the node search's bound the model lets a small job take any node with room, the
+test tries the 64 fullest) is cut off and the MILP solved again.  So its cost is the
+enumeration's: the optimum on a small site, the optimum under the first-k rule on a large
+one (tests check both on small sites, the second with the bound forced to 0), at a cost
+in time: 8.6 to 10.6 s (three runs, both twins)
 for the 4,096-GPU gang on colossus-100k 95 % full (``benchmarks/bench_preempt.py``'s
 state, 2,142 jobs), where the heuristic takes 11 ms and loses 3.3 times the work (489
 GPU-h against 146); 0.8 s for a 256-GPU gang (one pod of 294) and 0.3 s for an 8-GPU job
@@ -74,10 +87,20 @@ from ..spec import COEF_SCALE
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["plan_preemption", "PreemptionPlan", "CapChange", "DEFAULT_EXACT_MAX_VICTIMS"]
+__all__ = ["plan_preemption", "PreemptionPlan", "CapChange", "DEFAULT_EXACT_MAX_VICTIMS",
+           "NODE_SEARCH_MAX_NODES"]
 
 #: Up to this many evictable jobs, every victim set is tried (2^12 = 4,096 sets).
 DEFAULT_EXACT_MAX_VICTIMS = 12
+#: Up to this many nodes, the test of a victim set searches every choice of the job's
+#: nodes (a gang: how many empty nodes each rack of the domain gives; a small job: every
+#: node with room, one per rack and emptiness), so ``method="exact"`` is the optimum over
+#: victim sets and nodes.  Above it a gang takes the first ``k`` empty nodes of a domain
+#: and a small job the 64 fullest nodes with room: the test stays a few array passes, as
+#: the heuristic needs at scale (it runs the test hundreds of times a plan).
+NODE_SEARCH_MAX_NODES = 1024
+#: Steps of the depth-first search over racks' node counts before HiGHS decides instead.
+_SEARCH_STEPS = 200
 _STEP_W = 25   # the engine's cap grid
 _NO_VICTIM = -(2 ** 40)  # sorts below every priority: a plan with no eviction
 _METHODS = ("auto", "exact", "heuristic", "milp")
@@ -218,6 +241,8 @@ class _Site:
         # per entry (job, node): watts the job's GPUs draw above idle there
         self.entry_w = (self.gpn * (self.cap - self.idle_w))[self.flat_job]
         self.entry_gpn = self.gpn[self.flat_job]
+        # read here, not at import, so a test can put a small site under the first-k rule
+        self.search_nodes = self.N <= NODE_SEARCH_MAX_NODES
         self._after: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # ---- the one exact test ----------------------------------------------------------
@@ -304,6 +329,120 @@ class _Site:
         rows_ok, drop = rows_at(levels[lo])
         return self._best_cap(job, rows_ok, row_per, self.slack), drop
 
+    def gang_nodes(self, job: Job, usable: np.ndarray, victims: np.ndarray
+                   ) -> np.ndarray | None:
+        """``k`` of the empty ``usable`` nodes (one domain) on which every row holds with
+        the gang at ``min_cap_w`` and every flexible job left at its min cap, or None.
+
+        What :meth:`fit` tests is then true of those nodes, and it depends only on how
+        many nodes each rack gives (every empty node of a rack adds the same watts), so
+        the search is over those counts ``c_r``, linear in every row: a row over one rack
+        bounds its ``c_r`` alone; racks the other rows treat alike (the same column) are
+        one group whose total alone matters.  Each row alone must take its least load for
+        ``k`` nodes (most refused sets stop there); then a depth-first search over the
+        groups' totals, pruned by each row's room (the coefficients are non-negative),
+        decides, and past ``_SEARCH_STEPS`` steps a small integer program (HiGHS) does.
+        """
+        k = job.gpus // self.G
+        _free, _empty, rack_w = self.after(victims)
+        flex = ~victims & (self.cap > self.min_cap)
+        freed_w, _drop = self.cap_down_w(int((self.cap - self.min_cap).max(initial=0)), flex)
+        room = self.slack - self.A @ np.rint(rack_w - freed_w).astype(np.int64)
+        if (room < 0).any():   # a row short before the job adds anything
+            return None
+        node_w = self.busy_w + self.G * (job.min_cap_w - self.idle_w)
+        racks, per_rack = np.unique(self.node_rack[usable], return_counts=True)
+        units = np.asarray(self.A[:, racks].todense(), dtype=np.int64) * node_w
+        rows = np.flatnonzero((units > 0).any(axis=1))
+        units, room = units[rows], room[rows]
+        # one row at a time: the most nodes each rack can give
+        bound = np.where(units > 0, room[:, None] // np.maximum(units, 1), k)
+        most = np.minimum(per_rack, bound.min(axis=0, initial=k))
+        if int(most.sum()) < k:
+            return None
+        shared = (units > 0).sum(axis=1) > 1
+        units, room = units[shared], room[shared]
+        columns, group = np.unique(units.T, axis=0, return_inverse=True)
+        group = np.asarray(group).ravel()
+        cap_g = np.bincount(group, weights=most, minlength=len(columns)).astype(np.int64)
+        totals = self._group_totals(k, columns, cap_g, room)
+        if totals is None:
+            return None
+        # each group's total over its racks in index order, each rack's lowest nodes
+        chosen: list[np.ndarray] = []
+        left = totals.copy()
+        for r, rack in enumerate(racks.tolist()):
+            take = int(min(most[r], left[group[r]]))
+            left[group[r]] -= take
+            chosen.append(usable[self.node_rack[usable] == rack][:take])
+        return np.sort(np.concatenate(chosen))
+
+    @staticmethod
+    def _group_totals(k: int, columns: np.ndarray, cap_g: np.ndarray, room: np.ndarray
+                      ) -> np.ndarray | None:
+        """Nodes per group (at most ``cap_g``, ``k`` in all) with ``columns.T @ t <= room``
+        (integer units, non-negative), or None when there are none."""
+        n = len(cap_g)
+        # each row alone: its least load for k nodes (the groups it weighs least first)
+        # must fit; a quick refusal of most sets, before any search
+        order = np.argsort(columns.T, axis=1, kind="stable")
+        weights = np.take_along_axis(columns.T, order, axis=1)
+        caps = cap_g[order]
+        before = np.cumsum(caps, axis=1) - caps
+        takes = np.clip(k - before, 0, caps)
+        if ((takes * weights).sum(axis=1) > room).any():
+            return None
+        t = np.zeros(n, np.int64)
+        steps = 0
+
+        def most(g: int, load: np.ndarray) -> np.ndarray:
+            """The most nodes each group from ``g`` on can add alone, beside ``load``."""
+            cols = columns[g:]
+            left = (room - load)[None, :]
+            per_row = np.where(cols > 0, left // np.maximum(cols, 1), k)
+            return np.minimum(cap_g[g:], per_row.min(axis=1, initial=k))
+
+        def search(g: int, need: int, load: np.ndarray) -> bool:
+            nonlocal steps
+            if need == 0:
+                return True
+            if g == n:
+                return False
+            alone = most(g, load)
+            if int(alone.sum()) < need:   # not even each group alone adds up: prune
+                return False
+            rest = int(alone[1:].sum())
+            for take in range(int(min(alone[0], need)), max(0, need - rest) - 1, -1):
+                steps += 1
+                if steps > _SEARCH_STEPS:
+                    raise _TooLong
+                if search(g + 1, need - take, load + columns[g] * take):
+                    t[g] = take
+                    return True
+            return False
+
+        try:
+            return t if search(0, k, np.zeros(len(room), np.int64)) else None
+        except _TooLong:
+            pass
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        rows = columns.T.astype(float)
+        scale = 1.0 / np.maximum(rows.max(axis=1, initial=0.0), 1.0)  # each row's top: 1
+        res = milp(np.zeros(n), integrality=np.ones(n), bounds=Bounds(0, cap_g),
+                   constraints=[LinearConstraint(np.ones((1, n)), k, k),
+                                LinearConstraint(rows * scale[:, None], -np.inf,
+                                                 room * scale)])
+        if res.status == 2:
+            return None
+        if res.status != 0 or res.x is None:
+            raise PreemptionError(f"the node search for a gang stopped without an answer "
+                                  f"({res.message}); try method='heuristic'", field="method")
+        totals = np.rint(res.x).astype(np.int64)
+        # HiGHS works in floats: keep its answer only if it holds in integers
+        if (columns.T @ totals <= room).all() and totals.sum() == k:
+            return totals
+        return None
+
     def excess(self, job: Job, nodes: np.ndarray, gpn: int, victims: np.ndarray
                ) -> np.ndarray:
         """Per row, load minus slack (units) with the job on ``nodes`` at ``min_cap_w``
@@ -336,6 +475,10 @@ class _Site:
                 int(self.gpus[victims].sum()))
 
 
+class _TooLong(Exception):
+    """The node search ran past its step budget."""
+
+
 def _domains(site: _Site, job: Job, pod_index: int) -> list[tuple[str | None, np.ndarray]]:
     """Candidate domains as (name, node indices): the named pod; each pod that can hold
     the gang; or the whole site (a gang larger than any pod, a job on one node)."""
@@ -354,7 +497,13 @@ def _try_victims(site: _Site, job: Job, victims: np.ndarray,
                  domains: list[tuple[str | None, np.ndarray]]
                  ) -> tuple[str | None, np.ndarray, int, np.ndarray] | None:
     """The first domain where ``victims`` (and cap-downs) let the job run: (domain,
-    nodes, cap, cap drops), or None."""
+    nodes, cap, cap drops), or None.
+
+    A gang takes the first ``k`` empty nodes of the domain if they work, else (on a site
+    of at most :data:`NODE_SEARCH_MAX_NODES` nodes) the ones :meth:`_Site.gang_nodes`
+    finds; a small job the fullest node with room that works, every kind of node tried
+    on such a site, the 64 fullest above it.
+    """
     free, empty, _ = site.after(victims)
     G = site.G
     for name, nodes in domains:
@@ -365,14 +514,28 @@ def _try_victims(site: _Site, job: Job, victims: np.ndarray,
                 continue
             chosen = usable[:k]
             answer = site.fit(job, chosen, G, victims)
+            if answer is None and site.search_nodes:
+                # the first k are not the only k: on a small site, search them all
+                found = site.gang_nodes(job, usable, victims)
+                if found is not None:
+                    chosen = found
+                    answer = site.fit(job, chosen, G, victims)
         else:
             usable = nodes[free[nodes] >= job.gpus]
             if not len(usable):
                 continue
             # best fit: the fullest node that takes it, as the engine's own rule
             order = np.lexsort((usable, free[usable]))
+            ranked = usable[order]
+            if site.search_nodes:
+                # every node that may take it: one per rack and emptiness (the rows see
+                # nothing else of a node), in best-fit order
+                kind = site.node_rack[ranked] * 2 + (free[ranked] == G)
+                ranked = ranked[np.sort(np.unique(kind, return_index=True)[1])]
+            else:
+                ranked = ranked[:64]
             answer, chosen = None, usable[:0]
-            for node in usable[order][:64]:
+            for node in ranked:
                 chosen = np.array([node])
                 answer = site.fit(job, chosen, job.gpus, victims)
                 if answer is not None:
@@ -384,14 +547,33 @@ def _try_victims(site: _Site, job: Job, victims: np.ndarray,
 
 def _exact(site: _Site, job: Job, domains: list[tuple[str | None, np.ndarray]]
            ) -> tuple[np.ndarray, tuple[str | None, np.ndarray, int, np.ndarray]] | None:
-    """Every victim set in cost order; the first that works."""
+    """Every victim set in cost order; the first that works.
+
+    With the node search (:data:`NODE_SEARCH_MAX_NODES`) the test is monotone: evicting
+    more only frees GPUs, nodes and watts, and every choice of nodes is tried, so a set
+    works only if every allowed job of its priority or lower, evicted together, works.
+    Each priority is asked that once, and the sets of a priority where even all fail
+    (every set, when no plan exists) are not tried one by one.
+    """
     candidates = np.flatnonzero(site.evictable)
+    least_priority = None
+    if site.search_nodes and len(candidates):
+        for threshold in np.unique(site.priority[candidates]).tolist():
+            every = site.evictable & (site.priority <= threshold)
+            if _try_victims(site, job, every, domains) is not None:
+                least_priority = threshold
+                break
+        else:
+            return None   # not even every evictable job at once: no set works
     sets = []
     for r in range(len(candidates) + 1):
         for combo in itertools.combinations(candidates, r):
             mask = np.zeros(len(site.cap), bool)
             mask[list(combo)] = True
-            sets.append((site.cost(mask), combo, mask))
+            cost = site.cost(mask)
+            if least_priority is not None and r and cost[0] < least_priority:
+                continue   # all of this priority or lower fail together: so does this
+            sets.append((cost, combo, mask))
     sets.sort(key=lambda item: (item[0], item[1]))
     for _cost, _combo, mask in sets:
         answer = _try_victims(site, job, mask, domains)
@@ -408,8 +590,8 @@ def _milp(site: _Site, job: Job, domains: list[tuple[str | None, np.ndarray]]
     victim sets of that highest priority in (work lost, GPUs evicted) order; the first that
     the exact test accepts is the plan.  Every set the test accepts is feasible in the
     model (it is the test, but for a small job's node: any with room, where the test
-    tries the 64 fullest), so a set the test refuses is cut off and the model solved
-    again, and the answer has ``_exact``'s cost.
+    tries the 64 fullest above :data:`NODE_SEARCH_MAX_NODES` nodes), so a set the test
+    refuses is cut off and the model solved again, and the answer has ``_exact``'s cost.
     """
     none = np.zeros(len(site.cap), bool)
     answer = _try_victims(site, job, none, domains)
@@ -441,10 +623,12 @@ class _VictimModel:
       ``gpn (min_cap - idle)`` a node, an emptied node its busy step (``e_n <= x_j``; a
       node the job takes keeps its busy step, so ``e_n + y_n <= 1``), and the job adds
       ``gpn (min_cap_w - idle)`` a node plus the busy step of a node that was empty.
-    * A gang takes the first ``k`` empty nodes of its domain, as the test does (a model
-      free to take any empty nodes proposes, on tight sites, dozens of sets the test
-      refuses): ``z_i`` (continuous) is "an empty node before the domain's i-th was not
-      taken", and no node after one is taken.
+    * On a site the node search covers (:data:`NODE_SEARCH_MAX_NODES`) a gang takes any
+      ``k`` empty nodes of its domain, as the test does.  On a larger one it takes the
+      first ``k``, as the test does there (a model free to take any empty nodes proposes,
+      on tight sites, dozens of sets the first-k test refuses): ``z_i`` (continuous) is
+      "an empty node before the domain's i-th was not taken", and no node after one is
+      taken.
     * At least one victim of the threshold's priority: every set of lower priorities
       was refused at the thresholds before.
     """
@@ -494,7 +678,9 @@ class _VictimModel:
         n_s = len(used_domains) if gang and len(used_domains) > 1 else 0
         # a gang's chain: z at each of a domain's nodes but its first, "a node before
         # this one was empty and not taken" (continuous)
-        chain_prev = np.flatnonzero(y_dom[1:] == y_dom[:-1]) if gang else np.zeros(0, np.int64)
+        first_k = gang and not site.search_nodes
+        chain_prev = (np.flatnonzero(y_dom[1:] == y_dom[:-1]) if first_k
+                      else np.zeros(0, np.int64))
         n_z = len(chain_prev)
         self.n_var = n_var = n_x + n_y + n_e + n_s + n_z
         y0, e0, s0, z0 = n_x, n_x + n_y, n_x + n_y + n_e, n_x + n_y + n_e + n_s
@@ -554,41 +740,45 @@ class _VictimModel:
                 take = np.zeros((1, n_var))
                 take[0, y0:e0] = 1
                 rows.append((sp.csr_matrix(take), float(k), float(k)))
-            # the test takes the first k empty nodes of the domain, so must the model: a
-            # node emptied is taken or counted emptied (y_n + e_n >= 1 once every job on
-            # it goes), and once an empty node is passed over no later node is taken
-            # (z_i >= z_{i-1}, z_i >= skipped_{i-1}, y_i + z_i <= 1)
-            held = y_nodes[site.count[y_nodes] > 0]
-            on = np.flatnonzero(np.isin(site.flat_nodes, held))
-            pos = np.full(N, -1, np.int64)
-            pos[held] = np.arange(len(held))
-            rows.append((sp.csr_matrix(
-                (np.concatenate([np.ones(2 * len(held)), -np.ones(len(on))]),
-                 (np.concatenate([np.tile(np.arange(len(held)), 2), pos[site.flat_nodes[on]]]),
-                  np.concatenate([y_col[held], e_col[held], col_of_job[site.flat_job[on]]]))),
-                shape=(len(held), n_var)), (1 - site.count[held]).astype(float), np.inf))
-            if n_z:
-                z = z0 + np.arange(n_z)
-                prev_node = y_nodes[chain_prev]
-                prev_held = site.count[prev_node] > 0
-                # skipped: e of a node that held jobs, 1 - y of a node empty already
-                skip_col = np.where(prev_held, e_col[prev_node], y0 + chain_prev)
-                skip_sign = np.where(prev_held, -1.0, 1.0)
-                low = np.where(prev_held, 0.0, 1.0)
+            if first_k:
+                # the test takes the first k empty nodes of the domain, so must the model: a
+                # node emptied is taken or counted emptied (y_n + e_n >= 1 once every job on
+                # it goes), and once an empty node is passed over no later node is taken
+                # (z_i >= z_{i-1}, z_i >= skipped_{i-1}, y_i + z_i <= 1)
+                held = y_nodes[site.count[y_nodes] > 0]
+                on = np.flatnonzero(np.isin(site.flat_nodes, held))
+                pos = np.full(N, -1, np.int64)
+                pos[held] = np.arange(len(held))
+                h = len(held)
                 rows.append((sp.csr_matrix(
-                    (np.concatenate([np.ones(n_z), skip_sign]),
-                     (np.tile(np.arange(n_z), 2), np.concatenate([z, skip_col]))),
-                    shape=(n_z, n_var)), low, np.inf))
-                same = np.flatnonzero(np.diff(chain_prev) == 1)   # z_i - z_{i-1} >= 0
-                same = same[y_dom[chain_prev[same]] == y_dom[chain_prev[same + 1]]]
-                rows.append((sp.csr_matrix(
-                    (np.concatenate([np.ones(len(same)), -np.ones(len(same))]),
-                     (np.tile(np.arange(len(same)), 2), np.concatenate([z[same + 1], z[same]]))),
-                    shape=(len(same), n_var)), 0.0, np.inf))
-                rows.append((sp.csr_matrix(
-                    (np.ones(2 * n_z), (np.tile(np.arange(n_z), 2),
-                                        np.concatenate([y0 + chain_prev + 1, z]))),
-                    shape=(n_z, n_var)), -np.inf, 1.0))
+                    (np.concatenate([np.ones(2 * h), -np.ones(len(on))]),
+                     (np.concatenate([np.tile(np.arange(h), 2), pos[site.flat_nodes[on]]]),
+                      np.concatenate([y_col[held], e_col[held],
+                                      col_of_job[site.flat_job[on]]]))),
+                    shape=(h, n_var)), (1 - site.count[held]).astype(float), np.inf))
+                if n_z:
+                    z = z0 + np.arange(n_z)
+                    prev_node = y_nodes[chain_prev]
+                    prev_held = site.count[prev_node] > 0
+                    # skipped: e of a node that held jobs, 1 - y of a node empty already
+                    skip_col = np.where(prev_held, e_col[prev_node], y0 + chain_prev)
+                    skip_sign = np.where(prev_held, -1.0, 1.0)
+                    low = np.where(prev_held, 0.0, 1.0)
+                    rows.append((sp.csr_matrix(
+                        (np.concatenate([np.ones(n_z), skip_sign]),
+                         (np.tile(np.arange(n_z), 2), np.concatenate([z, skip_col]))),
+                        shape=(n_z, n_var)), low, np.inf))
+                    same = np.flatnonzero(np.diff(chain_prev) == 1)   # z_i - z_{i-1} >= 0
+                    same = same[y_dom[chain_prev[same]] == y_dom[chain_prev[same + 1]]]
+                    m = len(same)
+                    rows.append((sp.csr_matrix(
+                        (np.concatenate([np.ones(m), -np.ones(m)]),
+                         (np.tile(np.arange(m), 2), np.concatenate([z[same + 1], z[same]]))),
+                        shape=(m, n_var)), 0.0, np.inf))
+                    rows.append((sp.csr_matrix(
+                        (np.ones(2 * n_z), (np.tile(np.arange(n_z), 2),
+                                            np.concatenate([y0 + chain_prev + 1, z]))),
+                        shape=(n_z, n_var)), -np.inf, 1.0))
         else:
             on = np.flatnonzero((y_col[site.flat_nodes] >= 0) & entry_ok)
             m = len(on)
@@ -883,7 +1073,9 @@ def plan_preemption(engine: "Engine", job: Job, pod: int | str | None = None, *,
         an eviction loses is its GPUs times this.  Jobs not in it lose nothing.
     method : {"auto", "exact", "heuristic", "milp"}
         ``auto``: exact when at most ``exact_max_victims`` jobs are evictable, else the
-        heuristic.  ``milp``: the enumeration's cost at any size through
+        heuristic.  ``exact``: every victim set; the optimum over sets and nodes on a
+        site of at most :data:`NODE_SEARCH_MAX_NODES` nodes, under the first-k rule
+        above it.  ``milp``: the enumeration's cost at any size through
         ``scipy.optimize.milp`` (seconds at scale, see the module).
 
     Raises
