@@ -49,7 +49,11 @@ ALLOWED_BARE_RAISES = {
 }
 
 # Exception classes defined in the package that are not (yet) GpuschedErrors.
-ALLOWED_FOREIGN_CLASSES: set[str] = set()
+ALLOWED_FOREIGN_CLASSES: set[str] = {
+    # control flow inside one function (a search over its step budget), caught there and
+    # never seen by a caller: the HiGHS fallback answers instead
+    "gpusched.plan.preempt._TooLong",
+}
 
 
 def _message_start(call: ast.Call) -> str:
@@ -122,7 +126,8 @@ def test_every_exception_class_of_the_package_is_a_gpusched_error():
         for name, value in vars(module).items()
         if inspect.isclass(value) and issubclass(value, BaseException)
         and value.__module__ == module.__name__
-        and not issubclass(value, GpuschedError) and name not in ALLOWED_FOREIGN_CLASSES)
+        and not issubclass(value, GpuschedError)
+        and f"{module.__name__}.{name}" not in ALLOWED_FOREIGN_CLASSES)
     assert not foreign, f"not GpuschedError subclasses: {foreign}"
 
 
