@@ -119,7 +119,26 @@ class Fifo(Policy):
             _start_in_order(sim)
 
 
-class Backfill(Policy):
+class _OnTimeline(Policy):
+    """A policy that keeps its running jobs on a :class:`gpusched.plan.timeline.Timeline`
+    (``self._timeline``, built on its first pass): finished and requeued jobs leave it."""
+
+    _timeline: Any = None
+    _done_seen = 0
+
+    def _track(self, sim: "Simulator") -> None:
+        for sim_job in sim.done[self._done_seen:]:
+            if sim_job.id in self._timeline:
+                self._timeline.remove(sim_job.id)
+        self._done_seen = len(sim.done)
+
+    def requeued(self, sim: "Simulator", sim_job: "SimJob") -> None:
+        """A failure sent a running job back to the queue (gpusched.simulate.failures)."""
+        if self._timeline is not None and sim_job.id in self._timeline:
+            self._timeline.remove(sim_job.id)
+
+
+class Backfill(_OnTimeline):
     """Power-aware EASY backfilling over a :class:`gpusched.plan.timeline.Timeline`.
 
     The head's reservation counts a node empty at the expected end of its last job, and
@@ -165,17 +184,6 @@ class Backfill(Policy):
         self._held_cap_w: dict[str, int] = {}  # the head's, by id: the cap held for it
         self._efficient: dict[tuple[Any, int, int], int] = {}  # by curve and cap range
         self.model_blocked = 0  # passes where the head fit by the timeline, not the engine
-
-    def _track(self, sim: "Simulator") -> None:
-        for sim_job in sim.done[self._done_seen:]:
-            if sim_job.id in self._timeline:
-                self._timeline.remove(sim_job.id)
-        self._done_seen = len(sim.done)
-
-    def requeued(self, sim: "Simulator", sim_job: "SimJob") -> None:
-        """A failure sent a running job back to the queue (gpusched.simulate.failures)."""
-        if self._timeline is not None and sim_job.id in self._timeline:
-            self._timeline.remove(sim_job.id)
 
     def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
                units: np.ndarray) -> None:
@@ -538,7 +546,7 @@ class GpuBackfill(Policy):
         return {"name": self.name, "depth": self.depth}
 
 
-class ConservativeBackfill(Policy):
+class ConservativeBackfill(_OnTimeline):
     """Power-aware conservative backfilling: every queued job (up to ``depth``) is
     reserved, in order, on a :class:`gpusched.plan.profile.Profile`.
 
@@ -600,17 +608,6 @@ class ConservativeBackfill(Policy):
 
     def holds_for_head(self) -> bool:
         return True   # the head's reservation holds what it needs (gpusched.simulate.waits)
-
-    def _track(self, sim: "Simulator") -> None:
-        for sim_job in sim.done[self._done_seen:]:
-            if sim_job.id in self._timeline:
-                self._timeline.remove(sim_job.id)
-        self._done_seen = len(sim.done)
-
-    def requeued(self, sim: "Simulator", sim_job: "SimJob") -> None:
-        """A failure sent a running job back to the queue (gpusched.simulate.failures)."""
-        if self._timeline is not None and sim_job.id in self._timeline:
-            self._timeline.remove(sim_job.id)
 
     def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
                units: np.ndarray) -> float:
