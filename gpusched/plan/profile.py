@@ -11,8 +11,10 @@ over its whole expected run, and the demand is taken off the profile over that
 interval, so a later job can never take what an earlier one was promised.  This is
 conservative backfill (Mu'alem and Feitelson 2001) with watts as well as GPUs.
 
-Demand is :meth:`Timeline.reserve`'s: GPUs, ``gpus // gpus_per_node`` whole empty nodes
-for a job of one node or more, and the job's watts at ``min_cap_w`` on empty nodes; a
+Demand is counted as :meth:`Timeline.reserve` counts it without its ``node_free`` and
+``cap_w`` refinements (EASY's head gets those; every queued job here is held at its
+floor): GPUs, ``gpus // gpus_per_node`` whole empty nodes for a job of one node or more,
+and the job's watts at ``min_cap_w`` on empty nodes; a
 job that fits in a hall is charged on that hall's rows (at each row's largest
 coefficient over the hall) and its nodes counted there, in the hall where it can start
 first; a gang larger than every hall is charged on the rows over several halls and its
