@@ -137,6 +137,32 @@ class _OnTimeline(Policy):
         if self._timeline is not None and sim_job.id in self._timeline:
             self._timeline.remove(sim_job.id)
 
+    def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
+               units: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _start_front(self, sim: "Simulator", now: float) -> np.ndarray:
+        """Start jobs from the front of the queue, in order, until one does not fit (fifo:
+        nothing earlier waits, so every reservation would start them now); the engine's
+        slack of the timeline's rows after them."""
+        engine = sim.engine
+        rows = self._timeline.rows
+        slack = engine.row_slack_units()[rows]
+        started = 0
+        for sim_job in sim.queue:
+            if sim_job.gpus > engine.free_gpus():
+                break
+            placement = engine.place(sim_job.job)
+            if placement is None:
+                break
+            after = engine.row_slack_units()[rows]
+            self._start(sim, sim_job, placement, now, slack - after)
+            slack = after
+            started += 1
+        if started:
+            del sim.queue[:started]
+        return slack
+
 
 class Backfill(_OnTimeline):
     """Power-aware EASY backfilling over a :class:`gpusched.plan.timeline.Timeline`.
@@ -206,20 +232,7 @@ class Backfill(_OnTimeline):
         engine = sim.engine
         if reasons & FINISHED:
             self._refused.clear()   # freed GPUs and watts: refusals may not hold now
-        started = 0
-        slack = engine.row_slack_units()[rows]
-        for sim_job in sim.queue:   # fifo: from the front until one does not fit
-            if sim_job.gpus > engine.free_gpus():
-                break
-            placement = engine.place(sim_job.job)
-            if placement is None:
-                break
-            after = engine.row_slack_units()[rows]
-            self._start(sim, sim_job, placement, now, slack - after)
-            slack = after
-            started += 1
-        if started:
-            del sim.queue[:started]
+        slack = self._start_front(sim, now)
         if self.preempt and sim.queue and self._preempt_for_head(sim, now):
             slack = engine.row_slack_units()[rows]
         if len(sim.queue) < 2:
@@ -630,27 +643,13 @@ class ConservativeBackfill(_OnTimeline):
             from ..plan.timeline import Timeline  # the plan layer; loaded on first use
             self._timeline = Timeline(sim.cluster)
             self._rows = self._timeline.rows
-        rows = self._rows
         self._track(sim)
         if not sim.queue:
             return
         engine = sim.engine
         # the front of the queue in order: a job that fits now at the front is reserved
         # now by any profile (nothing earlier is waiting), so this is the pass's start
-        slack = engine.row_slack_units()[rows]
-        started = 0
-        for sim_job in sim.queue:
-            if sim_job.gpus > engine.free_gpus():
-                break
-            placement = engine.place(sim_job.job)
-            if placement is None:
-                break
-            after = engine.row_slack_units()[rows]
-            self._start(sim, sim_job, placement, now, slack - after)
-            slack = after
-            started += 1
-        if started:
-            del sim.queue[:started]
+        slack = self._start_front(sim, now)
         if len(sim.queue) < 2 or engine.free_gpus() == 0:
             return
         seen = (sim.state_version, len(sim.queue))
