@@ -13,6 +13,7 @@ from gpusched.engine import Engine
 from gpusched.job import Job
 from gpusched.plan.timeline import Timeline
 from gpusched.spec import Cluster
+from gpusched.spec.presets import _site
 
 
 @pytest.fixture
@@ -107,3 +108,32 @@ def test_removing_the_last_job_of_a_node_makes_it_empty_now(site):
     timeline.remove("a")
     engine.release("a")
     assert timeline.node_empty_s(engine.node_free_gpus())[0] == -np.inf
+
+
+def test_a_gang_waits_for_a_whole_pod_when_the_only_ready_pod_is_out_of_watts():
+    """The engine puts a gang in one pod whenever some pod has its nodes, and only there.
+
+    Hall 1: two empty 16-node pods, but a 100 kW switchboard (66 kW of it idle draw) that cannot feed either.
+    Hall 2: two pods of 16 nodes, each half busy, so hall 2 has 16 empty nodes, spread
+    over its pods.  The engine refuses the 16-node gang now (hall 1's pods are the only
+    ones with 16 empty nodes), so the reservation is not "now": it is when the first
+    hall-2 pod empties (100 s), and the engine then places the gang there.  Counting
+    empty nodes per hall only, the timeline said "now" (issue 16, synthetic seed 2).
+    """
+    spec = _site("two-halls", [("hall-1", "liquid", 2, 100_000), ("hall-2", "liquid", 2, 400_000)],
+                 1e6, racks_per_pod=2)
+    cluster = Cluster.from_dict(spec)
+    engine, timeline = Engine(cluster), Timeline(cluster)
+    pods = [np.flatnonzero(cluster.node_pod == p) for p in range(4)]
+    run(engine, timeline, "a", 64, pods[2][:8].tolist(), 100.0)
+    run(engine, timeline, "b", 64, pods[3][:8].tolist(), 200.0)
+    head = Job("head", 128, max_cap_w=700, min_cap_w=350)
+    assert engine.place(head) is None
+    assert "hall-1 switchboard" in str(engine.explain(head))
+    reservation = reserve(engine, timeline, head)
+    assert reservation.start_s == 100.0
+    assert reservation.hall == 1
+    engine.release("a")
+    timeline.remove("a")
+    placement = engine.place(head)
+    assert placement is not None and set(placement.nodes) <= set(pods[2].tolist())

@@ -149,6 +149,16 @@ class Timeline:
         self._slot_nodes: dict[int, tuple[np.ndarray, int]] = {}
         self._nodes_of_hall = [np.flatnonzero(self._node_hall == h)
                                for h in range(self.num_halls)]
+        # pods, for the engine's gang rule (see _pod_ready_s): nodes grouped by pod, each
+        # pod's first position in that order, its size and its hall
+        node_pod = np.asarray(cluster.node_pod, np.int64)
+        self._pod_order = np.argsort(node_pod, kind="stable")
+        pod_nodes = np.bincount(node_pod)
+        self._pod_first = np.concatenate(([0], np.cumsum(pod_nodes)[:-1]))
+        self._pod_nodes = pod_nodes
+        pod_hall = np.zeros(len(pod_nodes), np.int64)
+        pod_hall[node_pod] = self._node_hall
+        self._pod_hall = pod_hall
         #: per node, per held row: the units of its busy step (what a node holds while
         #: any job runs on it, and frees when its last job ends, not its first)
         self._node_step_units = np.ascontiguousarray(
@@ -291,6 +301,28 @@ class Timeline:
         empty_s[self._G - node_free > self._node_held_gpus] = np.inf
         return empty_s
 
+    def _pod_ready_s(self, empty_s: np.ndarray, k_nodes: int) -> np.ndarray:
+        """Per pod, the expected time it has ``k_nodes`` empty nodes (inf: never; a pod
+        smaller than that never does).
+
+        The engine places a gang of ``k`` whole nodes inside one pod whenever some pod
+        has ``k`` empty nodes, and then only there: it spreads over pods only when no pod
+        has them.  So when the pods that could take the head whole are all in a hall
+        whose switchboard is full, the engine refuses it although the empty nodes of
+        another hall would take it spread.  Counting empty nodes per hall alone, the
+        timeline said "now" for 580 passes of issue 16's synthetic seed 2 run while the
+        engine refused a 512-GPU head on the hall-1 switchboard, and nothing was
+        backfilled in those passes.
+        """
+        by_pod = empty_s[self._pod_order]
+        pod_of = np.repeat(np.arange(len(self._pod_nodes)), self._pod_nodes)
+        by_pod = by_pod[np.lexsort((by_pod, pod_of))]   # each pod's nodes, soonest first
+        ready_s = np.full(len(self._pod_nodes), np.inf)
+        big = np.flatnonzero(self._pod_nodes >= k_nodes)
+        if k_nodes >= 1 and len(big):
+            ready_s[big] = by_pod[self._pod_first[big] + k_nodes - 1]
+        return ready_s
+
     def reserve(self, job: "Job", now_s: float, free_gpus: int, slack_units: np.ndarray,
                 empty_nodes: np.ndarray | None = None, node_free: np.ndarray | None = None,
                 cap_w: int | None = None, start_cap_w: int | None = None) -> Reservation:
@@ -344,6 +376,18 @@ class Timeline:
         # (step, hall, demand at min cap, row coefficients, whole nodes per step)
         choices: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None]] = []
         if self._fits_a_hall(job):
+            # the engine's gang rule: one pod if any pod has the nodes, and then only such
+            # a pod (see _pod_ready_s); per step, the pods ready by then, per hall
+            pods_ready = None
+            if gang and empty_s is not None and at_s is not None:
+                ready_s = self._pod_ready_s(empty_s, k_nodes)
+                ready = np.flatnonzero(ready_s < np.inf)   # -inf: ready now
+                pods_ready = np.zeros((n + 1, self.num_halls), np.int64)
+                step = np.searchsorted(at_s, ready_s[ready], side="left")
+                keep = step <= n
+                np.add.at(pods_ready, (step[keep], self._pod_hall[ready[keep]]), 1)
+                pods_ready = np.cumsum(pods_ready, axis=0)
+                none_ready = pods_ready.sum(axis=1) == 0
             freed = np.zeros((n + 1, self.num_halls), np.int64)
             if n and not exact:
                 ends = np.zeros((n, self.num_halls), np.int64)
@@ -358,7 +402,8 @@ class Timeline:
                 if gang and empty_s is not None and at_s is not None:
                     whole = np.searchsorted(np.sort(empty_s[self._nodes_of_hall[h]]), at_s,
                                             side="right")
-                    ok &= whole >= k_nodes
+                    assert pods_ready is not None
+                    ok &= (pods_ready[:, h] > 0) | (none_ready & (whole >= k_nodes))
                 elif gang and empty_nodes is not None:
                     whole = int(empty_nodes[h]) + freed[:, h]
                     ok &= whole >= k_nodes
