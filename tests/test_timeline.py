@@ -137,3 +137,33 @@ def test_a_gang_waits_for_a_whole_pod_when_the_only_ready_pod_is_out_of_watts():
     timeline.remove("a")
     placement = engine.place(head)
     assert placement is not None and set(placement.nodes) <= set(pods[2].tolist())
+
+
+def test_a_gang_no_pod_can_take_is_reserved_spread_over_halls_as_the_engine_spreads_it():
+    """With no pod holding its nodes, the engine spreads a gang over pods site-wide.
+
+    Two halls of two 16-node pods, every pod with 6 empty nodes: 12 per hall, 24 in all.
+    A 24-node gang fits in no pod and in no hall's empty nodes, but the engine places it
+    now over both halls; counted per hall, the timeline made it wait for the first end.
+    """
+    spec = _site("two-halls", [("hall-1", "liquid", 2, 400_000), ("hall-2", "liquid", 2, 400_000)],
+                 1e6, racks_per_pod=2)
+    cluster = Cluster.from_dict(spec)
+    engine, timeline = Engine(cluster), Timeline(cluster)
+    for p in range(4):
+        nodes = np.flatnonzero(cluster.node_pod == p)[:10].tolist()
+        run(engine, timeline, f"busy-{p}", 80, nodes, 100.0 * (p + 1))
+    head = Job("head", 192, max_cap_w=700, min_cap_w=350)
+    reservation = reserve(engine, timeline, head)
+    assert reservation.start_s == 0.0
+    assert reservation.hall == -1
+    assert reservation.extra_nodes == 0
+    # each hall's rows are charged half the gang (12 of its 24 nodes are there)
+    hall_rows = [i for i, r in enumerate(timeline.rows)
+                 if cluster.constraints.names[r].endswith("switchboard")]
+    slack = engine.row_slack_units()[timeline.rows]
+    taken = slack - np.array(reservation.extra_units)
+    assert len(hall_rows) == 2 and taken[hall_rows[0]] == taken[hall_rows[1]] > 0
+    placement = engine.place(head)
+    assert placement is not None
+    assert {int(np.asarray(cluster.rack_hall)[cluster.node_rack[n]]) for n in placement.nodes} == {0, 1}

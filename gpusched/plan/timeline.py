@@ -85,11 +85,12 @@ class Timeline:
     """Running jobs by expected end, with their GPUs, whole nodes and zone-row units.
 
     The rows held are the *zone rows* (``Constraints.zone_rows``: rows over two or more
-    pods -- hall switchboards, hall cooling plants, the facility).  A reserved job that
-    fits in one hall is reserved in the hall where it can start first: its demand is
-    charged to that hall's rows and to every row over several halls, and its whole nodes
-    are counted in that hall.  A gang larger than every hall is charged on the rows over
-    several halls only, its nodes counted site-wide.
+    pods -- hall switchboards, hall cooling plants, the facility).  A gang of whole nodes
+    is reserved as the engine places it (with ``node_free``): inside one pod in the hall
+    where such a pod is ready first, while any pod anywhere has its nodes empty; else
+    spread over pods site-wide, on the empty nodes of the halls whose rows have watts
+    for them, each hall's rows charged its share.  A job smaller than a node is reserved
+    in the hall where it can start first.
     """
 
     # per slot (set by _grow): expected end, GPUs, whole nodes freed at the end, their
@@ -323,6 +324,30 @@ class Timeline:
             ready_s[big] = by_pod[self._pod_first[big] + k_nodes - 1]
         return ready_s
 
+    def _pods_ready(self, empty_s: np.ndarray, at_s: np.ndarray, k_nodes: int
+                    ) -> np.ndarray:
+        """Per step (instant ``at_s``), per hall: how many pods have ``k_nodes`` nodes
+        empty by then."""
+        ready_s = self._pod_ready_s(empty_s, k_nodes)
+        ready = np.flatnonzero(ready_s < np.inf)   # -inf: ready now
+        counts = np.zeros((len(at_s), self.num_halls), np.int64)
+        step = np.searchsorted(at_s, ready_s[ready], side="left")
+        keep = step < len(at_s)
+        np.add.at(counts, (step[keep], self._pod_hall[ready[keep]]), 1)
+        return np.cumsum(counts, axis=0)
+
+    def _hall_room_nodes(self, units: np.ndarray, cap_w: int) -> np.ndarray:
+        """Per step, per hall: how many whole nodes at ``cap_w`` the held rows inside
+        the hall have watts for (``units``: per step, per held row)."""
+        node_w = self._G * (cap_w - self._idle_w) + self._busy_w
+        room = np.full((len(units), self.num_halls), 2 ** 62, np.int64)
+        for r in np.flatnonzero(self._row_hall >= 0).tolist():
+            h = int(self._row_hall[r])
+            c = int(self._hall_coef[h, r]) * node_w
+            if c > 0:
+                room[:, h] = np.minimum(room[:, h], np.maximum(units[:, r], 0) // c)
+        return room
+
     def reserve(self, job: "Job", now_s: float, free_gpus: int, slack_units: np.ndarray,
                 empty_nodes: np.ndarray | None = None, node_free: np.ndarray | None = None,
                 cap_w: int | None = None, start_cap_w: int | None = None) -> Reservation:
@@ -375,19 +400,32 @@ class Timeline:
         watts = self._watts(job, floor_w)
         # (step, hall, demand at min cap, row coefficients, whole nodes per step)
         choices: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None]] = []
-        if self._fits_a_hall(job):
-            # the engine's gang rule: one pod if any pod has the nodes, and then only such
-            # a pod (see _pod_ready_s); per step, the pods ready by then, per hall
-            pods_ready = None
-            if gang and empty_s is not None and at_s is not None:
-                ready_s = self._pod_ready_s(empty_s, k_nodes)
-                ready = np.flatnonzero(ready_s < np.inf)   # -inf: ready now
-                pods_ready = np.zeros((n + 1, self.num_halls), np.int64)
-                step = np.searchsorted(at_s, ready_s[ready], side="left")
-                keep = step <= n
-                np.add.at(pods_ready, (step[keep], self._pod_hall[ready[keep]]), 1)
-                pods_ready = np.cumsum(pods_ready, axis=0)
-                none_ready = pods_ready.sum(axis=1) == 0
+        usable = None   # per step, per hall: nodes a spread gang may take there
+        if gang and empty_s is not None and at_s is not None:
+            # the engine's gang rule: inside one pod if any pod has the nodes, and then
+            # only such a pod; else spread over pods site-wide, skipping pods whose
+            # halls have no watts left (see _pod_ready_s)
+            whole_by_hall = np.stack([np.searchsorted(np.sort(empty_s[idx]), at_s,
+                                                      side="right")
+                                      for idx in self._nodes_of_hall], axis=1)
+            pods_ready = self._pods_ready(empty_s, at_s, k_nodes)
+            enough = gpus >= job.gpus
+            for h in np.flatnonzero(pods_ready[-1] > 0).tolist():
+                need = self._hall_coef[h] * watts
+                ok = enough & (pods_ready[:, h] > 0) & (units >= need[None, :]).all(axis=1)
+                hits = np.flatnonzero(ok)
+                if len(hits):
+                    choices.append((int(hits[0]), h, need, self._hall_coef[h],
+                                    whole_by_hall[:, h]))
+            usable = np.minimum(whole_by_hall, self._hall_room_nodes(units, floor_w))
+            coef = np.where(self._multi_hall, self._max_coef, 0)
+            need = coef * watts
+            ok = (enough & (pods_ready.sum(axis=1) == 0) & (usable.sum(axis=1) >= k_nodes)
+                  & (units >= need[None, :]).all(axis=1))
+            hits = np.flatnonzero(ok)
+            if len(hits):
+                choices.append((int(hits[0]), -1, need, coef, whole_by_hall.sum(axis=1)))
+        elif self._fits_a_hall(job):
             freed = np.zeros((n + 1, self.num_halls), np.int64)
             if n and not exact:
                 ends = np.zeros((n, self.num_halls), np.int64)
@@ -399,12 +437,7 @@ class Timeline:
                 need = self._hall_coef[h] * watts
                 ok = (gpus >= job.gpus) & (units >= need[None, :]).all(axis=1)
                 whole = None
-                if gang and empty_s is not None and at_s is not None:
-                    whole = np.searchsorted(np.sort(empty_s[self._nodes_of_hall[h]]), at_s,
-                                            side="right")
-                    assert pods_ready is not None
-                    ok &= (pods_ready[:, h] > 0) | (none_ready & (whole >= k_nodes))
-                elif gang and empty_nodes is not None:
+                if gang and empty_nodes is not None:
                     whole = int(empty_nodes[h]) + freed[:, h]
                     ok &= whole >= k_nodes
                 hits = np.flatnonzero(ok)
@@ -415,10 +448,7 @@ class Timeline:
             need = coef * watts
             ok = (gpus >= job.gpus) & (units >= need[None, :]).all(axis=1)
             whole = None
-            if empty_s is not None and at_s is not None:
-                whole = np.searchsorted(np.sort(empty_s), at_s, side="right")
-                ok &= whole >= k_nodes
-            elif empty_nodes is not None:
+            if empty_nodes is not None:
                 whole = int(np.sum(empty_nodes)) + np.concatenate(
                     ([0], np.cumsum(self._nodes[slots])))
                 ok &= whole >= k_nodes
@@ -429,15 +459,15 @@ class Timeline:
             return Reservation(job.id, math.inf, 0, (0,) * n_rows, 0)
         k, hall, need, coef, whole = min(choices, key=lambda c: (c[0], c[1]))
         held_cap_w = floor_w
-        if hall < 0 and empty_s is not None and at_s is not None:
-            # a gang over several halls lands where nodes are empty at its start: each
-            # hall's rows are charged the share of those nodes in the hall.  Charged on
-            # the rows over several halls only, the jobs run past its start took the
-            # watts of the halls it needs, and it started at its min (350 W where the
-            # facility had the watts for 375 W, at --load-scale 4)
-            in_hall = np.array([np.count_nonzero(empty_s[idx] <= at_s[k])
-                                for idx in self._nodes_of_hall], float)
-            share = in_hall / max(float(in_hall.sum()), 1.0)
+        if hall < 0 and usable is not None:
+            # a spread gang lands where nodes are empty and watts free at its start: each
+            # hall's rows are charged its share of the nodes it may take there (never
+            # more than the hall has room for).  Charged on the rows over several halls
+            # only, the jobs run past its start took the watts of the halls it needs,
+            # and it started at its min (350 W where the facility had the watts for
+            # 375 W, at --load-scale 4)
+            room = usable[k].astype(float)
+            share = room / max(float(room.sum()), 1.0)
             row_hall = self._row_hall.clip(0)
             coef = np.where(self._multi_hall, self._max_coef,
                             np.where(self._row_hall >= 0,
