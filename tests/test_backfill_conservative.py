@@ -9,8 +9,9 @@ from gpusched.errors import SpecError
 from gpusched.simulate import simulate
 from gpusched.simulate.cli import build_workload
 from gpusched.simulate.policies import POLICIES, ConservativeBackfill, make_policy
+from tests.support.sites import facility_site
 
-from .test_simulate import by_id, rigid, site
+from .test_simulate import by_id, rigid
 
 # Four nodes.  j1 (16 GPUs) holds two until 100, j2 (8) one until 300; one is free.
 #  - head (16 GPUs) is reserved at 100..200 (j1's two nodes or the free one);
@@ -29,8 +30,8 @@ def spans(result) -> dict:
 
 
 def test_conservative_starts_what_fits_before_the_head_and_holds_the_second_slot():
-    easy = spans(simulate(site(nodes=4), STREAM, "backfill", keep_jobs=True))
-    result = simulate(site(nodes=4), STREAM, "backfill-conservative", keep_jobs=True)
+    easy = spans(simulate(facility_site(nodes=4), STREAM, "backfill", keep_jobs=True))
+    result = simulate(facility_site(nodes=4), STREAM, "backfill-conservative", keep_jobs=True)
     cons = spans(result)
     # EASY: long jumps the queue and second is pushed back to j2's end
     assert easy["long"][0] == 12 and easy["second"][0] == 300
@@ -48,7 +49,7 @@ def test_conservative_starts_what_fits_before_the_head_and_holds_the_second_slot
 def test_conservative_matches_backfill_on_the_hand_checked_replay():
     # j3 ends before j2's reservation: both backfills start it at once
     jobs = [rigid("j1", 0, 100, 8), rigid("j2", 10, 50, 16), rigid("j3", 20, 30, 8)]
-    assert spans(simulate(site(), jobs, "backfill-conservative", keep_jobs=True)) == {
+    assert spans(simulate(facility_site(), jobs, "backfill-conservative", keep_jobs=True)) == {
         "j1": (0, 100), "j2": (100, 150), "j3": (20, 50)}
 
 

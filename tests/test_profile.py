@@ -13,28 +13,16 @@ from gpusched.errors import SpecError
 from gpusched.job import Job
 from gpusched.plan.profile import Profile
 from gpusched.plan.timeline import Timeline
+from tests.support.sites import BIG, facility_site
 
-BIG = 1e9
 G = 8
 # a node's draw per job of 8 GPUs at 700 W above idle: 8 x (700 - 65) + 1,250 busy step
 JOB_W = 8 * (700 - 65) + 1250
 
 
-def site(nodes: int = 4, facility_w: float = BIG) -> Cluster:
-    """One air rack of ``nodes`` nodes; only the facility limit set."""
-    return Cluster.from_dict({
-        "name": f"profile-{nodes}", "facility": {"name": "facility", "it_limit_w": facility_w},
-        "halls": [{"name": "hall-1", "switchboard_w": BIG, "cooling_w": BIG}],
-        "rows": [{"name": "row-1", "hall": "hall-1", "busway_w": BIG}],
-        "pods": [{"name": "pod-1"}],
-        "racks": [{"name": "rack-0", "row": "row-1", "pod": "pod-1", "kind": "air",
-                   "nodes": nodes, "feed_w": BIG, "air_cooling_w": BIG}],
-    })
-
-
 def idle_draw_w(nodes: int) -> int:
     """What the facility row carries with every node idle (read from an engine)."""
-    cluster = site(nodes, facility_w=10 ** 6)
+    cluster = facility_site(nodes, facility_w=10 ** 6)
     c = cluster.constraints
     row = int(np.argmin(c.b_units))
     slack = Engine(cluster).row_slack_units()[row]
@@ -71,7 +59,7 @@ class Site:
 
 
 def test_profile_frees_what_running_jobs_hold_at_their_ends():
-    s = Site(site(4))
+    s = Site(facility_site(4))
     s.run("a", 16, 100.0)
     s.run("b", 8, 300.0)
     p = s.profile()
@@ -84,7 +72,7 @@ def test_profile_frees_what_running_jobs_hold_at_their_ends():
 
 
 def test_earliest_start_is_the_first_end_after_which_the_job_fits_over_its_run():
-    s = Site(site(4))
+    s = Site(facility_site(4))
     s.run("a", 16, 100.0)
     s.run("b", 8, 300.0)
     p = s.profile()
@@ -96,7 +84,7 @@ def test_earliest_start_is_the_first_end_after_which_the_job_fits_over_its_run()
 
 
 def test_reservation_is_taken_off_over_its_interval_only():
-    s = Site(site(4))
+    s = Site(facility_site(4))
     s.run("a", 16, 100.0)
     p = s.profile()
     slot = p.reserve(job("three", 24), 50.0)
@@ -111,7 +99,7 @@ def test_reservation_is_taken_off_over_its_interval_only():
 
 
 def test_a_later_job_needing_the_reserved_nodes_waits_for_the_reservation_to_end():
-    s = Site(site(4))
+    s = Site(facility_site(4))
     s.run("a", 16, 100.0)
     s.run("b", 8, 300.0)
     p = s.profile()
@@ -128,7 +116,7 @@ def test_a_job_that_watts_block_waits_until_an_end_frees_them():
     # room for three jobs' watts over the idle draw of 4 nodes: GPUs are free for a
     # fourth job now, its watts only when one of the three ends
     idle_w = idle_draw_w(4)
-    cluster = site(4, facility_w=idle_w + 3 * JOB_W + JOB_W // 2)
+    cluster = facility_site(4, facility_w=idle_w + 3 * JOB_W + JOB_W // 2)
     s = Site(cluster)
     for i, end in enumerate((500.0, 200.0, 900.0)):
         s.run(f"r{i}", 8, end)
@@ -140,7 +128,7 @@ def test_a_job_that_watts_block_waits_until_an_end_frees_them():
 
 
 def test_the_breakpoints_of_many_running_jobs_are_bounded_and_freed_late_never_early():
-    s = Site(site(64))
+    s = Site(facility_site(64))
     ends = np.linspace(10.0, 640.0, 64)
     for i, end in enumerate(ends):
         s.run(f"r{i}", 8, float(end))
@@ -169,7 +157,7 @@ def test_starting_a_job_reserved_now_delays_no_earlier_reservation(seed):
     # plan the rest again.  Every job queued before a started one keeps its start.
     rng = np.random.default_rng(seed)
     facility_w = idle_draw_w(8) + JOB_W * int(rng.integers(3, 9))
-    s = Site(site(8, facility_w=facility_w))
+    s = Site(facility_site(8, facility_w=facility_w))
     for i in range(int(rng.integers(2, 6))):
         gpus = int(rng.choice([1, 4, 8, 16]))
         if gpus > s.engine.free_gpus():
@@ -194,7 +182,7 @@ def test_starting_a_job_reserved_now_delays_no_earlier_reservation(seed):
 def test_an_easy_start_would_delay_the_second_reservation():
     # The check above can fail: a job that EASY admits (it fits in what the head leaves
     # over) but that runs through the second job's slot moves that slot.
-    s = Site(site(4))
+    s = Site(facility_site(4))
     s.run("a", 16, 100.0)
     s.run("b", 8, 300.0)
     queue = [("head", 16, 100.0), ("second", 24, 100.0)]

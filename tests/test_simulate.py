@@ -13,20 +13,7 @@ from gpusched.power import throughput
 from gpusched.simulate import TraceJob, simulate, synthetic_jobs
 from gpusched.simulate.events import EventQueue
 from gpusched.simulate.policies import Optimize, Policy, lifted_cluster
-
-BIG = 1e9
-
-
-def site(nodes: int = 2, facility_w: float = BIG, *, racks: int = 1) -> Cluster:
-    """``racks`` air racks of ``nodes`` nodes each in one row; only the facility limit set."""
-    return Cluster.from_dict({
-        "name": f"test-{racks}x{nodes}", "facility": {"name": "facility", "it_limit_w": facility_w},
-        "halls": [{"name": "hall-1", "switchboard_w": BIG, "cooling_w": BIG}],
-        "rows": [{"name": "row-1", "hall": "hall-1", "busway_w": BIG}],
-        "pods": [{"name": "pod-1"}],
-        "racks": [{"name": f"rack-{r}", "row": "row-1", "pod": "pod-1", "kind": "air",
-                   "nodes": nodes, "feed_w": BIG, "air_cooling_w": BIG} for r in range(racks)],
-    })
+from tests.support.sites import BIG, facility_site
 
 
 def rigid(job_id: str, submit_s: float, duration_s: float, gpus: int) -> TraceJob:
@@ -52,7 +39,7 @@ HOL_JOBS = [rigid("j1", 0, 100, 8), rigid("j2", 10, 50, 16), rigid("j3", 20, 30,
     ("backfill", {"j1": (0, 100), "j2": (100, 150), "j3": (20, 50)}),
 ])
 def test_head_of_line_blocking_and_backfill_by_hand(policy, expected):
-    result = simulate(site(), HOL_JOBS, policy, keep_jobs=True)
+    result = simulate(facility_site(), HOL_JOBS, policy, keep_jobs=True)
     jobs = by_id(result)
     assert {k: (jobs[k]["start_s"], jobs[k]["finish_s"]) for k in expected} == expected
     m = result.metrics
@@ -69,7 +56,7 @@ def test_head_of_line_blocking_and_backfill_by_hand(policy, expected):
 def test_run_time_is_duration_over_s_of_the_cap():
     # One node under a 6,800 W facility: 2,800 W other + 8 GPUs x 500 W, so the engine
     # steps a 350..700 W job down to exactly 500 W and it runs 3600 / s(500) seconds.
-    cluster = site(nodes=1, facility_w=6800)
+    cluster = facility_site(nodes=1, facility_w=6800)
     job = TraceJob("a", 0.0, 3600.0, 8, min_cap_w=350)
     result = simulate(cluster, [job], "fifo", keep_jobs=True)
     record = by_id(result)["a"]
@@ -86,7 +73,7 @@ def test_run_time_is_duration_over_s_of_the_cap():
 def test_oblivious_reports_what_it_would_have_broken():
     # Same node; the oblivious baseline runs the job at 700 W: 8,400 W against 6,800 W,
     # 1,600 W over the facility row (the only finite limit) for the job's 3,600 s.
-    cluster = site(nodes=1, facility_w=6800)
+    cluster = facility_site(nodes=1, facility_w=6800)
     job = TraceJob("a", 0.0, 3600.0, 8, min_cap_w=350)
     v = simulate(cluster, [job], "oblivious").metrics["violations"]
     assert v["row_seconds"] == pytest.approx(3600)
@@ -129,7 +116,7 @@ def test_cap_change_carries_the_work_over():
                 sim.engine.set_cap("a", 500)
                 assert sim.sync_caps() == 1
 
-    cluster = site(nodes=1)
+    cluster = facility_site(nodes=1)
     job = TraceJob("a", 0.0, 1000.0, 8, min_cap_w=350)
     result = simulate(cluster, [job], CapAt500(), keep_jobs=True)
     record = by_id(result)["a"]
@@ -139,7 +126,7 @@ def test_cap_change_carries_the_work_over():
 
 def test_horizon_counts_unfinished_jobs():
     jobs = [rigid("long", 0, 10_000, 8), rigid("late", 50, 10, 16), rigid("never", 500, 1, 8)]
-    m = simulate(site(), jobs, "fifo", horizon_s=200).metrics
+    m = simulate(facility_site(), jobs, "fifo", horizon_s=200).metrics
     assert m["jobs"] == {**m["jobs"], "arrived": 2, "started": 1, "done": 0,
                          "running_at_end": 1, "queued_at_end": 1}
     assert m["end_s"] == 200
@@ -150,7 +137,7 @@ def test_horizon_counts_unfinished_jobs():
 
 def test_fragmentation_counts_free_gpus_on_partly_used_nodes():
     jobs = [rigid("a", 0, 100, 3), rigid("b", 0, 100, 4)]   # both on one node: 1 left
-    m = simulate(site(), jobs, "fifo").metrics
+    m = simulate(facility_site(), jobs, "fifo").metrics
     assert m["totals"]["fragmented_gpus_max"] == 1
     assert m["totals"]["fragmented_gpus_mean"] == pytest.approx(1.0)
 
@@ -230,7 +217,7 @@ def test_optimize_starts_the_gang_it_drains_for_when_its_gpus_free():
     # path starts H.
     jobs = [rigid("A", 0, 5000, 8), rigid("B", 0, 50_000, 8), flexible("H", 10, 3600, 16)]
     jobs += [flexible(f"x{i}", 100 + 500 * i, 600, 1) for i in range(10)]
-    result = simulate(site(3, 19_700), jobs, Optimize(round_interval_s=900, max_wait_s=100),
+    result = simulate(facility_site(3, 19_700), jobs, Optimize(round_interval_s=900, max_wait_s=100),
                       horizon_s=8000, keep_jobs=True)
     assert by_id(result)["H"]["start_s"] == 5000
     assert result.metrics["policy_info"]["drain_event_starts"] == 1
@@ -242,7 +229,7 @@ def test_optimize_gives_the_watts_of_a_drain_to_running_jobs():
     # when A ends.  The watts A leaves then go to B: its cap rises to 700 W.
     jobs = [rigid("A", 0, 4000, 8), rigid("C", 0, 50_000, 8), flexible("B", 1, 50_000, 8),
             flexible("H", 5, 3600, 24), flexible("D", 6, 3600, 8)]
-    result = simulate(site(3, 23_200), jobs, Optimize(max_wait_s=100), horizon_s=10_000,
+    result = simulate(facility_site(3, 23_200), jobs, Optimize(max_wait_s=100), horizon_s=10_000,
                       keep_jobs=True)
     records = by_id(result)
     assert records["B"]["first_cap_w"] == 450

@@ -19,20 +19,7 @@ from gpusched.simulate.cli import prepare_out
 from gpusched.simulate.plots import OKABE_ITO, write_plots
 from gpusched.simulate.records import JOB_COLUMNS, jobs_csv
 from gpusched.errors import OutputError
-
-BIG = 1e9
-
-
-def site(nodes: int = 2, facility_w: float = BIG) -> Cluster:
-    """One air rack of ``nodes`` 8-GPU nodes; only the facility limit is set."""
-    return Cluster.from_dict({
-        "name": f"test-{nodes}", "facility": {"name": "facility", "it_limit_w": facility_w},
-        "halls": [{"name": "hall-1", "switchboard_w": BIG, "cooling_w": BIG}],
-        "rows": [{"name": "row-1", "hall": "hall-1", "busway_w": BIG}],
-        "pods": [{"name": "pod-1"}],
-        "racks": [{"name": "rack-1", "row": "row-1", "pod": "pod-1", "kind": "air",
-                   "nodes": nodes, "feed_w": BIG, "air_cooling_w": BIG}],
-    })
+from tests.support.sites import BIG, facility_site
 
 
 def rigid(job_id: str, submit_s: float, duration_s: float, gpus: int) -> TraceJob:
@@ -52,7 +39,7 @@ HOL = [rigid("j1", 0, 1000, 8), rigid("j2", 100, 500, 16), rigid("j3", 200, 300,
 
 
 def test_fifo_records_and_why_each_job_waited_by_hand():
-    result = simulate(site(), HOL, "fifo", keep_jobs=True)
+    result = simulate(facility_site(), HOL, "fifo", keep_jobs=True)
     jobs = by_id(result)
     j1, j2, j3 = jobs["j1"], jobs["j2"], jobs["j3"]
     assert (j1["start_s"], j1["finish_s"], j1["wait_s"], j1["wait_reason"]) == (0, 1000, 0, "")
@@ -70,13 +57,13 @@ def test_fifo_records_and_why_each_job_waited_by_hand():
 
 
 def test_backfill_starts_the_short_job_and_the_head_waits_for_gpus():
-    jobs = by_id(simulate(site(), HOL, "backfill", keep_jobs=True))
+    jobs = by_id(simulate(facility_site(), HOL, "backfill", keep_jobs=True))
     assert (jobs["j3"]["start_s"], jobs["j3"]["wait_s"]) == (200, 0)
     assert jobs["j2"]["wait_reason"] == "gpus" and jobs["j2"]["wait_s"] == 900
 
 
 def test_censoring_a_job_still_queued_waits_until_the_horizon():
-    result = simulate(site(), HOL, "fifo", horizon_s=1200, keep_jobs=True)
+    result = simulate(facility_site(), HOL, "fifo", horizon_s=1200, keep_jobs=True)
     jobs = by_id(result)
     assert jobs["j2"]["state"] == "running" and jobs["j2"]["finish_s"] is None
     assert jobs["j2"]["jct_s"] is None and jobs["j2"]["wait_censored"] == 0
@@ -97,7 +84,7 @@ def test_censoring_a_job_still_queued_waits_until_the_horizon():
 def test_a_power_limit_is_named_as_the_reason():
     # one node busy at 700 W: 8,400 + 2,070 idle; both busy: 16,800 > 12,000
     jobs = [rigid("a", 0, 1000, 8), rigid("b", 100, 100, 8)]
-    rec = by_id(simulate(site(facility_w=12_000), jobs, "fifo", keep_jobs=True))["b"]
+    rec = by_id(simulate(facility_site(facility_w=12_000), jobs, "fifo", keep_jobs=True))["b"]
     assert rec["wait_reason"] == "power" and rec["wait_power_s"] == 900
     assert rec["wait_limit"].startswith("facility: ")
 
@@ -105,12 +92,12 @@ def test_a_power_limit_is_named_as_the_reason():
 def test_free_gpus_on_the_wrong_nodes_are_fragmentation():
     # three 6-GPU jobs leave 2 GPUs free on each of 3 nodes: 6 free, no 4 on one node
     jobs = [rigid(f"s{i}", 0, 1000, 6) for i in range(3)] + [rigid("four", 100, 100, 4)]
-    rec = by_id(simulate(site(nodes=3), jobs, "fifo", keep_jobs=True))["four"]
+    rec = by_id(simulate(facility_site(nodes=3), jobs, "fifo", keep_jobs=True))["four"]
     assert rec["wait_reason"] == "fragmentation" and rec["wait_fragmentation_s"] == 900
 
 
 def test_jobs_csv_has_one_line_per_job_and_policy():
-    results = [simulate(site(), HOL, p, keep_jobs=True) for p in ("fifo", "backfill")]
+    results = [simulate(facility_site(), HOL, p, keep_jobs=True) for p in ("fifo", "backfill")]
     rows = list(csv.DictReader(io.StringIO(jobs_csv(results))))
     assert tuple(rows[0]) == JOB_COLUMNS
     assert [(r["policy"], r["job"]) for r in rows] == [
@@ -249,7 +236,7 @@ def test_the_frontier_gangs_fate_is_in_the_summary():
 
     from gpusched.simulate.report import frontier_fate, frontier_lines, summary_markdown
     jobs = [HOL[0], replace(HOL[1], kind="frontier"), HOL[2]]
-    results = [simulate(site(), jobs, "fifo", keep_jobs=True)]
+    results = [simulate(facility_site(), jobs, "fifo", keep_jobs=True)]
     (fate,) = frontier_fate(results)
     assert (fate["job"], fate["gpus"], fate["state"], fate["why"]) == ("j2", 16, "done", "gpus")
     assert (fate["submit"], fate["start"], fate["wait"]) == ("0.03 h", "0.28 h", "0.25 h")
@@ -335,7 +322,7 @@ def test_the_class_wait_is_censored_and_the_frontier_start_delay_by_hand():
     # gang g2 arrives at 200 and is still queued at the horizon, 1200
     jobs = [HOL[0], replace(HOL[1], id="g1", kind="frontier", priority=200),
             replace(HOL[1], id="g2", submit_s=200.0, kind="frontier", priority=200)]
-    result = simulate(site(), jobs, "fifo", horizon_s=1200, keep_jobs=True)
+    result = simulate(facility_site(), jobs, "fifo", horizon_s=1200, keep_jobs=True)
     delay = result.metrics["jobs"]["frontier_start_delay"]
     assert (delay["gangs"], delay["started"], delay["never_started"]) == (2, 1, 1)
     assert delay["mean_h"] == delay["p50_h"] == pytest.approx(950 / 3600, abs=1e-3)
@@ -350,7 +337,7 @@ def test_the_class_wait_is_censored_and_the_frontier_start_delay_by_hand():
     assert frontier_delay_line(result) == (
         "fifo: 1 of 2 frontier gangs started; start delay p50 0.26 h, mean 0.26 h, max "
         "0.28 h; 1 never started (counted until the end of the run: lower bounds)")
-    none = simulate(site(), HOL, "fifo").metrics["jobs"]["frontier_start_delay"]
+    none = simulate(facility_site(), HOL, "fifo").metrics["jobs"]["frontier_start_delay"]
     assert none == {"gangs": 0, "started": 0, "never_started": 0, "mean_h": None,
                     "p50_h": None, "max_h": None}
 
