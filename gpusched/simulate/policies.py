@@ -127,6 +127,9 @@ class _OnTimeline(Policy):
     _done_seen = 0
 
     def _track(self, sim: "Simulator") -> None:
+        if self._timeline is None:
+            from ..plan.timeline import Timeline  # the plan layer; loaded on first use
+            self._timeline = Timeline(sim.cluster)
         for sim_job in sim.done[self._done_seen:]:
             if sim_job.id in self._timeline:
                 self._timeline.remove(sim_job.id)
@@ -194,9 +197,6 @@ class Backfill(_OnTimeline):
         self.cap_downs = 0
         self.lost_gpu_h = 0.0
         self._next_pass_s = -math.inf
-        self._timeline: Any = None
-        self._rows: np.ndarray | None = None
-        self._done_seen = 0
         # highest cap at which a shape was refused since the last finish: a start adds
         # load, so it would be refused at that cap or lower again
         self._refused: dict[tuple[int, int, int], int] = {}
@@ -221,12 +221,8 @@ class Backfill(_OnTimeline):
                            placement.gpus_per_node)
 
     def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
-        if self._timeline is None:
-            from ..plan.timeline import Timeline  # the plan layer; loaded on first use
-            self._timeline = Timeline(sim.cluster)
-            self._rows = self._timeline.rows
-        rows = self._rows
         self._track(sim)
+        rows = self._timeline.rows
         if not sim.queue:
             return
         engine = sim.engine
@@ -607,9 +603,6 @@ class ConservativeBackfill(_OnTimeline):
         self.depth = depth
         self.interval_s = float(interval_s)
         self.max_breakpoints = max_breakpoints
-        self._timeline: Any = None
-        self._rows: np.ndarray | None = None
-        self._done_seen = 0
         self._next_pass_s = -math.inf
         self._seen: tuple[int, int] = (-1, -1)   # (state_version, queue length) of the last pass
         self.passes = 0
@@ -639,10 +632,6 @@ class ConservativeBackfill(_OnTimeline):
         return sim_job.spec.duration_s
 
     def schedule(self, sim: "Simulator", now: float, reasons: int) -> None:
-        if self._timeline is None:
-            from ..plan.timeline import Timeline  # the plan layer; loaded on first use
-            self._timeline = Timeline(sim.cluster)
-            self._rows = self._timeline.rows
         self._track(sim)
         if not sim.queue:
             return
@@ -665,8 +654,8 @@ class ConservativeBackfill(_OnTimeline):
     def _pass(self, sim: "Simulator", now: float, slack: np.ndarray) -> None:
         from ..plan.profile import Demand, Profile
         engine = sim.engine
-        rows = self._rows
         timeline = self._timeline
+        rows = timeline.rows
         G = sim.cluster.gpus_per_node
         self.passes += 1
         node_free = engine.node_free_gpus()
