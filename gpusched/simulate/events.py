@@ -118,7 +118,8 @@ class Simulator:
 
     Policies act through :meth:`start`, :meth:`set_cap`, :meth:`sync_caps` and
     :meth:`request_round`, and read :attr:`engine`, :attr:`queue` (waiting jobs in
-    arrival order) and :attr:`running`.  Whatever puts a job into :attr:`queue` tells
+    arrival order, or in the policy's order if it has a ``queued(sim, sim_job)`` hook
+    that puts each arrival and preempted job in its place) and :attr:`running`.  Whatever puts a job into :attr:`queue` tells
     the recorder (``recorder.job_queued``) and :meth:`start` tells it the job left, so
     the run knows how long, and why, each job waited (gpusched.simulate.waits).
     """
@@ -303,8 +304,12 @@ class Simulator:
         sim_job.preemptions += 1
         sim_job.lost_gpu_s += sim_job.gpus * since_s
         self.state_version += 1
-        keys = [queued.spec.submit_s for queued in self.queue]
-        self.queue.insert(bisect.bisect_right(keys, sim_job.spec.submit_s), sim_job)
+        queued = getattr(self.policy, "queued", None)
+        if queued is not None:
+            queued(self, sim_job)   # the policy's own order (Backfill: by priority)
+        else:
+            keys = [queued.spec.submit_s for queued in self.queue]
+            self.queue.insert(bisect.bisect_right(keys, sim_job.spec.submit_s), sim_job)
         return sim_job.gpus * since_s
 
     def request_round(self, time_s: float) -> None:
@@ -337,6 +342,9 @@ class Simulator:
         self.recorder.sample(0.0, self)
         tick = 0
         endless = self.site is not None and not math.isfinite(self.horizon_s)
+        # a policy that keeps its own queue order puts arrivals in it (Backfill: by
+        # priority); else they join the back
+        queued = getattr(self.policy, "queued", None)
         while len(events) and events.peek_time() <= self.horizon_s:
             if endless and len(self.done) == len(self.all_jobs):
                 break  # failures go on for ever; the run is over when every job is done
@@ -349,7 +357,10 @@ class Simulator:
                         continue  # superseded by a cap change
                     self._finish(payload)
                 elif kind == ARRIVAL:
-                    self.queue.append(payload)
+                    if queued is None:
+                        self.queue.append(payload)
+                    else:
+                        queued(self, payload)
                     self.recorder.job_queued(payload, now)
                     self._present(payload, 1)
                 elif kind == ROUND:

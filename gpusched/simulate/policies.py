@@ -17,6 +17,9 @@
                 (500, Slurm's ``bf_max_job_test``) queued jobs are tried per pass, a full
                 pass runs at most every ``interval_s`` (30 s, Slurm's ``bf_interval``),
                 and a pass on an unchanged state tries only the jobs that arrived since.
+                Urgent jobs (priority ``urgent_priority``, 200, and up: frontier
+                pretraining) go ahead of the rest of the queue, and one that starts
+                while others wait gets at most the cap its reservation would hold.
 ``backfill-preempt`` backfill, and a blocked head of priority above 0 gets a preemption
                 plan (``gpusched.plan.preempt``): cap-downs, then evictions of preemptible
                 jobs of lower priority, which lose the work since their last checkpoint
@@ -50,6 +53,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 import os
@@ -144,6 +148,10 @@ class _OnTimeline(Policy):
                units: np.ndarray) -> Any:
         raise NotImplementedError
 
+    def _front_cap_w(self, sim: "Simulator", sim_job: "SimJob", behind: int) -> int | None:
+        """The cap to start a job from the front at most (None: the engine's highest)."""
+        return None
+
     def _start_front(self, sim: "Simulator", now: float) -> np.ndarray:
         """Start jobs from the front of the queue, in order, until one does not fit (fifo:
         nothing earlier waits, so every reservation would start them now); the engine's
@@ -155,7 +163,9 @@ class _OnTimeline(Policy):
         for sim_job in sim.queue:
             if sim_job.gpus > engine.free_gpus():
                 break
-            placement = engine.place(sim_job.job)
+            cap_w = self._front_cap_w(sim, sim_job, len(sim.queue) - started - 1)
+            placement = (engine.place(sim_job.job) if cap_w is None
+                         else engine.place_at_most(sim_job.job, cap_w))
             if placement is None:
                 break
             after = engine.row_slack_units()[rows]
@@ -177,13 +187,55 @@ class Backfill(_OnTimeline):
     past the head's start goes on a node that stays busy past it.  At --load-scale 4
     --gang-scale 1 (issue 16) the 32k gang then starts at 375 W as under fifo, not at
     350 W, and backfill delivers 0.59 % more work than fifo instead of 0.37 % less.
+
+    Urgent jobs (``urgent_priority``: priority 200 and up, the synthetic mix's frontier
+    pretraining) go ahead of every other queued job, as a higher ``PriorityTier``
+    partition does in Slurm; the others keep their submit order.  So an urgent gang is
+    the head (and holds its reservation) from its arrival instead of waiting for the
+    heads before it to start (synthetic seed 2: the frontier gangs' mean wait 2.38 h,
+    against fifo's 2.28 h, with submit order alone).  One that starts at once while
+    others wait starts at most at the cap its reservation would hold
+    (``cap_urgent``): a 20,480-GPU gang the engine started at 700 W for its whole run
+    took the watts of the jobs it had passed (synthetic seed 1: 2.6 % less work than
+    with submit order; at most 400 W: 0.4 % more).  Ordering every class by priority
+    (large jobs ahead of small) cost 2.4 % on seed 1 and is not what this does.
+
+    Parameters
+    ----------
+    depth : int, default 500
+        Queued jobs tried per pass (Slurm's ``bf_max_job_test``).
+    interval_s : float, default 30
+        A full pass at most this often in simulated time (Slurm's ``bf_interval``).
+    urgent_priority : int or None, default 200
+        Jobs of at least this priority go ahead of the rest; None: submit order only.
+    cap_urgent : bool, default True
+        An urgent job started ahead of waiting jobs gets at most the efficient cap.
     """
 
     name = "backfill"
 
     def __init__(self, depth: int = 500, interval_s: float = 30.0, preempt: bool = False,
                  checkpoint_s: float = 3600.0, preempt_interval_s: float = 300.0,
-                 lower_caps: bool = True, head_cap: bool = True) -> None:
+                 lower_caps: bool = True, head_cap: bool = True,
+                 urgent_priority: int | None = 200, cap_urgent: bool = True) -> None:
+        from ..errors import SpecError
+        from ..job import PRIORITY_MAX, PRIORITY_MIN
+        if isinstance(depth, bool) or not (isinstance(depth, int) and depth >= 1):
+            raise SpecError(f"depth must be a positive integer, got {depth!r}", field="depth")
+        for name, value in (("interval_s", interval_s), ("checkpoint_s", checkpoint_s),
+                            ("preempt_interval_s", preempt_interval_s)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not (value >= 0 and math.isfinite(value))):
+                raise SpecError(f"{name} must be a finite number of seconds >= 0, got "
+                                f"{value!r}", field=name)
+        if urgent_priority is not None and (
+                isinstance(urgent_priority, bool) or not isinstance(urgent_priority, int)
+                or not PRIORITY_MIN <= urgent_priority <= PRIORITY_MAX):
+            raise SpecError(f"urgent_priority must be None or a whole number in "
+                            f"[{PRIORITY_MIN}, {PRIORITY_MAX}] (a job priority), got "
+                            f"{urgent_priority!r}", field="urgent_priority")
+        self.urgent_priority = urgent_priority
+        self.cap_urgent = bool(cap_urgent)
         self.lower_caps = lower_caps
         self.head_cap = head_cap
         self.depth = depth
@@ -201,6 +253,7 @@ class Backfill(_OnTimeline):
         # load, so it would be refused at that cap or lower again
         self._refused: dict[tuple[int, int, int], int] = {}
         self._version = -1      # sim.state_version after the last pass
+        self._head_id = ""      # the head of the queue in the last pass
         self._tried_upto = 1    # queue positions that pass examined
         self.passes = 0
         self.tried = 0
@@ -210,6 +263,36 @@ class Backfill(_OnTimeline):
         self._held_cap_w: dict[str, int] = {}  # the head's, by id: the cap held for it
         self._efficient: dict[tuple[Any, int, int], int] = {}  # by curve and cap range
         self.model_blocked = 0  # passes where the head fit by the timeline, not the engine
+
+    def _front_cap_w(self, sim: "Simulator", sim_job: "SimJob", behind: int) -> int | None:
+        # an urgent job that starts while jobs it went ahead of wait gets the watts its
+        # reservation would hold, no more; it keeps its cap for its whole run (days, for
+        # a frontier gang), so watts above the efficient cap would be taken from them
+        if self.cap_urgent and behind and self._tier(sim_job):
+            return self._efficient_cap_w(sim, sim_job.job)
+        return None
+
+    def _tier(self, sim_job: "SimJob") -> int:
+        """1 for an urgent job (priority at least ``urgent_priority``), else 0."""
+        urgent = self.urgent_priority
+        return 1 if urgent is not None and sim_job.spec.priority >= urgent else 0
+
+    def queued(self, sim: "Simulator", sim_job: "SimJob") -> None:
+        """Put an arrival (or a preempted job) in its place in the queue: an urgent job
+        (priority at least ``urgent_priority``) behind the urgent jobs submitted no
+        later, ahead of every other job; any other job in submit order among the
+        others.  A requeued job stays at the front, as under every policy."""
+        queue = sim.queue
+        tier, submit_s = self._tier(sim_job), sim_job.spec.submit_s
+        at = len(queue)
+        # from the back: only urgent arrivals walk past more than a few jobs
+        while at > 0:
+            ahead = queue[at - 1]
+            if ahead.requeued or (self._tier(ahead), -ahead.spec.submit_s) >= (
+                    tier, -submit_s):
+                break
+            at -= 1
+        queue.insert(at, sim_job)
 
     def _start(self, sim: "Simulator", sim_job: "SimJob", placement: Any, now: float,
                units: np.ndarray) -> None:
@@ -234,9 +317,12 @@ class Backfill(_OnTimeline):
         if len(sim.queue) < 2:
             self._version = sim.state_version
             return
-        # same state as the last pass (only arrivals since): the jobs it tried would get
-        # the same answers, so only the new ones are tried
-        first = self._tried_upto if sim.state_version == self._version else 1
+        # same state and head as the last pass (only arrivals since, at the back): the
+        # jobs it tried would get the same answers, so only the new ones are tried.  An
+        # urgent arrival goes to the front: a new head, a new reservation, a full pass
+        same = sim.state_version == self._version and sim.queue[0].id == self._head_id
+        first = self._tried_upto if same else 1
+        self._head_id = sim.queue[0].id
         if first == 1:
             # a full pass at most every interval_s of simulated time (Slurm's bf_interval,
             # 30 s by default): finishes in between wait for the next one
@@ -446,6 +532,7 @@ class Backfill(_OnTimeline):
                 "tried": self.tried, "backfilled": self.backfilled,
                 "held_back": self.held_back, "steered": self.steered,
                 "model_blocked_passes": self.model_blocked, "head_cap": self.head_cap,
+                "urgent_priority": self.urgent_priority, "cap_urgent": self.cap_urgent,
                 "reserves": "GPUs and site-row watts"}
 
 
