@@ -34,8 +34,8 @@ WAIT_REASON_TEXT = {
              "power or cooling row: the binding limit (jobs.csv names it)",
     "reservation": "it would have fit, but the policy held the free GPUs or watts for the "
                    "blocked head of the queue (backfill's reservation, optimize's drain)",
-    "priority": "it would have fit, but the policy started other jobs first (fifo's order "
-                "behind a blocked head, the allocator's choice, or its next round)",
+    "priority": "it would have fit, but the policy started other jobs first (the queue's "
+                "order behind a blocked head, the allocator's choice, or its next round)",
 }
 
 #: The pictures a run writes, with how to read each (report.html and summary.md).
@@ -64,9 +64,11 @@ CLASS_COLUMNS = [
     ("class", "the jobs' class: frontier pretraining (the frontier gangs), production "
               "fine-tuning (large jobs), research (small jobs), or trace (a real trace's "
               "jobs, unclassed)"),
-    ("priority", "higher is more urgent: under backfill-preempt a blocked head of priority "
-                 "above 0 may evict preemptible running jobs of lower priority "
-                 "(frontier gangs are not preemptible)"),
+    ("priority", "higher is more urgent: under backfill and backfill-preempt jobs of "
+                 "priority 200 and up go ahead of the rest of the queue; under "
+                 "backfill-preempt a blocked head of priority above 0 may evict "
+                 "preemptible running jobs of lower priority (frontier gangs are not "
+                 "preemptible)"),
     ("arrived / started", "jobs of the class submitted before the end of the run; of them, "
                           "started"),
     ("wait mean / p50 / max (h)*", "start - submit over every job of the class that "

@@ -16,9 +16,10 @@ small       1..64 with the ITP 2021 shares (P):          median 2.93 h, p90 8.00
 
 Priority classes (A): frontier gangs are *frontier pretraining* (priority 200, not
 preemptible), large jobs *production fine-tuning* (priority 100), small jobs *research*
-(priority 0); both of the latter are preemptible.  Only a policy that preempts reads them
-(``backfill-preempt``); :func:`priority_classes` gives a real trace the same classes by
-gang size.
+(priority 0); both of the latter are preemptible.  ``backfill`` puts the urgent class
+(priority 200 and up) ahead of the rest of its queue, and ``backfill-preempt`` also lets a
+blocked head of priority above 0 evict lower ones; :func:`priority_classes` gives a real
+trace the same classes by gang size.
 
 (P) = computed from shared/traces/ms-itp-2021/README.md (69,351 jobs), (S) = press, (A) =
 our assumption.  Arrivals are a Poisson process over the horizon (frontier gangs in its

@@ -10,7 +10,7 @@ engine's own :meth:`gpusched.Engine.explain` (the refusal ``place`` would give):
                    or cooling row: the binding limit (its kind and name are kept)
 ``reservation``    it would fit now, but the policy holds what is free for the blocked
                    head of the queue (backfill's reservation, optimize's drain)
-``priority``       it would fit now, but the policy starts other jobs first (fifo's
+``priority``       it would fit now, but the policy starts other jobs first (the queue's
                    order behind a blocked head, the allocator's choice, or its next round)
 =================  ===================================================================
 
