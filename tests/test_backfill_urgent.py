@@ -107,3 +107,17 @@ def test_backfill_options_are_checked(bad):
 def test_the_report_says_which_jobs_are_urgent():
     info = simulate(facility_site(), URGENT_JOBS, "backfill").metrics["policy_info"]
     assert info["urgent_priority"] == 200 and info["cap_urgent"] is True
+
+
+def test_an_urgent_arrival_that_becomes_the_head_gets_a_full_pass():
+    # three nodes; j1 holds two until 100.  The head a (24 GPUs) is reserved at 100, so
+    # c and d (8 GPUs, 150 s: past 100) are refused.  The urgent u (16 GPUs) arrives at
+    # 5 and becomes the head: its reservation at 100 leaves a node over, so at the next
+    # full pass (32: the 30 s interval from the pass at 2) c, first in the queue, takes
+    # it.  A pass that tried only the jobs behind the last one tried (as if the head had
+    # not changed) started d there instead.
+    jobs = [job("j1", 0, 100, 16), job("a", 1, 50, 24), job("c", 2, 150, 8),
+            job("d", 3, 150, 8), job("u", 5, 10, 16, priority=200)]
+    got = spans(simulate(facility_site(3), jobs, "backfill", keep_jobs=True))
+    assert got["c"] == (32, 182) and got["u"] == (100, 110)
+    assert got["d"][0] > got["c"][0]

@@ -119,9 +119,10 @@ class Simulator:
     Policies act through :meth:`start`, :meth:`set_cap`, :meth:`sync_caps` and
     :meth:`request_round`, and read :attr:`engine`, :attr:`queue` (waiting jobs in
     arrival order, or in the policy's order if it has a ``queued(sim, sim_job)`` hook
-    that puts each arrival and preempted job in its place) and :attr:`running`.  Whatever puts a job into :attr:`queue` tells
-    the recorder (``recorder.job_queued``) and :meth:`start` tells it the job left, so
-    the run knows how long, and why, each job waited (gpusched.simulate.waits).
+    that puts each arrival and preempted job in its place) and :attr:`running`.
+    Whatever puts a job into :attr:`queue` tells the recorder (``recorder.job_queued``)
+    and :meth:`start` tells it the job left, so the run knows how long, and why, each
+    job waited (gpusched.simulate.waits).
     """
 
     def __init__(self, cluster: "Cluster", jobs: list[TraceJob], policy: "Policy",
@@ -306,7 +307,7 @@ class Simulator:
         self.state_version += 1
         queued = getattr(self.policy, "queued", None)
         if queued is not None:
-            queued(self, sim_job)   # the policy's own order (Backfill: by priority)
+            queued(self, sim_job)   # the policy's own order (Backfill: urgent jobs first)
         else:
             keys = [queued.spec.submit_s for queued in self.queue]
             self.queue.insert(bisect.bisect_right(keys, sim_job.spec.submit_s), sim_job)
@@ -342,8 +343,8 @@ class Simulator:
         self.recorder.sample(0.0, self)
         tick = 0
         endless = self.site is not None and not math.isfinite(self.horizon_s)
-        # a policy that keeps its own queue order puts arrivals in it (Backfill: by
-        # priority); else they join the back
+        # a policy that keeps its own queue order puts arrivals in it (Backfill: urgent
+        # jobs first); else they join the back
         queued = getattr(self.policy, "queued", None)
         while len(events) and events.peek_time() <= self.horizon_s:
             if endless and len(self.done) == len(self.all_jobs):

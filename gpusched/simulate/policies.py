@@ -53,7 +53,6 @@
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import math
 import os
@@ -315,14 +314,13 @@ class Backfill(_OnTimeline):
         if self.preempt and sim.queue and self._preempt_for_head(sim, now):
             slack = engine.row_slack_units()[rows]
         if len(sim.queue) < 2:
-            self._version = sim.state_version
+            self._remember(sim, 1)
             return
         # same state and head as the last pass (only arrivals since, at the back): the
         # jobs it tried would get the same answers, so only the new ones are tried.  An
         # urgent arrival goes to the front: a new head, a new reservation, a full pass
         same = sim.state_version == self._version and sim.queue[0].id == self._head_id
         first = self._tried_upto if same else 1
-        self._head_id = sim.queue[0].id
         if first == 1:
             # a full pass at most every interval_s of simulated time (Slurm's bf_interval,
             # 30 s by default): finishes in between wait for the next one
@@ -332,7 +330,7 @@ class Backfill(_OnTimeline):
             self._next_pass_s = now + self.interval_s
         last = min(len(sim.queue), self.depth + 1)
         if first >= last or engine.free_gpus() == 0:
-            self._version, self._tried_upto = sim.state_version, max(first, 1)
+            self._remember(sim, max(first, 1))
             return
         self.passes += 1
         head = sim.queue[0]
@@ -356,7 +354,7 @@ class Backfill(_OnTimeline):
             # Nothing may run past now, or small jobs would keep taking what the head
             # waits for (it would starve); only jobs that end by now could, so none.
             self.model_blocked += 1
-            self._version, self._tried_upto = sim.state_version, 1
+            self._remember(sim, 1)
             return
         caps: dict[tuple[int, int, int], int | None] = {}  # per shape, under this reservation
         chosen: list[int] = []
@@ -446,7 +444,13 @@ class Backfill(_OnTimeline):
         self.backfilled += len(chosen)
         for i in reversed(chosen):
             del sim.queue[i]
-        self._version, self._tried_upto = sim.state_version, last - len(chosen)
+        self._remember(sim, last - len(chosen))
+
+    def _remember(self, sim: "Simulator", tried_upto: int) -> None:
+        """What the next pass compares with: the state, the head, and the queue
+        positions tried (1: only the head, as when the queue held one job)."""
+        self._version, self._tried_upto = sim.state_version, tried_upto
+        self._head_id = sim.queue[0].id if sim.queue else ""
 
     def _efficient_cap_w(self, sim: "Simulator", job: Any) -> int:
         """The highest cap worth holding watts for the head: while the next 25 W step
