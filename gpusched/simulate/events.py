@@ -309,7 +309,7 @@ class Simulator:
         if queued is not None:
             queued(self, sim_job)   # the policy's own order (Backfill: urgent jobs first)
         else:
-            keys = [queued.spec.submit_s for queued in self.queue]
+            keys = [waiting.spec.submit_s for waiting in self.queue]
             self.queue.insert(bisect.bisect_right(keys, sim_job.spec.submit_s), sim_job)
         return sim_job.gpus * since_s
 

@@ -112,6 +112,23 @@ def _start_in_order(sim: "Simulator") -> "list[SimJob]":
     return started
 
 
+def _check_depth(depth: object) -> None:
+    """A backfill's ``depth`` (queued jobs tried per pass) must be a positive integer."""
+    from ..errors import SpecError
+    if isinstance(depth, bool) or not (isinstance(depth, int) and depth >= 1):
+        raise SpecError(f"depth must be a positive integer, got {depth!r}", field="depth")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    """A policy's interval ``name`` must be a finite number of seconds >= 0."""
+    from ..errors import SpecError
+    if (isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not (value >= 0 and math.isfinite(value))):
+        raise SpecError(f"{name} must be a finite number of seconds >= 0, got {value!r}",
+                        field=name)
+
+
 class Fifo(Policy):
     """First come, first served with head-of-line blocking."""
 
@@ -219,14 +236,10 @@ class Backfill(_OnTimeline):
                  urgent_priority: int | None = 200, cap_urgent: bool = True) -> None:
         from ..errors import SpecError
         from ..job import PRIORITY_MAX, PRIORITY_MIN
-        if isinstance(depth, bool) or not (isinstance(depth, int) and depth >= 1):
-            raise SpecError(f"depth must be a positive integer, got {depth!r}", field="depth")
+        _check_depth(depth)
         for name, value in (("interval_s", interval_s), ("checkpoint_s", checkpoint_s),
                             ("preempt_interval_s", preempt_interval_s)):
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not (value >= 0 and math.isfinite(value))):
-                raise SpecError(f"{name} must be a finite number of seconds >= 0, got "
-                                f"{value!r}", field=name)
+            _check_seconds(name, value)
         if urgent_priority is not None and (
                 isinstance(urgent_priority, bool) or not isinstance(urgent_priority, int)
                 or not PRIORITY_MIN <= urgent_priority <= PRIORITY_MAX):
@@ -683,14 +696,11 @@ class ConservativeBackfill(_OnTimeline):
     def __init__(self, depth: int = 100, interval_s: float = 30.0,
                  max_breakpoints: int = 200) -> None:
         from ..errors import SpecError
-        if not (isinstance(depth, int) and depth >= 1):
-            raise SpecError(f"depth must be a positive integer, got {depth!r}", field="depth")
+        _check_depth(depth)
         if not (isinstance(max_breakpoints, int) and max_breakpoints >= 2):
             raise SpecError(f"max_breakpoints must be an integer of at least 2, got "
                             f"{max_breakpoints!r}", field="max_breakpoints")
-        if not (interval_s >= 0 and math.isfinite(interval_s)):
-            raise SpecError(f"interval_s must be a finite number >= 0, got {interval_s!r}",
-                            field="interval_s")
+        _check_seconds("interval_s", interval_s)
         self.depth = depth
         self.interval_s = float(interval_s)
         self.max_breakpoints = max_breakpoints
